@@ -1,0 +1,55 @@
+"""keras_transfer: transfer learning for Keras 3.
+
+By-name weight transfer, freezing, and a two-phase fine-tuning schedule that
+really trains inside `model.fit`.
+"""
+
+import os as _os
+
+_os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from keras_transfer.errors import ChecksumError
+from keras_transfer.errors import DataFormatError
+from keras_transfer.errors import DataNotFoundError
+from keras_transfer.errors import DuplicateLayerNameError
+from keras_transfer.errors import LayerSelectionError
+from keras_transfer.errors import MissingWeightsError
+from keras_transfer.errors import NoLayersMatchedError
+from keras_transfer.errors import ShapeMismatchError
+from keras_transfer.errors import TransferError
+from keras_transfer.errors import WeightFileError
+from keras_transfer.freezing import freeze
+from keras_transfer.freezing import select_layers
+from keras_transfer.freezing import trainable_summary
+from keras_transfer.freezing import unfreeze
+from keras_transfer.schedules import PhaseLearningRate
+from keras_transfer.schedules import TwoPhaseSchedule
+from keras_transfer.schedules import fit_two_phase
+from keras_transfer.weights import TransferReport
+from keras_transfer.weights import load_weights_by_name
+from keras_transfer.weights import save_weights_by_name
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ChecksumError",
+    "DataFormatError",
+    "DataNotFoundError",
+    "DuplicateLayerNameError",
+    "LayerSelectionError",
+    "MissingWeightsError",
+    "NoLayersMatchedError",
+    "PhaseLearningRate",
+    "ShapeMismatchError",
+    "TransferError",
+    "TransferReport",
+    "TwoPhaseSchedule",
+    "WeightFileError",
+    "fit_two_phase",
+    "freeze",
+    "load_weights_by_name",
+    "save_weights_by_name",
+    "select_layers",
+    "trainable_summary",
+    "unfreeze",
+]

@@ -1,0 +1,41 @@
+"""Private file helpers: atomic writes and sha256 digests."""
+
+import contextlib
+import hashlib
+import os
+import tempfile
+
+
+@contextlib.contextmanager
+def atomic_write(path):
+    """Yields a temporary path beside `path`; moves it over `path` on success.
+
+    The temporary file lives in the same folder, so `os.replace` is atomic: a
+    reader sees the old file or the new one, never a half-written one. If the
+    body raises, the temporary file is removed and `path` is left untouched.
+    """
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(
+        prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=folder
+    )
+    os.close(fd)
+    try:
+        yield tmp
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.remove(tmp)
+        raise
+
+
+def sha256_of(path, chunk_size=1 << 20):
+    """Returns the hex sha256 digest of the file at `path`."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(chunk_size), b""):
+            digest.update(chunk)
+    return digest.hexdigest()

@@ -1,0 +1,47 @@
+"""The typed errors keras_transfer raises.
+
+Every error a user can cause with bad input derives from `TransferError`, so
+scripts can catch one type and print a one-line message. Each subclass also
+derives from the built-in exception a Keras user would expect (`ValueError`,
+`FileNotFoundError`, ...), so existing `except ValueError:` code keeps working.
+"""
+
+
+class TransferError(Exception):
+    """Base class of every error raised by keras_transfer for bad input."""
+
+
+class WeightFileError(TransferError, ValueError):
+    """A weights file is missing, unreadable, or not in the by-name layout."""
+
+
+class ChecksumError(WeightFileError):
+    """A file's sha256 digest is not the expected one."""
+
+
+class ShapeMismatchError(TransferError, ValueError):
+    """A saved array does not fit the variable it was matched to."""
+
+
+class NoLayersMatchedError(TransferError, ValueError):
+    """A by-name load matched no layer at all (the classic silent by_name bug)."""
+
+
+class MissingWeightsError(TransferError, ValueError):
+    """Layers named in `require=` were not loaded."""
+
+
+class LayerSelectionError(TransferError, ValueError):
+    """A layer selector (index, name, pattern) does not fit the model."""
+
+
+class DataNotFoundError(TransferError, FileNotFoundError):
+    """A data set is not present locally and could not be fetched."""
+
+
+class DataFormatError(TransferError, ValueError):
+    """A data file exists but is truncated or not in the expected format."""
+
+
+class DuplicateLayerNameError(TransferError, ValueError):
+    """Two layers of one model share a name, so by-name transfer is ambiguous."""

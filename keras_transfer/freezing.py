@@ -1,0 +1,220 @@
+"""Freeze and unfreeze layers by index, name or pattern, nested models included.
+
+BatchNormalization layers stay frozen when unfrozen, unless asked otherwise: a
+frozen BatchNormalization runs in inference mode in Keras 3, which is what the
+Keras fine-tuning guide recommends (the moving statistics of the source are
+kept, and a small target batch does not wreck them).
+
+Changing `trainable` does not by itself change what an already compiled model
+trains; inside `model.fit` use `TwoPhaseSchedule`, otherwise `compile()` again.
+"""
+
+import math
+import re
+
+import keras
+
+from keras_transfer import _layers
+from keras_transfer import errors
+
+
+def select_layers(model, spec=None, *, upto=None, layers=None, pattern=None):
+    """Returns the layers of `model` that a selector names.
+
+    Args:
+        model: a `keras.Model`.
+        spec: a shorthand for one of the keyword selectors: an int (`upto`),
+            a str or compiled regex (`pattern`), or a list of layers or names
+            (`layers`).
+        upto: the first `upto` top-level layers (`model.layers[:upto]`).
+        layers: layer objects or names; names are looked up at any depth,
+            inside nested models too.
+        pattern: a regular expression; every layer (at any depth) whose name
+            it fully matches.
+
+    Returns:
+        A list of layers, without duplicates, in model order. With no selector
+        at all, every top-level layer.
+
+    Raises:
+        LayerSelectionError: an index out of range, a name not in the model, a
+            pattern that matches nothing, or more than one selector.
+    """
+    if spec is not None:
+        if isinstance(spec, bool):
+            raise errors.LayerSelectionError(
+                f"Expected an int, a name pattern or a list of layers; received {spec!r}.")
+        if isinstance(spec, int):
+            upto = spec
+        elif isinstance(spec, (str, re.Pattern)):
+            pattern = spec
+        else:
+            layers = spec
+    given = [s for s in (upto, layers, pattern) if s is not None]
+    if len(given) > 1:
+        raise errors.LayerSelectionError(
+            "Pass one of upto=, layers= or pattern=, not several."
+        )
+    if not given:
+        return list(model.layers)
+    every = [layer for layer, _ in _layers.walk(model)]
+    if upto is not None:
+        if not 0 <= upto <= len(model.layers):
+            raise errors.LayerSelectionError(
+                f"upto={upto} is out of range: model '{model.name}' has "
+                f"{len(model.layers)} top-level layers."
+            )
+        return list(model.layers[:upto])
+    if pattern is not None:
+        regex = re.compile(pattern)
+        chosen = [layer for layer in every if regex.fullmatch(layer.name)]
+        if not chosen:
+            raise errors.LayerSelectionError(
+                f"pattern={regex.pattern!r} matches no layer of model "
+                f"'{model.name}'; layer names: {[l.name for l in every]}."
+            )
+        return chosen
+    by_name = {layer.name: layer for layer in every}
+    chosen = []
+    for item in layers:
+        if isinstance(item, keras.layers.Layer):
+            layer = item
+        elif isinstance(item, str):
+            if item not in by_name:
+                raise errors.LayerSelectionError(
+                    f"No layer named '{item}' in model '{model.name}'; layer "
+                    f"names: {list(by_name)}."
+                )
+            layer = by_name[item]
+        else:
+            raise errors.LayerSelectionError(
+                f"Expected layers or layer names, received {item!r}."
+            )
+        if layer not in chosen:
+            chosen.append(layer)
+    return chosen
+
+
+def freeze(model, spec=None, *, upto=None, layers=None, pattern=None):
+    """Freezes the selected layers (all of `model` when nothing is selected).
+
+    Args:
+        model: a `keras.Model`.
+        spec, upto, layers, pattern: which layers; see `select_layers`.
+
+    Returns:
+        The list of layers frozen.
+
+    Raises:
+        LayerSelectionError: the selector does not fit the model.
+
+    Example:
+
+    ```python
+    keras_transfer.freeze(model, upto=12)          # the first 12 layers
+    keras_transfer.freeze(model, pattern="Conv.*") # every Conv layer
+    ```
+    """
+    chosen = select_layers(model, spec, upto=upto, layers=layers, pattern=pattern)
+    for layer in chosen:
+        layer.trainable = False
+    return chosen
+
+
+def unfreeze(model, spec=None, *, upto=None, layers=None, pattern=None,
+             train_batchnorm=False):
+    """Makes the selected layers trainable (all of `model` by default).
+
+    BatchNormalization layers inside the selection stay frozen, so they keep
+    running in inference mode with the source's statistics, unless
+    `train_batchnorm=True`. Frozen containers above a selected layer become
+    trainable, without unfreezing their other layers.
+
+    Args:
+        model: a `keras.Model`.
+        spec, upto, layers, pattern: which layers; see `select_layers`.
+        train_batchnorm: also make BatchNormalization layers trainable.
+
+    Returns:
+        The list of layers selected.
+
+    Raises:
+        LayerSelectionError: the selector does not fit the model.
+
+    Example:
+
+    ```python
+    keras_transfer.unfreeze(model)  # everything but BatchNormalization
+    ```
+    """
+    chosen = select_layers(model, spec, upto=upto, layers=layers, pattern=pattern)
+    parents = {id(layer): parent for layer, parent in _layers.walk(model)}
+    ancestors = []
+    for layer in chosen:
+        parent = parents.get(id(layer))
+        while parent is not None and parent is not model:
+            ancestors.append(parent)
+            parent = parents.get(id(parent))
+    for container in [model] + ancestors:
+        if not container.trainable:
+            # Going around Keras: the public setter would also unfreeze every
+            # other layer of the container. Only the container's own flag is
+            # turned on; its layers keep their flags.
+            container._trainable = True  # noqa: SLF001
+    for layer in chosen:
+        layer.trainable = True
+        if train_batchnorm:
+            continue
+        inner = [l for l, _ in _layers.walk(layer)] if _layers.is_container(layer) else []
+        for sub in [layer] + inner:
+            if isinstance(sub, keras.layers.BatchNormalization):
+                sub.trainable = False
+    return chosen
+
+
+def trainable_summary(model, print_fn=print):
+    """Prints each layer's trainable and frozen parameter counts.
+
+    Top-level layers are listed, and the layers of nested models below them,
+    indented.
+
+    Args:
+        model: a `keras.Model`.
+        print_fn: where each line goes (default `print`).
+
+    Returns:
+        The summary as a string.
+
+    Example:
+
+    ```python
+    keras_transfer.trainable_summary(model)
+    ```
+    """
+    rows = []
+
+    def visit(container, depth):
+        for layer in container.layers:
+            trainable = _count(layer.trainable_weights)
+            frozen = _count(layer.non_trainable_weights)
+            rows.append(("  " * depth + layer.name, type(layer).__name__,
+                         trainable, frozen))
+            if _layers.is_container(layer):
+                visit(layer, depth + 1)
+
+    visit(model, 0)
+    total_t = _count(model.trainable_weights)
+    total_f = _count(model.non_trainable_weights)
+    width = max([len(r[0]) for r in rows] + [5])
+    kind = max([len(r[1]) for r in rows] + [4])
+    lines = [f"{'layer'.ljust(width)}  {'type'.ljust(kind)}  {'trainable':>10}  {'frozen':>10}"]
+    for name, typ, t, f in rows:
+        lines.append(f"{name.ljust(width)}  {typ.ljust(kind)}  {t:>10,}  {f:>10,}")
+    lines.append(f"{'total'.ljust(width)}  {''.ljust(kind)}  {total_t:>10,}  {total_f:>10,}")
+    text = "\n".join(lines)
+    print_fn(text)
+    return text
+
+
+def _count(variables):
+    return int(sum(math.prod(v.shape) for v in variables))
