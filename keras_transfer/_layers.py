@@ -61,14 +61,26 @@ def relative_name(layer, variable):
     return variable.name
 
 
+def set_trainable(layer, value):
+    """Sets `layer.trainable` and always propagates it to its sublayers.
+
+    Under the TensorFlow backend, `layer.trainable = v` is skipped entirely
+    when `layer.trainable` already equals `v` (the `__setattr__` short-cut of
+    TF's trackable objects), so sublayers with another flag keep it. Flipping
+    the flag first makes the Keras setter run.
+    """
+    layer.trainable = not value
+    layer.trainable = value
+
+
 def snapshot_trainable(model):
     """Returns a function that restores every layer's `trainable` flag."""
     flags = [(layer, layer.trainable) for layer, _ in walk(model)]
     top = model.trainable
 
     def restore():
-        model.trainable = top
+        set_trainable(model, top)
         for layer, flag in flags:  # pre-order: containers first
-            layer.trainable = flag
+            set_trainable(layer, flag)
 
     return restore

@@ -117,7 +117,7 @@ def freeze(model, spec=None, *, upto=None, layers=None, pattern=None):
     """
     chosen = select_layers(model, spec, upto=upto, layers=layers, pattern=pattern)
     for layer in chosen:
-        layer.trainable = False
+        _layers.set_trainable(layer, False)
     return chosen
 
 
@@ -162,7 +162,7 @@ def unfreeze(model, spec=None, *, upto=None, layers=None, pattern=None,
             # turned on; its layers keep their flags.
             container._trainable = True  # noqa: SLF001
     for layer in chosen:
-        layer.trainable = True
+        _layers.set_trainable(layer, True)
         if train_batchnorm:
             continue
         inner = [l for l, _ in _layers.walk(layer)] if _layers.is_container(layer) else []

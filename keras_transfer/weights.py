@@ -419,8 +419,10 @@ def _zero_match_message(model, path, groups, skipped, source_of):
     ]
     if skipped:
         lines.append(f"Every match was skipped: {skipped}.")
+    lowered = {g.lower(): g for g in groups}
     for name in names:
-        close = difflib.get_close_matches(source_of(name), groups, n=3)
+        close = [lowered[c] for c in difflib.get_close_matches(
+            source_of(name).lower(), list(lowered), n=3)]
         if close:
             lines.append(f"  '{name}' is not in the file; close: {close}")
     lines.append(f"The file holds: {groups[:20]}"

@@ -1,0 +1,31 @@
+"""Tiny models shared by the tests."""
+
+import keras
+import numpy as np
+
+
+def tiny_base(prefix=""):
+    """Layers of a tiny feature extractor: Dense, BatchNormalization, Dense."""
+    return [
+        keras.layers.Dense(8, activation="relu", name=f"{prefix}Dense_a"),
+        keras.layers.BatchNormalization(name=f"{prefix}Bn"),
+        keras.layers.Dense(6, activation="relu", name=f"{prefix}Dense_b"),
+    ]
+
+
+def tiny_model(head_units=3, head_name="Head", inputs=4):
+    return keras.Sequential(
+        [keras.Input((inputs,)), *tiny_base(),
+         keras.layers.Dense(head_units, name=head_name)],
+        name="tiny")
+
+
+def randomize(model, seed=1):
+    """Gives every weight (BN moving statistics included) distinct values."""
+    rng = np.random.default_rng(seed)
+    for v in model.weights:
+        value = rng.normal(size=v.shape).astype("float32")
+        if "variance" in v.name:
+            value = np.abs(value) + 0.5
+        v.assign(value)
+    return model

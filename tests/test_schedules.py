@@ -1,0 +1,168 @@
+import keras
+import numpy as np
+import pytest
+
+import keras_transfer as kt
+from helpers import randomize, tiny_model
+
+
+class Snapshots(keras.callbacks.Callback):
+    """Records every weight (BN moving statistics included) at each epoch end."""
+
+    def __init__(self):
+        super().__init__()
+        self.at_end = []
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.at_end.append({v.path: v.numpy().copy() for v in self.model.weights})
+
+
+def base_paths(model):
+    return [v.path for layer in model.layers[:3] for v in layer.weights]
+
+
+def head_paths(model):
+    return [v.path for v in model.layers[3].weights]
+
+
+def moved(a, b, paths):
+    return [p for p in paths if not np.array_equal(a[p], b[p])]
+
+
+@pytest.mark.parametrize("jit_compile", [False, True])
+@pytest.mark.parametrize("freeze_before_compile", [False, True])
+def test_phase_one_keeps_base_bit_identical_and_phase_two_trains_it(
+        data, jit_compile, freeze_before_compile):
+    x, y = data
+    model = randomize(tiny_model())
+    if freeze_before_compile:  # the optimizer is then built without the base
+        kt.freeze(model, upto=3)
+    model.compile(optimizer="adam", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                  jit_compile=jit_compile)
+    start = {v.path: v.numpy().copy() for v in model.weights}
+    snaps = Snapshots()
+    schedule = kt.TwoPhaseSchedule(freeze=3, switch_epoch=2, head_lr=1e-2, finetune_lr=1e-3, verbose=0)
+    history = model.fit(x, y, batch_size=16, epochs=4, verbose=0, callbacks=[schedule, snaps])
+    base, head = base_paths(model), head_paths(model)
+    assert moved(start, snaps.at_end[1], base) == []  # weights and BN statistics
+    assert moved(start, snaps.at_end[1], head) == head
+    trainable_base = [p for p in base if "Bn" not in p]  # BN stays frozen
+    assert moved(snaps.at_end[1], snaps.at_end[3], trainable_base) == trainable_base
+    assert moved(snaps.at_end[1], snaps.at_end[3], [p for p in base if "Bn" in p]) == []
+    assert history.history["phase"] == [1, 1, 2, 2]
+    np.testing.assert_allclose(history.history["lr"], [1e-2, 1e-2, 1e-3, 1e-3], rtol=1e-6)
+    assert schedule.history == [(0, 1), (2, 2)]
+
+
+def test_train_batchnorm_trains_batchnorm_in_phase_two(data):
+    x, y = data
+    model = randomize(tiny_model())
+    model.compile(optimizer="sgd", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    snaps = Snapshots()
+    model.fit(x, y, epochs=2, verbose=0, callbacks=[
+        kt.TwoPhaseSchedule(freeze=3, switch_epoch=1, train_batchnorm=True, verbose=0), snaps])
+    bn = [v.path for v in model.get_layer("Bn").weights]
+    assert moved(snaps.at_end[0], snaps.at_end[1], bn) == bn
+
+
+def test_initial_epoch_after_the_switch_starts_in_phase_two(data):
+    x, y = data
+    model = randomize(tiny_model())
+    model.compile(optimizer="adam", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    schedule = kt.TwoPhaseSchedule(freeze=3, switch_epoch=2, verbose=0)
+    snaps = Snapshots()
+    history = model.fit(x, y, epochs=4, initial_epoch=3, verbose=0,
+                        validation_data=(x, y), callbacks=[schedule, snaps])
+    assert history.history["phase"] == [2]
+    assert "val_loss" in history.history
+    assert schedule.history == [(3, 2)]
+    assert model.get_layer("Dense_a").trainable and not model.get_layer("Bn").trainable
+
+
+def test_loss_logged_after_the_switch_is_the_real_loss(data):
+    # The first batch of the switch epoch must report the loss of the model as
+    # it is at that moment, not a stale value from the old train function.
+    x, y = data
+    model = randomize(keras.Sequential([
+        keras.Input((4,)), keras.layers.Dense(8, activation="relu", name="Dense_a"),
+        keras.layers.Dense(3, name="Head")]))
+    loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    model.compile(optimizer="sgd", loss=loss_fn)
+    seen = {}
+
+    class FirstBatch(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            if epoch == 1:
+                seen["expected"] = float(loss_fn(y[:16], self.model(x[:16])))
+
+        def on_train_batch_end(self, batch, logs=None):
+            if "expected" in seen and "logged" not in seen:
+                seen["logged"] = float(logs["loss"])
+
+    history = model.fit(x, y, batch_size=16, epochs=2, shuffle=False, verbose=0,
+                        callbacks=[kt.TwoPhaseSchedule(freeze=1, switch_epoch=1, verbose=0), FirstBatch()])
+    assert seen["logged"] == pytest.approx(seen["expected"], rel=1e-5)
+    assert history.history["loss"][1] != history.history["loss"][0]
+
+
+def test_a_learning_rate_schedule_per_phase_restarts_at_the_switch(data):
+    x, y = data
+    model = randomize(tiny_model())
+    model.compile(optimizer="sgd", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    decay = keras.optimizers.schedules.ExponentialDecay(1e-2, decay_steps=1, decay_rate=0.5)
+    rates = []
+
+    class Rates(keras.callbacks.Callback):
+        def on_train_batch_begin(self, batch, logs=None):
+            rates.append(float(self.model.optimizer.learning_rate))
+
+    model.fit(x, y, batch_size=32, epochs=4, verbose=0, callbacks=[
+        kt.TwoPhaseSchedule(freeze=3, switch_epoch=2, head_lr=0.1, finetune_lr=decay, verbose=0),
+        Rates()])
+    # 2 batches per epoch: phase 1 constant, phase 2 halves each step from 1e-2
+    np.testing.assert_allclose(rates, [0.1] * 4 + [1e-2, 5e-3, 2.5e-3, 1.25e-3], rtol=1e-6)
+
+
+def test_optimizer_state_of_the_head_survives_a_rebuild(data):
+    x, y = data
+    model = randomize(tiny_model())
+    kt.freeze(model, upto=3)
+    model.compile(optimizer=keras.optimizers.SGD(0.01, momentum=0.9),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.fit(x, y, epochs=1, verbose=0)  # builds the optimizer over the head only
+    old = {v.path: v.numpy() for v in model.optimizer.variables}
+    schedule = kt.TwoPhaseSchedule(freeze=3, switch_epoch=1, head_lr=0.01, verbose=0)
+    schedule.set_model(model)
+    schedule.on_train_begin()
+    new = {v.path: v.numpy() for v in model.optimizer.variables}
+    assert len(new) > len(old)  # slots for the base now exist
+    head_slot = [p for p in old if "Head_kernel" in p][0]
+    assert np.abs(old[head_slot]).sum() > 0
+    np.testing.assert_array_equal(new[head_slot], old[head_slot])
+    assert int(new[[p for p in new if p.endswith("iteration")][0]]) == len(x) // 32
+
+
+def test_fit_two_phase_merges_history_with_phase_column(data):
+    x, y = data
+    model = randomize(tiny_model())
+    snaps = Snapshots()
+    start = {v.path: v.numpy().copy() for v in model.weights}
+    history = kt.fit_two_phase(
+        model, (x, y), validation=(x, y), freeze=3, head_epochs=2, epochs=3,
+        head_lr=1e-2, finetune_lr=1e-3,
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        callbacks=[snaps], verbose=0)
+    assert history.epoch == [0, 1, 2]
+    assert history.history["phase"] == [1, 1, 2]
+    assert len(history.history["val_accuracy"]) == 3
+    np.testing.assert_allclose(history.history["lr"], [1e-2, 1e-2, 1e-3], rtol=1e-6)
+    base = base_paths(model)
+    assert moved(start, snaps.at_end[1], base) == []
+    assert "tiny/Dense_a/kernel" in moved(snaps.at_end[1], snaps.at_end[2], base)
+
+
+def test_bad_arguments_are_refused(data):
+    with pytest.raises(ValueError, match="switch_epoch"):
+        kt.TwoPhaseSchedule(freeze=3, switch_epoch=-1)
+    with pytest.raises(ValueError, match="head_epochs"):
+        kt.fit_two_phase(tiny_model(), data, freeze=3, head_epochs=5, epochs=3)
