@@ -280,6 +280,7 @@ def fit_two_phase(model, train, *, validation=None, freeze, head_epochs, epochs,
         x, y = train, None
     merged = keras.callbacks.History()
     merged.set_model(model)
+    merged.on_train_begin()  # sets up `epoch` and `history`
     phases = [(1, 0, head_epochs, head_lr), (2, head_epochs, epochs, finetune_lr)]
     for phase, start, stop, lr in phases:
         if start == stop:
