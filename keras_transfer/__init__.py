@@ -12,6 +12,7 @@ from keras_transfer.errors import ChecksumError
 from keras_transfer.errors import DataFormatError
 from keras_transfer.errors import DataNotFoundError
 from keras_transfer.errors import DuplicateLayerNameError
+from keras_transfer.errors import HubModuleError
 from keras_transfer.errors import LayerSelectionError
 from keras_transfer.errors import MissingWeightsError
 from keras_transfer.errors import NoLayersMatchedError
@@ -22,6 +23,8 @@ from keras_transfer.freezing import freeze
 from keras_transfer.freezing import select_layers
 from keras_transfer.freezing import trainable_summary
 from keras_transfer.freezing import unfreeze
+from keras_transfer.hub import HubLayer
+from keras_transfer.hub import export_hub_module
 from keras_transfer.schedules import PhaseLearningRate
 from keras_transfer.schedules import TwoPhaseSchedule
 from keras_transfer.schedules import fit_two_phase
@@ -36,6 +39,8 @@ __all__ = [
     "DataFormatError",
     "DataNotFoundError",
     "DuplicateLayerNameError",
+    "HubLayer",
+    "HubModuleError",
     "LayerSelectionError",
     "MissingWeightsError",
     "NoLayersMatchedError",
@@ -45,6 +50,7 @@ __all__ = [
     "TransferReport",
     "TwoPhaseSchedule",
     "WeightFileError",
+    "export_hub_module",
     "fit_two_phase",
     "freeze",
     "load_weights_by_name",

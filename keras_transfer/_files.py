@@ -2,6 +2,7 @@
 
 import contextlib
 import hashlib
+import json
 import os
 import tempfile
 
@@ -21,6 +22,9 @@ def atomic_write(path):
         prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=folder
     )
     os.close(fd)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give a normal file's mode
     try:
         yield tmp
         with open(tmp, "rb+") as f:
@@ -39,3 +43,12 @@ def sha256_of(path, chunk_size=1 << 20):
         for chunk in iter(lambda: f.read(chunk_size), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def write_json(data, path):
+    """Writes `data` as indented JSON to `path`, atomically."""
+    with atomic_write(path) as tmp:
+        with open(tmp, "w") as f:
+            json.dump(data, f, indent=2, sort_keys=True)
+            f.write("\n")
+    return path

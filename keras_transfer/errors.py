@@ -45,3 +45,7 @@ class DataFormatError(TransferError, ValueError):
 
 class DuplicateLayerNameError(TransferError, ValueError):
     """Two layers of one model share a name, so by-name transfer is ambiguous."""
+
+
+class HubModuleError(TransferError, ValueError):
+    """A handle does not lead to a usable SavedModel / TF Hub module."""

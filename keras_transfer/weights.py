@@ -453,3 +453,41 @@ def _check_required(model, require, loaded, skipped, path):
         raise errors.MissingWeightsError(
             f"Required layers were not loaded from {path}: {why}."
         )
+
+
+MANIFEST_NAME = "MANIFEST.json"
+
+
+def manifest_entry(path):
+    """The entry for `path` in the `MANIFEST.json` beside it, or None.
+
+    A manifest maps file names to what is known of them: at least `sha256`,
+    and for shipped weights the command, seed and accuracy that produced them.
+    Pass `sha256=manifest_entry(path)["sha256"]` to `load_weights_by_name` to
+    refuse a file that is not the one recorded.
+    """
+    import json
+
+    manifest = os.path.join(os.path.dirname(os.path.abspath(path)), MANIFEST_NAME)
+    if not os.path.isfile(manifest):
+        return None
+    with open(manifest) as f:
+        try:
+            entries = json.load(f)
+        except ValueError as e:
+            raise errors.WeightFileError(f"{manifest} is not valid JSON: {e}") from e
+    return entries.get(os.path.basename(path))
+
+
+def record_in_manifest(path, **info):
+    """Records `path`'s sha256 and `info` in the `MANIFEST.json` beside it."""
+    import json
+
+    manifest = os.path.join(os.path.dirname(os.path.abspath(path)), MANIFEST_NAME)
+    entries = {}
+    if os.path.isfile(manifest):
+        with open(manifest) as f:
+            entries = json.load(f)
+    entries[os.path.basename(path)] = {"sha256": _files.sha256_of(path), **info}
+    _files.write_json(entries, manifest)
+    return entries[os.path.basename(path)]

