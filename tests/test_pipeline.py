@@ -7,7 +7,6 @@ import shutil
 import subprocess
 import sys
 
-import numpy as np
 import pytest
 
 import keras_transfer as kt
@@ -85,3 +84,17 @@ def test_a_tampered_weights_file_is_refused_in_one_line(tmp_path):
     expected = json.loads((folder / "MANIFEST.json").read_text())["fashion_mnist.h5"]["sha256"]
     assert expected in done.stderr and "Traceback" not in done.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_hub_finetune_script_reuses_the_exported_module(tmp_path):
+    script = REPO / "scripts" / "hub_finetune.py"
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    done = subprocess.run(
+        [sys.executable, str(script), f"--out_dir={tmp_path}", "--train_examples=2000",
+         "--head_epochs=1", "--epochs=2", "--batch_size=64"],
+        capture_output=True, text=True, env=env, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    arm = json.loads((tmp_path / "results.json").read_text())["arms"]["hub"]
+    assert arm["frozen_max_change_phase1"] == 0.0
+    assert arm["test_accuracy_phase1"] > 0.85 and arm["test_accuracy"] > 0.85
+    assert (tmp_path / "fashion_features" / "saved_model.pb").is_file()
