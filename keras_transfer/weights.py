@@ -238,67 +238,81 @@ def load_weights_by_name(
     path = os.fspath(path)
     _check_file(path, sha256)
     source_of = _rename_function(rename)
-    with h5py.File(path, "r") as f:
-        root = f
-        if "layer_names" not in f.attrs and "model_weights" in f:
-            root = f["model_weights"]
-        entries = _read_entries(root, path)
-        by_suffix = {}
-        for entry in entries:
-            parts = entry.name.split("/")
-            for i in range(len(parts) - 1):
-                by_suffix.setdefault("/".join(parts[i:]), []).append(entry)
+    try:
+        with h5py.File(path, "r") as f:
+            return _load(f, model, path, skip_mismatch, source_of, require)
+    except errors.TransferError:
+        raise
+    except Exception as e:  # h5py reports corruption as OSError, KeyError, ...
+        raise errors.WeightFileError(
+            f"{path} could not be read as a by-name weights file "
+            f"({type(e).__name__}: {e}).") from e
 
-        plans, loaded, skipped, missing = [], {}, {}, []
-        for layer in _layers.units(model):
-            source = source_of(layer.name)
-            found, absent = [], []
-            for variable in _layers.legacy_order(layer):
-                key = f"{source}/{_layers.relative_name(layer, variable)}"
-                entry = _pick(by_suffix.get(key, []), source, key, path)
-                (found if entry else absent).append((variable, key, entry))
-            if not found:
-                missing.append(layer.name)
-                continue
-            problem = None
-            if absent:
-                problem = (
-                    f"the file has {', '.join(k for _, k, _ in found)} but "
-                    f"not {', '.join(k for _, k, _ in absent)}"
-                )
-            else:
-                for variable, key, entry in found:
-                    if tuple(entry.dataset.shape) != tuple(variable.shape):
-                        problem = (
-                            f"{key}: the model expects shape "
-                            f"{tuple(variable.shape)}, the file has "
-                            f"{tuple(entry.dataset.shape)}"
-                        )
-                        break
-            if problem:
-                if not skip_mismatch:
-                    raise errors.ShapeMismatchError(
-                        f"Cannot load layer '{layer.name}' from '{source}' in "
-                        f"{path}: {problem}. Pass skip_mismatch=True to skip "
-                        "it, or rename=... to take it from another layer."
-                    )
-                skipped[layer.name] = problem
-                continue
-            for _, _, entry in found:
-                entry.used = True
-            plans.append((layer, source, found))
-            loaded[layer.name] = source
 
-        groups = list(dict.fromkeys(e.group for e in entries))
-        used_groups = {e.group for e in entries if e.used}
-        unused = tuple(g for g in groups if g not in used_groups)
-        if not plans:
-            raise errors.NoLayersMatchedError(_zero_match_message(
-                model, path, groups, skipped, source_of))
-        _check_required(model, require, loaded, skipped, path)
-        for layer, _, found in plans:
+
+def _load(f, model, path, skip_mismatch, source_of, require):
+    root = f
+    if "layer_names" not in f.attrs and "model_weights" in f:
+        root = f["model_weights"]
+    entries = _read_entries(root, path)
+    by_suffix = {}
+    for entry in entries:
+        parts = entry.name.split("/")
+        for i in range(len(parts) - 1):
+            by_suffix.setdefault("/".join(parts[i:]), []).append(entry)
+
+    plans, loaded, skipped, missing = [], {}, {}, []
+    for layer in _layers.units(model):
+        source = source_of(layer.name)
+        found, absent = [], []
+        for variable in _layers.legacy_order(layer):
+            key = f"{source}/{_layers.relative_name(layer, variable)}"
+            entry = _pick(by_suffix.get(key, []), source, key, path)
+            (found if entry else absent).append((variable, key, entry))
+        if not found:
+            missing.append(layer.name)
+            continue
+        problem = None
+        if absent:
+            problem = (
+                f"the file has {', '.join(k for _, k, _ in found)} but "
+                f"not {', '.join(k for _, k, _ in absent)}"
+            )
+        else:
             for variable, key, entry in found:
-                variable.assign(_read_array(entry, variable, key, path))
+                if tuple(entry.dataset.shape) != tuple(variable.shape):
+                    problem = (
+                        f"{key}: the model expects shape "
+                        f"{tuple(variable.shape)}, the file has "
+                        f"{tuple(entry.dataset.shape)}"
+                    )
+                    break
+        if problem:
+            if not skip_mismatch:
+                raise errors.ShapeMismatchError(
+                    f"Cannot load layer '{layer.name}' from '{source}' in "
+                    f"{path}: {problem}. Pass skip_mismatch=True to skip "
+                    "it, or rename=... to take it from another layer."
+                )
+            skipped[layer.name] = problem
+            continue
+        for _, _, entry in found:
+            entry.used = True
+        plans.append((layer, source, found))
+        loaded[layer.name] = source
+
+    groups = list(dict.fromkeys(e.group for e in entries))
+    used_groups = {e.group for e in entries if e.used}
+    unused = tuple(g for g in groups if g not in used_groups)
+    if not plans:
+        raise errors.NoLayersMatchedError(_zero_match_message(
+            model, path, groups, skipped, source_of))
+    _check_required(model, require, loaded, skipped, path)
+    # Read every array before assigning any, so a damaged file changes nothing.
+    values = [(variable, _read_array(entry, variable, key, path))
+              for _, _, found in plans for variable, key, entry in found]
+    for variable, value in values:
+        variable.assign(value)
     return TransferReport(
         path=path, loaded=loaded, skipped=skipped, missing=tuple(missing),
         unused=unused,
@@ -332,45 +346,38 @@ def _check_file(path, sha256):
 
 
 def _read_entries(root, path):
-    try:
-        layer_names = _read_attr(root, "layer_names")
-        if not layer_names:
-            if "vars" in root or "layers" in root:
-                raise errors.WeightFileError(
-                    f"{path} is a native Keras 3 `.weights.h5` file: it stores "
-                    "layers under automatic names, not yours. Load it with "
-                    "model.load_weights(path) into the same architecture, then "
-                    "save_weights_by_name(model, ...) to transfer by name."
-                )
+    layer_names = _read_attr(root, "layer_names")
+    if not layer_names:
+        if "vars" in root or "layers" in root:
             raise errors.WeightFileError(
-                f"{path} is HDF5 but has no `layer_names` attribute: it is not "
-                "a by-name weights file."
+                f"{path} is a native Keras 3 `.weights.h5` file: it stores "
+                "layers under automatic names, not yours. Load it with "
+                "model.load_weights(path) into the same architecture, then "
+                "save_weights_by_name(model, ...) to transfer by name."
             )
-        entries = []
-        for group_name in layer_names:
-            if group_name not in root:
-                raise errors.WeightFileError(
-                    f"{path} lists layer '{group_name}' but has no group for it."
-                )
-            group = root[group_name]
-            if group.attrs.get(_CONTAINER_ATTR, False):
-                continue  # hard links to its layers' groups, read there
-            for name in _read_attr(group, "weight_names"):
-                dataset = group.get(name)
-                if not isinstance(dataset, h5py.Dataset):
-                    raise errors.WeightFileError(
-                        f"{path}: layer '{group_name}' lists weight '{name}' "
-                        "but has no array for it."
-                    )
-                entries.append(_Entry(group_name, re.sub(r":\d+$", "", name),
-                                      dataset))
-        return entries
-    except errors.TransferError:
-        raise
-    except Exception as e:  # h5py raises OSError/KeyError/... on corruption
         raise errors.WeightFileError(
-            f"{path} could not be read as a by-name weights file: {e}"
-        ) from e
+            f"{path} is HDF5 but has no `layer_names` attribute: it is not "
+            "a by-name weights file."
+        )
+    entries = []
+    for group_name in layer_names:
+        if group_name not in root:
+            raise errors.WeightFileError(
+                f"{path} lists layer '{group_name}' but has no group for it."
+            )
+        group = root[group_name]
+        if group.attrs.get(_CONTAINER_ATTR, False):
+            continue  # hard links to its layers' groups, read there
+        for name in _read_attr(group, "weight_names"):
+            dataset = group.get(name)
+            if not isinstance(dataset, h5py.Dataset):
+                raise errors.WeightFileError(
+                    f"{path}: layer '{group_name}' lists weight '{name}' "
+                    "but has no array for it."
+                )
+            entries.append(_Entry(group_name, re.sub(r":\d+$", "", name),
+                                  dataset))
+    return entries
 
 
 def _pick(candidates, source, key, path):

@@ -250,3 +250,55 @@ def test_tf_keras_reads_our_file_by_name(tmp_path, data):
     legacy = tf_keras_model()
     legacy.load_weights(str(tmp_path / "w.h5"), by_name=True)
     np.testing.assert_allclose(legacy.predict(x, verbose=0), predict(source, x), rtol=1e-5, atol=1e-5)
+
+
+# --- corrupted files: only our typed errors may come out ----------------------
+
+from hypothesis import HealthCheck, given, settings, strategies as st  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def good_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("fuzz") / "good.h5"
+    kt.save_weights_by_name(randomize(tiny_model()), path)
+    return path.read_bytes()
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_corrupted_files_raise_only_typed_errors(tmp_path_factory, good_file, data):
+    blob = bytearray(good_file)
+    how = data.draw(st.sampled_from(["flip", "truncate", "zero"]))
+    if how == "truncate":
+        blob = blob[:data.draw(st.integers(0, len(blob) - 1))]
+    else:
+        for _ in range(data.draw(st.integers(1, 40))):
+            at = data.draw(st.integers(0, len(blob) - 1))
+            blob[at] = 0 if how == "zero" else blob[at] ^ data.draw(st.integers(1, 255))
+    path = tmp_path_factory.mktemp("bad") / "bad.h5"
+    path.write_bytes(bytes(blob))
+    model = tiny_model()
+    try:
+        kt.load_weights_by_name(model, path)
+    except kt.TransferError:
+        pass  # any other exception fails the test
+
+
+def test_wrong_dtype_and_count_are_named(tmp_path):
+    path = tmp_path / "w.h5"
+    kt.save_weights_by_name(randomize(tiny_model()), path)
+    with h5py.File(path, "r+") as f:  # a layer with too few arrays
+        f["Bn"].attrs["weight_names"] = np.array([b"Bn/gamma", b"Bn/beta"])
+    report = kt.load_weights_by_name(tiny_model(), path, skip_mismatch=True)
+    assert "not Bn/moving_mean, Bn/moving_variance" in report.skipped["Bn"]
+    with pytest.raises(kt.ShapeMismatchError, match="'Bn'"):
+        kt.load_weights_by_name(tiny_model(), path)
+    with h5py.File(path, "r+") as f:  # an array of strings where numbers belong
+        del f["Head/Head/bias"]
+        f["Head/Head"].create_dataset("bias", data=np.array([b"a", b"b", b"c"]))
+    model = tiny_model()
+    before = [v.numpy().copy() for v in model.weights]
+    with pytest.raises(kt.WeightFileError, match="'Head/bias' holds .*S1 data"):
+        kt.load_weights_by_name(model, path, skip_mismatch=True)
+    for v, b in zip(model.weights, before):  # nothing was assigned
+        np.testing.assert_array_equal(v.numpy(), b)
