@@ -78,7 +78,7 @@ def _accuracy(model, data):
 
 
 def run_arm(model, train, *, validation, test, train_eval, freeze, head_epochs, epochs,
-            head_lr, finetune_lr, verbose=1):
+            head_lr, finetune_lr, callbacks=(), verbose=1):
     """Compiles and trains one arm with the two-phase plan, then measures it.
 
     Args:
@@ -90,6 +90,8 @@ def run_arm(model, train, *, validation, test, train_eval, freeze, head_epochs, 
         freeze: the phase-1 freeze selector (`[]` freezes nothing).
         head_epochs: phase-1 epochs; epochs: total epochs.
         head_lr, finetune_lr: the phases' learning rates (Adam).
+        callbacks: more callbacks, run after the schedule (e.g.
+            `keras.callbacks.BackupAndRestore`).
         verbose: Keras progress output.
 
     Returns:
@@ -104,7 +106,8 @@ def run_arm(model, train, *, validation, test, train_eval, freeze, head_epochs, 
         finetune_lr=finetune_lr, verbose=verbose)
     probe = PhaseProbe(freeze, head_epochs, test)
     history = model.fit(train, validation_data=validation, epochs=epochs,
-                        callbacks=[schedule, probe], shuffle=False,  # tf.data shuffles
+                        callbacks=[schedule, probe, *callbacks],
+                        shuffle=False,  # tf.data shuffles
                         verbose=verbose)
     return {
         "history": {k: [float(v) for v in vs] for k, vs in history.history.items()},

@@ -14,6 +14,7 @@ Usage:
   python scripts/fashion_to_mnist.py [--train_examples 1000] [--out_dir runs/x]
 """
 
+import json
 import os
 import pathlib
 import sys
@@ -55,6 +56,9 @@ flags.DEFINE_integer("seed", 0, "Seed for weights, sampling and shuffling.")
 flags.DEFINE_boolean("retrain_source", False, "Train the source even if its "
                      "weights file exists, and overwrite it.")
 flags.DEFINE_boolean("skip_scratch", False, "Do not train the from-scratch baseline.")
+flags.DEFINE_string("backup_dir", None, "If set, training state is backed up here "
+                    "every epoch (keras.callbacks.BackupAndRestore) and finished arms "
+                    "are kept: rerunning the same command resumes where it stopped.")
 
 flags.register_validator("head_epochs", lambda v: v <= FLAGS.epochs,
                          message="--head_epochs must not exceed --epochs.")
@@ -82,7 +86,7 @@ def run():
     results = {"flags": {name: FLAGS[name].value for name in (
         "data_dir", "out_dir", "source_weights", "source_epochs", "source_examples",
         "head_epochs", "epochs", "batch_size", "train_examples", "val_examples",
-        "head_lr", "finetune_lr", "seed", "retrain_source", "skip_scratch")}}
+        "head_lr", "finetune_lr", "seed", "retrain_source", "skip_scratch", "backup_dir")}}
 
     # 1. Source -------------------------------------------------------------
     source_path = pathlib.Path(FLAGS.source_weights)
@@ -131,6 +135,23 @@ def run():
                 head_lr=FLAGS.head_lr, finetune_lr=FLAGS.finetune_lr, verbose=verbose)
     results["target_train_examples"] = int(len(x_train))
 
+    def train_arm(name, model, freeze):
+        """Runs one arm; with --backup_dir, resumes it or reuses it if finished."""
+        if not FLAGS.backup_dir:
+            return comparison.run_arm(model, train, freeze=freeze, **data, **plan)
+        backup = pathlib.Path(FLAGS.backup_dir)
+        finished, weights = backup / f"{name}.json", backup / f"{name}.h5"
+        if finished.is_file() and weights.is_file():
+            print(f"== {name}: finished in an earlier run, reusing {weights}")
+            kt.load_weights_by_name(model, weights)
+            return json.loads(finished.read_text())
+        arm = comparison.run_arm(
+            model, train, freeze=freeze, **data, **plan,
+            callbacks=[keras.callbacks.BackupAndRestore(str(backup / name))])
+        kt.save_weights_by_name(model, weights)
+        comparison.write_json(arm, finished)
+        return arm
+
     # 3. Transfer arm -----------------------------------------------------------
     target = reference.target_cnn()
     report = kt.load_weights_by_name(
@@ -141,16 +162,14 @@ def run():
                                   "missing": list(report.missing), "unused": list(report.unused)}
     print(f"== Transfer: {len(x_train)} MNIST images; phase 1 trains the head with "
           f"the {len(reference.FEATURE_LAYERS)} feature layers frozen")
-    arms = {"transfer": comparison.run_arm(
-        target, train, freeze=len(reference.FEATURE_LAYERS), **data, **plan)}
+    arms = {"transfer": train_arm("transfer", target, len(reference.FEATURE_LAYERS))}
     kt.save_weights_by_name(target, out_dir / "mnist.h5")
 
     # 4. Scratch arm ------------------------------------------------------------
     if not FLAGS.skip_scratch:
         keras.utils.set_random_seed(FLAGS.seed)
         print("== Scratch: the same target from random weights, same data and plan")
-        arms["scratch"] = comparison.run_arm(reference.target_cnn(), train, freeze=[],
-                                             **data, **plan)
+        arms["scratch"] = train_arm("scratch", reference.target_cnn(), [])
 
     # 5. Outputs --------------------------------------------------------------------
     results["arms"] = arms

@@ -7,6 +7,7 @@ import shutil
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 import keras_transfer as kt
@@ -83,6 +84,7 @@ def test_a_tampered_weights_file_is_refused_in_one_line(tmp_path):
     assert done.returncode == 1
     expected = json.loads((folder / "MANIFEST.json").read_text())["fashion_mnist.h5"]["sha256"]
     assert expected in done.stderr and "Traceback" not in done.stderr
+    assert done.stderr.strip().splitlines()[-1].startswith("fashion_to_mnist: error: ")
     assert not (tmp_path / "out").exists()
 
 
@@ -98,3 +100,58 @@ def test_hub_finetune_script_reuses_the_exported_module(tmp_path):
     assert arm["frozen_max_change_phase1"] == 0.0
     assert arm["test_accuracy_phase1"] > 0.85 and arm["test_accuracy"] > 0.85
     assert (tmp_path / "fashion_features" / "saved_model.pb").is_file()
+
+
+def arrays_of(path):
+    import h5py
+
+    out = {}
+
+    def keep(name, obj):  # visititems stops at the first non-None return
+        if isinstance(obj, h5py.Dataset):
+            out[name] = obj[()]
+
+    with h5py.File(path, "r") as f:
+        f.visititems(keep)
+    return out
+
+
+def test_seeded_runs_are_bit_identical_and_backup_dir_resumes(tmp_path):
+    flags = ["--train_examples=1000", "--head_epochs=1", "--epochs=2", "--batch_size=64",
+             "--skip_scratch"]
+    first = run_script(f"--out_dir={tmp_path / 'a'}", f"--backup_dir={tmp_path / 'backup'}", *flags)
+    assert first.returncode == 0, first.stderr[-3000:]
+    second = run_script(f"--out_dir={tmp_path / 'b'}", *flags)
+    assert second.returncode == 0, second.stderr[-3000:]
+    a, b = arrays_of(tmp_path / "a" / "mnist.h5"), arrays_of(tmp_path / "b" / "mnist.h5")
+    assert a.keys() == b.keys() and len(a) == 22  # 5 kernels, 5 biases, 3 x 4 BN arrays
+    for key in a:
+        np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+    again = run_script(f"--out_dir={tmp_path / 'c'}", f"--backup_dir={tmp_path / 'backup'}", *flags)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "transfer: finished in an earlier run" in again.stdout
+    first_results = json.loads((tmp_path / "a" / "results.json").read_text())
+    again_results = json.loads((tmp_path / "c" / "results.json").read_text())
+    assert again_results["arms"] == first_results["arms"]
+
+
+@pytest.mark.parametrize("flag, message", [
+    ("--epochs=0", "epochs"), ("--head_epochs=11", "--head_epochs must not exceed --epochs"),
+    ("--train_examples=59000", "must not exceed MNIST's 60000"), ("--batch_size=x", "batch_size")])
+def test_bad_flags_exit_non_zero_with_a_message(tmp_path, flag, message):
+    done = run_script(f"--out_dir={tmp_path}", flag)
+    assert done.returncode != 0
+    assert message in done.stderr and "Traceback" not in done.stderr
+    assert not any(tmp_path.iterdir())
+
+
+def test_a_truncated_data_file_is_named_in_one_line(tmp_path):
+    from test_datasets import write_idx, write_set
+
+    write_set(tmp_path / "data")
+    write_idx(tmp_path / "data" / "t10k-labels-idx1-ubyte", np.zeros(4), cut=2)
+    done = run_script(f"--out_dir={tmp_path / 'out'}", f"--data_dir={tmp_path / 'data'}")
+    assert done.returncode == 1
+    assert "t10k-labels-idx1-ubyte" in done.stderr and "truncated" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert done.stderr.strip().splitlines()[-1].startswith("fashion_to_mnist: error: ")
