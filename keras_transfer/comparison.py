@@ -11,9 +11,11 @@ import keras
 import numpy as np
 
 from keras_transfer import _files
-from keras_transfer._files import write_json  # noqa: F401 (re-exported)
 from keras_transfer import freezing
 from keras_transfer import schedules
+
+
+write_json = _files.write_json  # results files are written atomically
 
 
 class PhaseProbe(keras.callbacks.Callback):

@@ -185,3 +185,16 @@ def test_bad_handles_give_clear_errors(tmp_path):
         kt.HubLayer(tmp_path / "plain")
     with pytest.raises(hub.HubModuleError, match="no signature 'serving_default'"):
         kt.HubLayer(tmp_path / "plain", signature="serving_default")
+
+
+def test_hub_handles_resolve_from_the_tfhub_cache_offline(tmp_path, monkeypatch, x):
+    import hashlib
+
+    monkeypatch.setenv("TFHUB_CACHE_DIR", str(tmp_path))
+    url = "https://example.com/models/features/1"
+    base = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, name="d")])
+    # tensorflow_hub caches a handle in <cache>/<sha1 of the handle>
+    kt.export_hub_module(base, tmp_path / hashlib.sha1(url.encode()).hexdigest())
+    np.testing.assert_allclose(kt.HubLayer(url)(x).numpy(), base.predict(x, verbose=0), rtol=1e-6)
+    with pytest.raises(hub.HubModuleError, match="Could not resolve TF Hub handle .*absent"):
+        kt.HubLayer("https://example.com/models/absent/1")

@@ -202,6 +202,9 @@ def test_other_formats_get_a_clear_error(tmp_path):
     model.save_weights(tmp_path / "m.weights.h5")
     with pytest.raises(kt.WeightFileError, match="native Keras 3"):
         kt.load_weights_by_name(model, tmp_path / "m.weights.h5")
+    (tmp_path / "empty.h5").write_bytes(b"")
+    with pytest.raises(kt.WeightFileError, match="not an HDF5 file"):
+        kt.load_weights_by_name(model, tmp_path / "empty.h5")
     (tmp_path / "junk.h5").write_bytes(os.urandom(1000))
     with pytest.raises(kt.WeightFileError, match="not an HDF5 file"):
         kt.load_weights_by_name(model, tmp_path / "junk.h5")
