@@ -23,6 +23,8 @@ from keras_transfer.freezing import freeze
 from keras_transfer.freezing import select_layers
 from keras_transfer.freezing import trainable_summary
 from keras_transfer.freezing import unfreeze
+from keras_transfer.heads import attach_heads
+from keras_transfer.heads import replace_head
 from keras_transfer.hub import HubLayer
 from keras_transfer.hub import export_hub_module
 from keras_transfer.schedules import PhaseLearningRate
@@ -50,10 +52,12 @@ __all__ = [
     "TransferReport",
     "TwoPhaseSchedule",
     "WeightFileError",
+    "attach_heads",
     "export_hub_module",
     "fit_two_phase",
     "freeze",
     "load_weights_by_name",
+    "replace_head",
     "save_weights_by_name",
     "select_layers",
     "trainable_summary",

@@ -152,6 +152,8 @@ class TransferReport:
         missing: target layers holding weights that the file does not have;
             they keep their fresh initial values (a new head, typically).
         unused: layers in the file that no target layer loaded from.
+        adapted: target layer name -> how its kernel was adapted
+            (`adapt_input_channels`).
     """
 
     path: str
@@ -159,9 +161,10 @@ class TransferReport:
     skipped: dict
     missing: tuple
     unused: tuple
+    adapted: dict = dataclasses.field(default_factory=dict)
 
     def __str__(self):
-        rows = [(t, s, "loaded", "") for t, s in self.loaded.items()]
+        rows = [(t, s, "loaded", self.adapted.get(t, "")) for t, s in self.loaded.items()]
         rows += [(t, "", "skipped", why) for t, why in self.skipped.items()]
         rows += [(t, "", "missing", "not in file; keeps its initial value")
                  for t in self.missing]
@@ -189,7 +192,8 @@ class _Entry:
 
 
 def load_weights_by_name(
-    model, path, *, skip_mismatch=False, rename=None, require=None, sha256=None
+    model, path, *, skip_mismatch=False, rename=None, require=None, sha256=None,
+    adapt_input_channels=None,
 ):
     """Loads weights into the layers of `model` whose names are in `path`.
 
@@ -213,6 +217,11 @@ def load_weights_by_name(
             (str or compiled) that every required layer name fully matches.
         sha256: if given, the file's expected sha256 hex digest; a file that
             does not match is refused before it is read.
+        adapt_input_channels: a layer name (or list of names) whose kernel may
+            differ from the file's in its input-channel axis (the second to
+            last), e.g. a first convolution trained on RGB loaded into a
+            grayscale model; the kernel is adapted with `adapt_input_conv`.
+            True means the target's first Conv layer.
 
     Returns:
         A `TransferReport`.
@@ -240,7 +249,8 @@ def load_weights_by_name(
     source_of = _rename_function(rename)
     try:
         with h5py.File(path, "r") as f:
-            return _load(f, model, path, skip_mismatch, source_of, require)
+            return _load(f, model, path, skip_mismatch, source_of, require,
+                         _adapt_set(model, adapt_input_channels))
     except errors.TransferError:
         raise
     except Exception as e:  # h5py reports corruption as OSError, KeyError, ...
@@ -250,7 +260,46 @@ def load_weights_by_name(
 
 
 
-def _load(f, model, path, skip_mismatch, source_of, require):
+def _adapt_set(model, adapt):
+    if adapt is None or adapt is False:
+        return set()
+    if adapt is True:
+        for layer in _layers.units(model):
+            if isinstance(layer, (keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Conv3D)):
+                return {layer.name}
+        raise errors.LayerSelectionError(
+            f"adapt_input_channels=True, but model '{model.name}' has no Conv layer.")
+    return {adapt} if isinstance(adapt, str) else set(adapt)
+
+
+def adapt_input_conv(kernel, in_channels):
+    """Adapts a conv kernel `(..., in, out)` to `in_channels` input channels.
+
+    As timm's `adapt_input_conv`: to one channel, the kernel is summed over its
+    input channels (a grayscale image seen as equal R, G, B gives the same
+    response); to more channels, it is repeated along the input axis, cut to
+    `in_channels` and scaled by `in / in_channels` so activations keep their
+    scale.
+
+    Args:
+        kernel: a numpy array whose second-to-last axis is input channels.
+        in_channels: the wanted number of input channels.
+
+    Returns:
+        The adapted kernel, same dtype.
+    """
+    source = kernel.shape[-2]
+    if in_channels == source:
+        return kernel
+    if in_channels == 1:
+        return kernel.sum(axis=-2, keepdims=True).astype(kernel.dtype)
+    reps = [1] * kernel.ndim
+    reps[-2] = -(-in_channels // source)
+    tiled = np.tile(kernel, reps)[..., :in_channels, :]
+    return (tiled * (source / in_channels)).astype(kernel.dtype)
+
+
+def _load(f, model, path, skip_mismatch, source_of, require, adapt):
     root = f
     if "layer_names" not in f.attrs and "model_weights" in f:
         root = f["model_weights"]
@@ -261,7 +310,7 @@ def _load(f, model, path, skip_mismatch, source_of, require):
         for i in range(len(parts) - 1):
             by_suffix.setdefault("/".join(parts[i:]), []).append(entry)
 
-    plans, loaded, skipped, missing = [], {}, {}, []
+    plans, loaded, skipped, missing, adapted = [], {}, {}, [], {}
     for layer in _layers.units(model):
         source = source_of(layer.name)
         found, absent = [], []
@@ -280,7 +329,12 @@ def _load(f, model, path, skip_mismatch, source_of, require):
             )
         else:
             for variable, key, entry in found:
-                if tuple(entry.dataset.shape) != tuple(variable.shape):
+                have, want = tuple(entry.dataset.shape), tuple(variable.shape)
+                if (layer.name in adapt and len(want) >= 3 and key.endswith("/kernel")
+                        and have[:-2] == want[:-2] and have[-1] == want[-1]):
+                    adapted[layer.name] = f"input channels {have[-2]} -> {want[-2]}"
+                    continue
+                if have != want:
                     problem = (
                         f"{key}: the model expects shape "
                         f"{tuple(variable.shape)}, the file has "
@@ -311,11 +365,13 @@ def _load(f, model, path, skip_mismatch, source_of, require):
     # Read every array before assigning any, so a damaged file changes nothing.
     values = [(variable, _read_array(entry, variable, key, path))
               for _, _, found in plans for variable, key, entry in found]
+    values = [(v, adapt_input_conv(a, v.shape[-2]) if a.shape != tuple(v.shape) else a)
+              for v, a in values]
     for variable, value in values:
         variable.assign(value)
     return TransferReport(
         path=path, loaded=loaded, skipped=skipped, missing=tuple(missing),
-        unused=unused,
+        unused=unused, adapted=adapted,
     )
 
 

@@ -305,3 +305,30 @@ def test_wrong_dtype_and_count_are_named(tmp_path):
         kt.load_weights_by_name(model, path, skip_mismatch=True)
     for v, b in zip(model.weights, before):  # nothing was assigned
         np.testing.assert_array_equal(v.numpy(), b)
+
+
+def conv_model(channels, head=3):
+    return keras.Sequential([keras.Input((8, 8, channels)),
+                             keras.layers.Conv2D(4, 3, name="Conv1"),
+                             keras.layers.GlobalAveragePooling2D(name="Pool"),
+                             keras.layers.Dense(head, name="Head")])
+
+
+def test_input_channels_are_adapted_like_timm(tmp_path):
+    rgb = randomize(conv_model(3))
+    kt.save_weights_by_name(rgb, tmp_path / "rgb.h5")
+    gray = conv_model(1)
+    with pytest.raises(kt.ShapeMismatchError, match=r"\(3, 3, 1, 4\)"):
+        kt.load_weights_by_name(gray, tmp_path / "rgb.h5")
+    report = kt.load_weights_by_name(gray, tmp_path / "rgb.h5", adapt_input_channels=True)
+    assert report.adapted == {"Conv1": "input channels 3 -> 1"}
+    assert "input channels 3 -> 1" in str(report)
+    # a gray image seen as equal R, G, B gives the same output as the RGB model
+    g = np.random.default_rng(0).normal(size=(2, 8, 8, 1)).astype("float32")
+    np.testing.assert_allclose(gray.predict(g, verbose=0), rgb.predict(np.repeat(g, 3, -1), verbose=0),
+                               rtol=1e-5, atol=1e-5)
+    kt.save_weights_by_name(gray, tmp_path / "gray.h5")
+    back = conv_model(3)
+    kt.load_weights_by_name(back, tmp_path / "gray.h5", adapt_input_channels="Conv1")
+    kernel = back.get_layer("Conv1").kernel.numpy()
+    np.testing.assert_allclose(kernel, np.repeat(gray.get_layer("Conv1").kernel.numpy(), 3, -2) / 3, rtol=1e-6)

@@ -1,0 +1,73 @@
+import keras
+import numpy as np
+import pytest
+
+import keras_transfer as kt
+from helpers import randomize
+
+
+def emotion_source():
+    inputs = keras.Input((6,))
+    x = keras.layers.Dense(8, activation="relu", name="Features")(inputs)
+    x = keras.layers.Dropout(0.2, name="Dropout")(x)
+    outputs = keras.layers.Dense(7, activation="softmax", name="Emotions")(x)
+    return randomize(keras.Model(inputs, outputs, name="source"))
+
+
+def logits(model, x, head):
+    features = keras.Model(model.inputs[0], model.get_layer(head).input)(x)
+    layer = model.get_layer(head)
+    return keras.ops.convert_to_numpy(features @ layer.kernel + layer.bias)
+
+
+def test_class_subset_head_predicts_the_kept_classes_like_the_source():
+    source = emotion_source()
+    x = np.random.default_rng(0).normal(size=(32, 6)).astype("float32")
+    kept = [4, 0, 6]
+    target = kt.replace_head(source, 3, class_subset=kept)
+    np.testing.assert_allclose(logits(target, x, "Emotions_new"),
+                               logits(source, x, "Emotions")[:, kept], rtol=1e-6)
+    restricted = keras.ops.convert_to_numpy(
+        keras.activations.softmax(logits(source, x, "Emotions")[:, kept]))
+    np.testing.assert_allclose(target.predict(x, verbose=0), restricted, rtol=1e-5, atol=1e-6)
+    assert target.get_layer("Features") is source.get_layer("Features")  # shared base
+
+
+def test_default_head_is_fresh_keeps_activation_and_cut_can_be_named():
+    source = emotion_source()
+    target = kt.replace_head(source, 4, name="NewHead")
+    head = target.get_layer("NewHead")
+    assert head.activation is source.get_layer("Emotions").activation
+    assert target.output.shape == (None, 4)
+    cut = kt.replace_head(source, 2, cut="Features", activation=None)
+    assert "Dropout" not in [l.name for l in cut.layers]
+    with pytest.raises(kt.LayerSelectionError, match="No layer named 'Nope'"):
+        kt.replace_head(source, 2, cut="Nope")
+    with pytest.raises(ValueError, match="out of range"):
+        kt.replace_head(source, 2, class_subset=[1, 9])
+
+
+def test_multi_task_heads_train_in_two_phases_with_per_head_metrics():
+    inputs = keras.Input((6,))
+    base = keras.Model(inputs, keras.layers.Dense(8, activation="relu", name="Shared")(inputs),
+                       name="base")
+    model = kt.attach_heads(base, {"digit": (10, "softmax"), "attributes": (5, "sigmoid")})
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(64, 6)).astype("float32")
+    y = {"digit": rng.integers(0, 10, 64), "attributes": rng.integers(0, 2, (64, 5)).astype("float32")}
+    model.compile(optimizer="adam",
+                  loss={"digit": "sparse_categorical_crossentropy", "attributes": "binary_crossentropy"},
+                  loss_weights={"digit": 1.0, "attributes": 0.5},
+                  metrics={"digit": ["accuracy"], "attributes": ["binary_accuracy"]})
+    shared = model.get_layer("Shared").kernel
+    start = shared.numpy().copy()
+    seen = {}
+
+    class Watch(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            seen[epoch] = shared.numpy().copy()
+
+    history = model.fit(x, y, epochs=2, verbose=0, callbacks=[
+        kt.TwoPhaseSchedule(freeze=["Shared"], switch_epoch=1, verbose=0), Watch()])
+    assert np.array_equal(seen[0], start) and not np.array_equal(seen[1], start)
+    assert {"digit_accuracy", "attributes_binary_accuracy", "digit_loss", "attributes_loss"} <= set(history.history)
