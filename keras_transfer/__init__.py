@@ -27,6 +27,8 @@ from keras_transfer.heads import attach_heads
 from keras_transfer.heads import replace_head
 from keras_transfer.hub import HubLayer
 from keras_transfer.hub import export_hub_module
+from keras_transfer.schedules import FinetuningSchedule
+from keras_transfer.schedules import GradualUnfreezing
 from keras_transfer.schedules import PhaseLearningRate
 from keras_transfer.schedules import TwoPhaseSchedule
 from keras_transfer.schedules import fit_two_phase
@@ -41,6 +43,8 @@ __all__ = [
     "DataFormatError",
     "DataNotFoundError",
     "DuplicateLayerNameError",
+    "FinetuningSchedule",
+    "GradualUnfreezing",
     "HubLayer",
     "HubModuleError",
     "LayerSelectionError",

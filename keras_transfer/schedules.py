@@ -63,7 +63,106 @@ class PhaseLearningRate(keras.optimizers.schedules.LearningRateSchedule):
         return cls(**config)
 
 
-class TwoPhaseSchedule(keras.callbacks.Callback):
+class FinetuningSchedule(keras.callbacks.Callback):
+    """The mechanism behind the fine-tuning callbacks: trainable states inside `fit`.
+
+    A subclass is a policy: it names the *state* of each epoch (`state_of`),
+    every state a run may enter (`states`), how to set the model's trainable
+    flags for a state (`apply`) and, optionally, its learning rate
+    (`learning_rate_of`). This class does the rest: at train begin it makes the
+    optimizer hold state for every variable of every state (so the optimizer's
+    variables never change during the run, and checkpoints stay loadable), and
+    when an epoch's state differs from the current one it applies it, sets the
+    learning rate and asks Keras for a new train function. The state depends
+    only on the epoch number, so `initial_epoch`, repeated `fit` calls and
+    resumed runs land in the right state.
+
+    Attributes:
+        state: the current state (None before training).
+        history: a list of `(epoch, state)` for each state entered.
+    """
+
+    log_name = "state"
+
+    def __init__(self, verbose=1):
+        super().__init__()
+        self.verbose = verbose
+        self.state = None
+        self.history = []
+
+    # -- policy -------------------------------------------------------------
+    def state_of(self, epoch):
+        """The state epoch `epoch` trains in."""
+        raise NotImplementedError
+
+    def states(self):
+        """Every state a run may enter."""
+        raise NotImplementedError
+
+    def apply(self, model, state):
+        """Sets the trainable flags of `model` for `state`."""
+        raise NotImplementedError
+
+    def learning_rate_of(self, state):
+        """The learning rate of `state` (float or schedule), or None to keep it."""
+        return None
+
+    def prepare(self, model):
+        """Called once at train begin, before the optimizer is checked."""
+
+    # -- mechanism ----------------------------------------------------------
+    def on_train_begin(self, logs=None):
+        self.state = None
+        if self.model.optimizer is None:
+            raise ValueError(
+                f"{type(self).__name__} needs a compiled model: call "
+                "model.compile(optimizer=...) before fit.")
+        self.prepare(self.model)
+        self._cover_all_states()
+
+    def on_epoch_begin(self, epoch, logs=None):
+        state = self.state_of(epoch)
+        if state != self.state:
+            self._enter(state, epoch)
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:
+            logs[self.log_name] = self.state
+            logs["lr"] = current_learning_rate(self.model.optimizer)
+
+    def _enter(self, state, epoch):
+        model = self.model
+        self.apply(model, state)
+        lr = self.learning_rate_of(state)
+        if lr is not None:
+            set_learning_rate(model.optimizer, lr)
+        # The train function was traced with the old trainable set; Keras
+        # builds a new one on request. The optimizer already holds state for
+        # every variable of every state (see `_cover_all_states`).
+        model.make_train_function(force=True)
+        self.state = state
+        self.history.append((epoch, state))
+        if self.verbose:
+            count = sum(int(v.numpy().size) for v in model.trainable_weights)
+            print(f"{type(self).__name__}: epoch {epoch + 1} begins {self.log_name} "
+                  f"{state}: {count:,} trainable parameters, lr "
+                  f"{current_learning_rate(model.optimizer):.3g}")
+
+    def _cover_all_states(self):
+        """Ensures the optimizer is built over every variable of every state."""
+        model = self.model
+        restore = _layers.snapshot_trainable(model)
+        needed = {id(v): v for v in model.trainable_variables}
+        try:
+            for state in self.states():
+                self.apply(model, state)
+                needed.update((id(v), v) for v in model.trainable_variables)
+        finally:
+            restore()
+        model.optimizer = ensure_optimizer_covers(model, model.optimizer, list(needed.values()))
+
+
+class TwoPhaseSchedule(FinetuningSchedule):
     """Trains the head with the base frozen, then fine-tunes everything.
 
     Drop it into any `model.fit`. The phase of an epoch depends only on the
@@ -84,6 +183,11 @@ class TwoPhaseSchedule(keras.callbacks.Callback):
         train_batchnorm: also train BatchNormalization layers in phase 2
             (default False: they stay in inference mode, as the Keras
             fine-tuning guide advises).
+        lora_rank: if set, phase 2 trains low-rank adapters instead of whole
+            layers: at train begin `enable_lora(lora_rank)` is called on the
+            Dense, EinsumDense, Embedding and Conv layers of `unfreeze` (the
+            adapters start as a zero update), and in phase 2 only their
+            adapters train; their kernels and biases stay frozen.
         verbose: 1 prints a line when a phase begins.
 
     Attributes:
@@ -99,9 +203,12 @@ class TwoPhaseSchedule(keras.callbacks.Callback):
     ```
     """
 
+    log_name = "phase"
+    _LORA_TYPES = ("Dense", "EinsumDense", "Embedding", "Conv1D", "Conv2D", "Conv3D")
+
     def __init__(self, freeze, switch_epoch, head_lr=1e-3, finetune_lr=1e-4, *,
-                 unfreeze=None, train_batchnorm=False, verbose=1):
-        super().__init__()
+                 unfreeze=None, train_batchnorm=False, lora_rank=None, verbose=1):
+        super().__init__(verbose=verbose)
         if not isinstance(switch_epoch, int) or switch_epoch < 0:
             raise ValueError(
                 f"switch_epoch must be an int >= 0, received {switch_epoch!r}.")
@@ -111,67 +218,108 @@ class TwoPhaseSchedule(keras.callbacks.Callback):
         self.head_lr = head_lr
         self.finetune_lr = finetune_lr
         self.train_batchnorm = train_batchnorm
-        self.verbose = verbose
-        self.phase = None
-        self.history = []
+        self.lora_rank = lora_rank
+        self._lora_layers = []
+
+    @property
+    def phase(self):
+        return self.state
 
     def phase_of(self, epoch):
         """Returns the phase (1 or 2) that `epoch` belongs to."""
         return 1 if epoch < self.switch_epoch else 2
 
-    def on_train_begin(self, logs=None):
-        self.phase = None
-        if self.model.optimizer is None:
-            raise ValueError(
-                "TwoPhaseSchedule needs a compiled model: call "
-                "model.compile(optimizer=...) before fit.")
-        self._cover_all_phases()
+    state_of = phase_of
 
-    def on_epoch_begin(self, epoch, logs=None):
-        phase = self.phase_of(epoch)
-        if phase != self.phase:
-            self._enter(phase, epoch)
+    def states(self):
+        return (1, 2)
 
-    def on_epoch_end(self, epoch, logs=None):
-        if logs is not None:
-            logs["phase"] = self.phase
-            logs["lr"] = current_learning_rate(self.model.optimizer)
+    def learning_rate_of(self, phase):
+        return self.head_lr if phase == 1 else self.finetune_lr
 
-    def _enter(self, phase, epoch):
-        model = self.model
+    def prepare(self, model):
+        if self.lora_rank is None:
+            return
+        selected = freezing.select_layers(model, self.unfreeze)
+        inner = [l for layer in selected if _layers.is_container(layer)
+                 for l, _ in _layers.walk(layer)]
+        self._lora_layers = [l for l in selected + inner
+                             if type(l).__name__ in self._LORA_TYPES]
+        for layer in self._lora_layers:
+            if not getattr(layer, "lora_enabled", False):
+                layer.enable_lora(self.lora_rank)
+
+    def apply(self, model, phase):
         if phase == 1:
             freezing.freeze(model, self.freeze)
-            lr = self.head_lr
-        else:
-            freezing.unfreeze(model, self.unfreeze,
-                              train_batchnorm=self.train_batchnorm)
-            lr = self.finetune_lr
-        set_learning_rate(model.optimizer, lr)
-        # The train function was traced with the old trainable set; Keras
-        # builds a new one on request. The optimizer already holds state for
-        # every variable of both phases (see `_cover_all_phases`).
-        model.make_train_function(force=True)
-        self.phase = phase
-        self.history.append((epoch, phase))
-        if self.verbose:
-            count = sum(int(v.numpy().size) for v in model.trainable_weights)
-            print(f"TwoPhaseSchedule: epoch {epoch + 1} begins phase {phase}: "
-                  f"{count:,} trainable parameters, lr "
-                  f"{current_learning_rate(model.optimizer):.3g}")
+            return
+        freezing.unfreeze(model, self.unfreeze, train_batchnorm=self.train_batchnorm)
+        for layer in self._lora_layers:
+            # `trainable = True` turns the LoRA layer's kernel trainable again,
+            # silently undoing LoRA: keep only the adapters trainable.
+            adapters = {id(layer.lora_kernel_a), id(layer.lora_kernel_b)}
+            for variable in layer.trainable_weights:
+                if id(variable) not in adapters:
+                    variable.trainable = False
 
-    def _cover_all_phases(self):
-        """Ensures the optimizer is built over every variable of both phases."""
-        model = self.model
-        restore = _layers.snapshot_trainable(model)
-        try:
-            now = list(model.trainable_variables)
-            freezing.unfreeze(model, self.unfreeze,
-                              train_batchnorm=self.train_batchnorm)
-            later = list(model.trainable_variables)
-        finally:
-            restore()
-        needed = list({id(v): v for v in now + later}.values())
-        model.optimizer = ensure_optimizer_covers(model, model.optimizer, needed)
+
+class GradualUnfreezing(FinetuningSchedule):
+    """Unfreezes one block of layers per epoch, from the top (ULMFiT).
+
+    Before `start_epoch` every block is frozen (the head trains alone); at
+    `start_epoch` the last block is unfrozen, one epoch later the one before
+    it, and so on until all are trainable. Each epoch's `logs` gain
+    `unfrozen_blocks` and `lr`.
+
+    Args:
+        blocks: the base's layer blocks, bottom to top: each a list of layers
+            or layer names, a name pattern, or one layer (a nested model, say).
+        start_epoch: the epoch at which the top block is unfrozen.
+        learning_rates: optional learning rate per number of unfrozen blocks
+            (a list of `len(blocks) + 1` floats or schedules); None keeps the
+            optimizer's.
+        train_batchnorm: also train BatchNormalization layers of unfrozen
+            blocks (default False, as in `unfreeze`).
+        verbose: 1 prints a line when a block is unfrozen.
+
+    Example:
+
+    ```python
+    model.fit(x, y, epochs=6, callbacks=[keras_transfer.GradualUnfreezing(
+        blocks=[["Conv1", "Bn1"], ["Conv2", "Bn2"], ["Conv3", "Bn3"]], start_epoch=2)])
+    ```
+    """
+
+    log_name = "unfrozen_blocks"
+
+    def __init__(self, blocks, start_epoch=1, *, learning_rates=None,
+                 train_batchnorm=False, verbose=1):
+        super().__init__(verbose=verbose)
+        self.blocks = [[b] if isinstance(b, keras.layers.Layer) else b for b in blocks]
+        if not self.blocks:
+            raise ValueError("blocks must name at least one block of layers.")
+        if learning_rates is not None and len(learning_rates) != len(self.blocks) + 1:
+            raise ValueError(
+                f"learning_rates needs {len(self.blocks) + 1} entries (0 to "
+                f"{len(self.blocks)} unfrozen blocks), received {len(learning_rates)}.")
+        self.start_epoch = start_epoch
+        self.learning_rates = learning_rates
+        self.train_batchnorm = train_batchnorm
+
+    def state_of(self, epoch):
+        return min(max(epoch - self.start_epoch + 1, 0), len(self.blocks))
+
+    def states(self):
+        return range(len(self.blocks) + 1)
+
+    def learning_rate_of(self, unfrozen):
+        return None if self.learning_rates is None else self.learning_rates[unfrozen]
+
+    def apply(self, model, unfrozen):
+        for block in self.blocks:
+            freezing.freeze(model, block)
+        for block in self.blocks[len(self.blocks) - unfrozen:]:
+            freezing.unfreeze(model, block, train_batchnorm=self.train_batchnorm)
 
 
 def ensure_optimizer_covers(model, optimizer, variables):

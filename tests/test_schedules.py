@@ -216,3 +216,52 @@ def test_two_phases_under_mirrored_strategy_match_one_device(tmp_path):
         # 2 replicas sum their gradients in another order: float32 rounding only
         assert results[way]["max_weight_difference"] < 1e-6, results[way]
     assert results["callback"]["mirrored"]["phase1_frozen"] is True
+
+
+def test_gradual_unfreezing_opens_one_block_per_epoch_from_the_top(data):
+    x, y = data
+    model = randomize(tiny_model())
+    model.compile(optimizer="adam", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    snaps = Snapshots()
+    callback = kt.GradualUnfreezing(blocks=[["Dense_a"], ["Bn", "Dense_b"]], start_epoch=1,
+                                    learning_rates=[1e-2, 5e-3, 1e-3], verbose=0)
+    history = model.fit(x, y, epochs=4, verbose=0, callbacks=[callback, snaps])
+    assert history.history["unfrozen_blocks"] == [0, 1, 2, 2]
+    np.testing.assert_allclose(history.history["lr"], [1e-2, 5e-3, 1e-3, 1e-3], rtol=1e-6)
+    start = {v.path: v.numpy() for v in randomize(tiny_model()).weights}
+    a, b = ["tiny/Dense_a/kernel"], ["tiny/Dense_b/kernel"]
+    assert moved(start, snaps.at_end[0], a + b) == []          # head only
+    assert moved(snaps.at_end[0], snaps.at_end[1], a + b) == b  # top block
+    assert moved(snaps.at_end[1], snaps.at_end[2], a + b) == a + b
+    assert moved(snaps.at_end[0], snaps.at_end[3], [p for p in start if "Bn" in p]) == []
+
+
+def test_lora_phase_two_trains_only_adapters_and_head(data):
+    x, y = data
+    model = randomize(tiny_model())
+    model.compile(optimizer="adam", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    before = model.predict(x, verbose=0)
+    snaps = Snapshots()
+    counts, at_start = [], []
+
+    class Count(keras.callbacks.Callback):
+        def on_train_begin(self, logs=None):  # after the schedule enabled LoRA
+            at_start.append(keras.ops.convert_to_numpy(self.model(x, training=False)))
+
+        def on_epoch_end(self, epoch, logs=None):
+            counts.append(sum(int(np.prod(v.shape)) for v in self.model.trainable_weights))
+
+    model.fit(x, y, epochs=3, verbose=0, callbacks=[
+        kt.TwoPhaseSchedule(freeze=3, switch_epoch=1, lora_rank=2, verbose=0), snaps, Count()])
+    layer = model.get_layer("Dense_a")
+    assert layer.lora_enabled
+    names = [v.path for v in model.weights]
+    adapters = [p for p in names if "lora_kernel" in p]
+    frozen = [p for p in names if ("Dense_" in p or "Bn" in p) and "lora" not in p]
+    assert len(adapters) == 4
+    assert moved(snaps.at_end[0], snaps.at_end[2], frozen) == []   # kernels, biases, BN
+    assert moved(snaps.at_end[0], snaps.at_end[2], adapters) == adapters
+    # trainable parameters: phase 1 the head (6*3+3); phase 2 + adapters 2*(4+8) + 2*(8+6)
+    assert counts == [21, 21 + 24 + 28, 21 + 24 + 28]
+    # LoRA starts as a zero update: enabling it does not change the model
+    np.testing.assert_allclose(at_start[0], before, rtol=1e-6, atol=1e-6)
