@@ -27,6 +27,8 @@ from keras_transfer.heads import attach_heads
 from keras_transfer.heads import replace_head
 from keras_transfer.hub import HubLayer
 from keras_transfer.hub import export_hub_module
+from keras_transfer.optimizers import DiscriminativeOptimizer
+from keras_transfer.optimizers import discriminative_optimizer
 from keras_transfer.schedules import FinetuningSchedule
 from keras_transfer.schedules import GradualUnfreezing
 from keras_transfer.schedules import PhaseLearningRate
@@ -42,6 +44,7 @@ __all__ = [
     "ChecksumError",
     "DataFormatError",
     "DataNotFoundError",
+    "DiscriminativeOptimizer",
     "DuplicateLayerNameError",
     "FinetuningSchedule",
     "GradualUnfreezing",
@@ -57,6 +60,7 @@ __all__ = [
     "TwoPhaseSchedule",
     "WeightFileError",
     "attach_heads",
+    "discriminative_optimizer",
     "export_hub_module",
     "fit_two_phase",
     "freeze",

@@ -364,6 +364,11 @@ def set_learning_rate(optimizer, learning_rate):
     one. A schedule, or a float for an optimizer that holds a schedule, is
     installed as a `PhaseLearningRate` that counts steps from now.
     """
+    from keras_transfer.optimizers import DiscriminativeOptimizer
+
+    if isinstance(optimizer, DiscriminativeOptimizer):
+        optimizer.learning_rate = learning_rate  # sets every group, in ratio
+        return
     schedule_type = keras.optimizers.schedules.LearningRateSchedule
     current = optimizer._learning_rate  # noqa: SLF001
     if not isinstance(learning_rate, schedule_type) and not isinstance(current, schedule_type):
@@ -451,9 +456,11 @@ def fit_two_phase(model, train, *, validation=None, freeze, head_epochs, epochs,
     return merged
 
 
-def fresh_optimizer(optimizer, learning_rate):
+def fresh_optimizer(optimizer, learning_rate, name=None):
     """A new optimizer of `optimizer`'s kind and config at `learning_rate`."""
     base = keras.optimizers.get(optimizer)
     config = base.get_config()
     config["learning_rate"] = learning_rate
+    if name is not None:
+        config["name"] = name
     return base.__class__.from_config(config)

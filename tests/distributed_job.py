@@ -32,7 +32,8 @@ source = randomize(tiny_model(head_name="OldHead"))
 kt.save_weights_by_name(source, os.path.join(work, "source.h5"))
 
 
-def train(strategy, use_callback):
+def train(strategy, mode):
+    use_callback = mode != "fit_two_phase"
     keras.utils.set_random_seed(0)
     with strategy.scope():
         model = tiny_model()
@@ -40,7 +41,12 @@ def train(strategy, use_callback):
         loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
         start = [v.numpy().copy() for v in model.layers[0].weights]
         if use_callback:
-            model.compile(optimizer=keras.optimizers.Adam(1e-2), loss=loss)
+            optimizer = keras.optimizers.Adam(1e-2)
+            if mode == "discriminative":
+                optimizer = kt.discriminative_optimizer(
+                    model, groups=[["Dense_a", "Bn", "Dense_b"]], learning_rate=1e-2,
+                    multipliers=[0.1])
+            model.compile(optimizer=optimizer, loss=loss)
             seen = {}
 
             class Watch(keras.callbacks.Callback):
@@ -62,11 +68,11 @@ def train(strategy, use_callback):
 
 
 results = {}
-for use_callback in (True, False):
-    one, info_one = train(tf.distribute.get_strategy(), use_callback)
-    two, info_two = train(tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]), use_callback)
+for mode in sys.argv[2:] or ("callback", "fit_two_phase", "discriminative"):
+    one, info_one = train(tf.distribute.get_strategy(), mode)
+    two, info_two = train(tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]), mode)
     diff = max(float(np.max(np.abs(a.numpy() - b.numpy()))) for a, b in zip(one.weights, two.weights))
-    results["callback" if use_callback else "fit_two_phase"] = {
+    results[mode] = {
         "one_device": info_one, "mirrored": info_two, "max_weight_difference": diff}
 with open(sys.argv[1], "w") as f:
     json.dump(results, f, indent=1)
