@@ -8,6 +8,7 @@ import os as _os
 
 _os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+from keras_transfer.caching import fit_head_cached
 from keras_transfer.errors import ChecksumError
 from keras_transfer.errors import DataFormatError
 from keras_transfer.errors import DataNotFoundError
@@ -62,6 +63,7 @@ __all__ = [
     "attach_heads",
     "discriminative_optimizer",
     "export_hub_module",
+    "fit_head_cached",
     "fit_two_phase",
     "freeze",
     "load_weights_by_name",

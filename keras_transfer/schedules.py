@@ -386,7 +386,8 @@ def current_learning_rate(optimizer):
 def fit_two_phase(model, train, *, validation=None, freeze, head_epochs, epochs,
                   head_lr=1e-3, finetune_lr=1e-4, optimizer="adam",
                   loss="sparse_categorical_crossentropy", metrics=("accuracy",),
-                  train_batchnorm=False, callbacks=None, verbose=1, **fit_kwargs):
+                  train_batchnorm=False, cache_features=False, callbacks=None, verbose=1,
+                  **fit_kwargs):
     """The two-phase recipe in one call: compile, fit, unfreeze, recompile, fit.
 
     Phase 1 freezes `freeze` and trains for `head_epochs` at `head_lr`; phase 2
@@ -407,6 +408,9 @@ def fit_two_phase(model, train, *, validation=None, freeze, head_epochs, epochs,
             instance with the same config.
         loss, metrics: as for `model.compile`.
         train_batchnorm: train BatchNormalization layers in phase 2.
+        cache_features: run phase 1 on cached base outputs (`fit_head_cached`):
+            the same head, much faster; needs `freeze=N` (the first N layers
+            form the base) and a base with nothing random in it.
         callbacks: callbacks for both phases.
         verbose: passed to `fit`.
         **fit_kwargs: other `fit` arguments (`batch_size`, ...).
@@ -438,20 +442,31 @@ def fit_two_phase(model, train, *, validation=None, freeze, head_epochs, epochs,
     for phase, start, stop, lr in phases:
         if start == stop:
             continue
-        if phase == 1:
-            freezing.freeze(model, freeze)
+        if phase == 1 and cache_features:
+            from keras_transfer import caching
+
+            if isinstance(freeze, bool) or not isinstance(freeze, int):
+                raise ValueError("cache_features=True needs freeze=N (the base's first N layers).")
+            history = caching.fit_head_cached(
+                model, train, cut=freeze, epochs=stop, validation=validation,
+                optimizer=optimizer, learning_rate=lr, loss=loss, metrics=metrics,
+                batch_size=fit_kwargs.get("batch_size") or 32,
+                shuffle=fit_kwargs.get("shuffle", True), callbacks=callbacks, verbose=verbose)
         else:
-            freezing.unfreeze(model, freeze, train_batchnorm=train_batchnorm)
-        model.compile(optimizer=fresh_optimizer(optimizer, lr), loss=loss,
-                      metrics=list(metrics) if metrics else None)
-        history = model.fit(x, y, validation_data=validation, epochs=stop,
-                            initial_epoch=start, callbacks=callbacks,
-                            verbose=verbose, **fit_kwargs)
+            if phase == 1:
+                freezing.freeze(model, freeze)
+            else:
+                freezing.unfreeze(model, freeze, train_batchnorm=train_batchnorm)
+            model.compile(optimizer=fresh_optimizer(optimizer, lr), loss=loss,
+                          metrics=list(metrics) if metrics else None)
+            history = model.fit(x, y, validation_data=validation, epochs=stop,
+                                initial_epoch=start, callbacks=callbacks,
+                                verbose=verbose, **fit_kwargs)
         for key, values in history.history.items():
             merged.history.setdefault(key, []).extend(values)
         merged.history.setdefault("phase", []).extend([phase] * len(history.epoch))
         merged.history.setdefault("lr", []).extend(
-            [current_learning_rate(model.optimizer)] * len(history.epoch))
+            [current_learning_rate(history.model.optimizer)] * len(history.epoch))
         merged.epoch.extend(history.epoch)
     return merged
 
