@@ -460,7 +460,7 @@ def _read_array(entry, variable, key, path):
             f"{path}: '{key}' holds {value.dtype} data; expected numbers of "
             f"dtype {variable.dtype}."
         )
-    return value.astype(variable.dtype)
+    return value.astype(variable.dtype, copy=False)
 
 
 def _rename_function(rename):
