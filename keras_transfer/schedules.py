@@ -386,8 +386,8 @@ def current_learning_rate(optimizer):
 def fit_two_phase(model, train, *, validation=None, freeze, head_epochs, epochs,
                   head_lr=1e-3, finetune_lr=1e-4, optimizer="adam",
                   loss="sparse_categorical_crossentropy", metrics=("accuracy",),
-                  train_batchnorm=False, cache_features=False, callbacks=None, verbose=1,
-                  **fit_kwargs):
+                  train_batchnorm=False, cache_features=False, lora_rank=None,
+                  callbacks=None, verbose=1, **fit_kwargs):
     """The two-phase recipe in one call: compile, fit, unfreeze, recompile, fit.
 
     Phase 1 freezes `freeze` and trains for `head_epochs` at `head_lr`; phase 2
@@ -411,6 +411,8 @@ def fit_two_phase(model, train, *, validation=None, freeze, head_epochs, epochs,
         cache_features: run phase 1 on cached base outputs (`fit_head_cached`):
             the same head, much faster; needs `freeze=N` (the first N layers
             form the base) and a base with nothing random in it.
+        lora_rank: phase 2 trains LoRA adapters of this rank instead of whole
+            layers (as `TwoPhaseSchedule(lora_rank=...)`).
         callbacks: callbacks for both phases.
         verbose: passed to `fit`.
         **fit_kwargs: other `fit` arguments (`batch_size`, ...).
@@ -438,6 +440,10 @@ def fit_two_phase(model, train, *, validation=None, freeze, head_epochs, epochs,
     merged = keras.callbacks.History()
     merged.set_model(model)
     merged.on_train_begin()  # sets up `epoch` and `history`
+    # The same freezing policy as the callback, applied between two compiles.
+    policy = TwoPhaseSchedule(freeze, head_epochs, unfreeze=None, train_batchnorm=train_batchnorm,
+                              lora_rank=lora_rank, verbose=0)
+    policy.prepare(model)
     phases = [(1, 0, head_epochs, head_lr), (2, head_epochs, epochs, finetune_lr)]
     for phase, start, stop, lr in phases:
         if start == stop:
@@ -453,10 +459,7 @@ def fit_two_phase(model, train, *, validation=None, freeze, head_epochs, epochs,
                 batch_size=fit_kwargs.get("batch_size") or 32,
                 shuffle=fit_kwargs.get("shuffle", True), callbacks=callbacks, verbose=verbose)
         else:
-            if phase == 1:
-                freezing.freeze(model, freeze)
-            else:
-                freezing.unfreeze(model, freeze, train_batchnorm=train_batchnorm)
+            policy.apply(model, phase)
             model.compile(optimizer=fresh_optimizer(optimizer, lr), loss=loss,
                           metrics=list(metrics) if metrics else None)
             history = model.fit(x, y, validation_data=validation, epochs=stop,
@@ -473,8 +476,14 @@ def fit_two_phase(model, train, *, validation=None, freeze, head_epochs, epochs,
 
 def fresh_optimizer(optimizer, learning_rate, name=None):
     """A new optimizer of `optimizer`'s kind and config at `learning_rate`."""
+    from keras_transfer.optimizers import DiscriminativeOptimizer
+
     base = keras.optimizers.get(optimizer)
     config = base.get_config()
+    if isinstance(base, DiscriminativeOptimizer):
+        fresh = DiscriminativeOptimizer.from_config(config)
+        fresh.learning_rate = learning_rate  # every group, in ratio
+        return fresh
     config["learning_rate"] = learning_rate
     if name is not None:
         config["name"] = name

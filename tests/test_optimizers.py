@@ -88,3 +88,19 @@ def test_saves_and_loads_with_the_model(tmp_path, data):
     assert len(old) == len(new) > 10  # (slot names follow the model's variable paths)
     for a, b in zip(old, new):
         np.testing.assert_array_equal(a.numpy(), b.numpy(), err_msg=a.path)
+
+
+def test_fit_two_phase_takes_a_discriminative_optimizer_and_lora(data):
+    x, y = data
+    model = randomize(tiny_model())
+    opt = kt.discriminative_optimizer(model, groups=[["Dense_a", "Bn", "Dense_b"]],
+                                      learning_rate=1e-2, multipliers=[0.1])
+    history = kt.fit_two_phase(model, (x, y), freeze=3, head_epochs=1, epochs=2, optimizer=opt,
+                               head_lr=1e-2, finetune_lr=1e-3, loss=LOSS, metrics=(), verbose=0,
+                               lora_rank=2)
+    assert history.history["phase"] == [1, 2]
+    np.testing.assert_allclose(history.history["lr"], [1e-2, 1e-3], rtol=1e-6)
+    assert model.optimizer.group_learning_rates() == pytest.approx({"head": 1e-3, "group_0": 1e-4})
+    trainable = sorted(v.path.split("/")[-1] for v in model.trainable_weights)
+    assert trainable == ["bias", "kernel", "lora_kernel_a", "lora_kernel_a",
+                         "lora_kernel_b", "lora_kernel_b"]  # the head, and adapters only
