@@ -18,12 +18,13 @@ import keras
 
 from keras_transfer import _layers
 from keras_transfer import freezing
+from keras_transfer.schedules import WrappedLearningRate
 
 _Schedule = keras.optimizers.schedules.LearningRateSchedule
 
 
 @keras.saving.register_keras_serializable(package="keras_transfer")
-class ScaledLearningRate(_Schedule):
+class ScaledLearningRate(WrappedLearningRate):
     """A learning rate (float or schedule) times a constant factor."""
 
     def __init__(self, learning_rate, factor):
@@ -36,17 +37,7 @@ class ScaledLearningRate(_Schedule):
         return keras.ops.convert_to_tensor(value, "float32") * self.factor
 
     def get_config(self):
-        lr = self.learning_rate
-        if isinstance(lr, _Schedule):
-            lr = keras.saving.serialize_keras_object(lr)
-        return {"learning_rate": lr, "factor": self.factor}
-
-    @classmethod
-    def from_config(cls, config):
-        config = dict(config)
-        if isinstance(config["learning_rate"], dict):
-            config["learning_rate"] = keras.saving.deserialize_keras_object(config["learning_rate"])
-        return cls(**config)
+        return self.config(factor=self.factor)
 
 
 @keras.saving.register_keras_serializable(package="keras_transfer")

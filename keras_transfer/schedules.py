@@ -26,8 +26,33 @@ from keras_transfer import _layers
 from keras_transfer import freezing
 
 
+_Schedule = keras.optimizers.schedules.LearningRateSchedule
+
+
+class WrappedLearningRate(_Schedule):
+    """Base for schedules built around a learning rate: a float or a schedule.
+
+    Subclasses set `self.learning_rate` and return `self.config(**fields)` from
+    `get_config`; the wrapped schedule is serialized and restored here.
+    """
+
+    def config(self, **fields):
+        lr = self.learning_rate
+        if isinstance(lr, _Schedule):
+            lr = keras.saving.serialize_keras_object(lr)
+        return {"learning_rate": lr, **fields}
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        if isinstance(config["learning_rate"], dict):
+            config["learning_rate"] = keras.saving.deserialize_keras_object(
+                config["learning_rate"])
+        return cls(**config)
+
+
 @keras.saving.register_keras_serializable(package="keras_transfer")
-class PhaseLearningRate(keras.optimizers.schedules.LearningRateSchedule):
+class PhaseLearningRate(WrappedLearningRate):
     """A phase's learning rate: a constant, or a schedule restarted at a step.
 
     `TwoPhaseSchedule` installs it so that a phase's schedule counts steps from
@@ -43,24 +68,13 @@ class PhaseLearningRate(keras.optimizers.schedules.LearningRateSchedule):
         self.start_step = int(start_step)
 
     def __call__(self, step):
-        if isinstance(self.learning_rate, keras.optimizers.schedules.LearningRateSchedule):
+        if isinstance(self.learning_rate, _Schedule):
             step = keras.ops.maximum(step - self.start_step, 0)
             return self.learning_rate(step)
         return keras.ops.convert_to_tensor(self.learning_rate, "float32")
 
     def get_config(self):
-        lr = self.learning_rate
-        if isinstance(lr, keras.optimizers.schedules.LearningRateSchedule):
-            lr = keras.saving.serialize_keras_object(lr)
-        return {"learning_rate": lr, "start_step": self.start_step}
-
-    @classmethod
-    def from_config(cls, config):
-        config = dict(config)
-        if isinstance(config["learning_rate"], dict):
-            config["learning_rate"] = keras.saving.deserialize_keras_object(
-                config["learning_rate"])
-        return cls(**config)
+        return self.config(start_step=self.start_step)
 
 
 class FinetuningSchedule(keras.callbacks.Callback):
@@ -369,9 +383,8 @@ def set_learning_rate(optimizer, learning_rate):
     if isinstance(optimizer, DiscriminativeOptimizer):
         optimizer.learning_rate = learning_rate  # sets every group, in ratio
         return
-    schedule_type = keras.optimizers.schedules.LearningRateSchedule
     current = optimizer._learning_rate  # noqa: SLF001
-    if not isinstance(learning_rate, schedule_type) and not isinstance(current, schedule_type):
+    if not isinstance(learning_rate, _Schedule) and not isinstance(current, _Schedule):
         optimizer.learning_rate = float(learning_rate)
         return
     start = int(keras.ops.convert_to_numpy(optimizer.iterations))

@@ -104,3 +104,17 @@ def test_fit_two_phase_takes_a_discriminative_optimizer_and_lora(data):
     trainable = sorted(v.path.split("/")[-1] for v in model.trainable_weights)
     assert trainable == ["bias", "kernel", "lora_kernel_a", "lora_kernel_a",
                          "lora_kernel_b", "lora_kernel_b"]  # the head, and adapters only
+
+
+def test_a_schedule_is_scaled_per_group_and_survives_save_and_load(tmp_path, data):
+    x, y = data
+    model = randomize(tiny_model())
+    decay = keras.optimizers.schedules.ExponentialDecay(1e-2, decay_steps=1, decay_rate=0.5)
+    opt = kt.discriminative_optimizer(model, groups=[["Dense_a"]], learning_rate=decay,
+                                      multipliers=[0.1])
+    model.compile(optimizer=opt, loss=LOSS)
+    model.fit(x, y, epochs=1, batch_size=32, verbose=0)  # 2 steps: rate 1e-2 * 0.5**2
+    assert opt.group_learning_rates() == pytest.approx({"head": 2.5e-3, "group_0": 2.5e-4})
+    model.save(tmp_path / "m.keras")
+    again = keras.saving.load_model(tmp_path / "m.keras")
+    assert again.optimizer.group_learning_rates() == pytest.approx({"head": 2.5e-3, "group_0": 2.5e-4})
