@@ -1,14 +1,19 @@
 """keras_transfer: transfer learning for Keras 3.
 
 By-name weight transfer, freezing, and a two-phase fine-tuning schedule that
-really trains inside `model.fit`.
+really trains inside `model.fit`, on every Keras 3 backend.
+
+Modules, bottom to top: `errors`, private helpers (`_layers`, `_files`,
+`_optimizer_state`); `weights`, `freezing`, `learning_rates`, `optimizers`;
+the callbacks (`schedules`) and `caching`; the one-call `recipes`. Beside
+them: `heads`, `hub` (TensorFlow backend only), `datasets`, `reference`,
+`comparison`.
 """
 
-import os as _os
-
-_os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
 from keras_transfer.caching import fit_head_cached
+from keras_transfer.errors import ArgumentError
+from keras_transfer.errors import ArgumentTypeError
+from keras_transfer.errors import BackendError
 from keras_transfer.errors import ChecksumError
 from keras_transfer.errors import DataFormatError
 from keras_transfer.errors import DataNotFoundError
@@ -28,13 +33,13 @@ from keras_transfer.heads import attach_heads
 from keras_transfer.heads import replace_head
 from keras_transfer.hub import HubLayer
 from keras_transfer.hub import export_hub_module
+from keras_transfer.learning_rates import PhaseLearningRate
 from keras_transfer.optimizers import DiscriminativeOptimizer
 from keras_transfer.optimizers import discriminative_optimizer
 from keras_transfer.schedules import FinetuningSchedule
 from keras_transfer.schedules import GradualUnfreezing
-from keras_transfer.schedules import PhaseLearningRate
 from keras_transfer.schedules import TwoPhaseSchedule
-from keras_transfer.schedules import fit_two_phase
+from keras_transfer.recipes import fit_two_phase
 from keras_transfer.weights import TransferReport
 from keras_transfer.weights import load_weights_by_name
 from keras_transfer.weights import save_weights_by_name
@@ -42,6 +47,9 @@ from keras_transfer.weights import save_weights_by_name
 __version__ = "0.1.0"
 
 __all__ = [
+    "ArgumentError",
+    "ArgumentTypeError",
+    "BackendError",
     "ChecksumError",
     "DataFormatError",
     "DataNotFoundError",

@@ -74,13 +74,30 @@ def set_trainable(layer, value):
 
 
 def snapshot_trainable(model):
-    """Returns a function that restores every layer's `trainable` flag."""
+    """Returns a function that restores every layer's and variable's `trainable`.
+
+    Layer flags come first, then variable flags: `layer.trainable = v` resets
+    every variable of the layer, so a variable frozen on its own (a LoRA
+    layer's kernel) would otherwise come back trainable.
+    """
     flags = [(layer, layer.trainable) for layer, _ in walk(model)]
     top = model.trainable
+    variables = [(v, v.trainable) for v in model.weights]
 
     def restore():
         set_trainable(model, top)
         for layer, flag in flags:  # pre-order: containers first
             set_trainable(layer, flag)
+        for variable, flag in variables:
+            variable.trainable = flag
 
     return restore
+
+
+def lora_frozen_weights(layer):
+    """The weights `enable_lora` froze on `layer` (its kernel), or []."""
+    if not getattr(layer, "lora_enabled", False):
+        return []
+    adapters = {id(layer.lora_kernel_a), id(layer.lora_kernel_b)}
+    return [v for v in layer.weights if id(v) not in adapters
+            and v.name in ("kernel", "embeddings")]

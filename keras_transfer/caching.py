@@ -12,6 +12,7 @@ import keras
 import numpy as np
 
 from keras_transfer import freezing
+from keras_transfer import optimizers
 from keras_transfer.errors import LayerSelectionError
 
 _RANDOM_LAYERS = ("Dropout", "SpatialDropout1D", "SpatialDropout2D", "SpatialDropout3D",
@@ -124,14 +125,12 @@ def fit_head_cached(model, train, *, cut, epochs, validation=None, optimizer="ad
     keras_transfer.fit_head_cached(model, (x, y), cut=12, epochs=5)
     ```
     """
-    from keras_transfer import schedules
-
     base, head = split_at(model, cut)
     freezing.freeze(model, upto=len(base.layers))
     check_cacheable(base)
     features, labels = cache_features(base, train, batch_size)
     val = cache_features(base, validation, batch_size) if validation is not None else None
-    head.compile(optimizer=schedules.fresh_optimizer(optimizer, learning_rate), loss=loss,
+    head.compile(optimizer=optimizers.fresh_optimizer(optimizer, learning_rate), loss=loss,
                  metrics=list(metrics) if metrics else None)
     return head.fit(features, labels, validation_data=val, epochs=epochs,
                     initial_epoch=initial_epoch, batch_size=batch_size, shuffle=shuffle,

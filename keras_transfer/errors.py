@@ -49,3 +49,15 @@ class DuplicateLayerNameError(TransferError, ValueError):
 
 class HubModuleError(TransferError, ValueError):
     """A handle does not lead to a usable SavedModel / TF Hub module."""
+
+
+class ArgumentError(TransferError, ValueError):
+    """An argument's value does not fit: a count, a range, a combination."""
+
+
+class ArgumentTypeError(TransferError, TypeError):
+    """An argument is of a type the function does not take."""
+
+
+class BackendError(TransferError, RuntimeError):
+    """A feature needs another Keras backend (TensorFlow for TF Hub modules)."""

@@ -127,8 +127,10 @@ def unfreeze(model, spec=None, *, upto=None, layers=None, pattern=None,
 
     BatchNormalization layers inside the selection stay frozen, so they keep
     running in inference mode with the source's statistics, unless
-    `train_batchnorm=True`. Frozen containers above a selected layer become
-    trainable, without unfreezing their other layers.
+    `train_batchnorm=True`. The kernel of a layer with LoRA enabled stays
+    frozen (only its adapters train), as `enable_lora` left it. Frozen
+    containers above a selected layer become trainable, without unfreezing
+    their other layers.
 
     Args:
         model: a `keras.Model`.
@@ -163,12 +165,14 @@ def unfreeze(model, spec=None, *, upto=None, layers=None, pattern=None,
             container._trainable = True  # noqa: SLF001
     for layer in chosen:
         _layers.set_trainable(layer, True)
-        if train_batchnorm:
-            continue
         inner = [l for l, _ in _layers.walk(layer)] if _layers.is_container(layer) else []
         for sub in [layer] + inner:
-            if isinstance(sub, keras.layers.BatchNormalization):
+            if isinstance(sub, keras.layers.BatchNormalization) and not train_batchnorm:
                 sub.trainable = False
+            # `trainable = True` turns every variable of a layer on, also the
+            # kernel that `enable_lora` froze: keep LoRA's kernel frozen.
+            for variable in _layers.lora_frozen_weights(sub):
+                variable.trainable = False
     return chosen
 
 

@@ -11,15 +11,35 @@ Security: loading a SavedModel runs the TensorFlow graphs it contains. Load
 only modules from sources you trust. A `.keras` file holding a `HubLayer`
 stores the handle, not the module, and loading it loads the module again: like
 `TFSMLayer`, this is refused in Keras' safe mode unless you opt in.
+
+A SavedModel is TensorFlow graphs: `HubLayer` and `export_hub_module` need
+the TensorFlow backend, and this module imports TensorFlow only when they are
+used, so `import keras_transfer` stays cheap on JAX and PyTorch.
 """
 
 import os
 import re
 
 import keras
-import tensorflow as tf
 
+from keras_transfer.errors import ArgumentError
+from keras_transfer.errors import BackendError
 from keras_transfer.errors import HubModuleError
+
+
+def _tensorflow(feature):
+    """Imports TensorFlow for `feature`, which needs the TensorFlow backend."""
+    backend = keras.backend.backend()
+    if backend != "tensorflow":
+        raise BackendError(
+            f"{feature} runs a TensorFlow SavedModel inside the model, so it needs "
+            f"Keras' TensorFlow backend; this process runs the {backend!r} backend. "
+            "Set KERAS_BACKEND=tensorflow before importing keras, or transfer the "
+            "module's weights by name (save_weights_by_name / load_weights_by_name) "
+            "into a Keras model instead.")
+    import tensorflow as tf
+
+    return tf
 
 
 def resolve_handle(handle):
@@ -33,6 +53,7 @@ def resolve_handle(handle):
         HubModuleError: the folder does not exist, is not a SavedModel, or the
             handle could not be resolved.
     """
+    tf = _tensorflow("A TF Hub handle")
     handle = os.fspath(handle)
     if os.path.isdir(handle):
         path = handle
@@ -108,6 +129,7 @@ class HubLayer(keras.layers.Layer):
     Raises:
         HubModuleError: the handle does not lead to a SavedModel, or the module
             has neither a callable nor the requested signature.
+        BackendError: Keras runs another backend than TensorFlow.
 
     Example:
 
@@ -121,6 +143,7 @@ class HubLayer(keras.layers.Layer):
 
     def __init__(self, handle, trainable=False, signature=None, output_key=None,
                  arguments=None, **kwargs):
+        tf = _tensorflow("HubLayer")
         super().__init__(trainable=trainable, **kwargs)
         self.handle = os.fspath(handle)
         self.signature = signature
@@ -153,9 +176,11 @@ class HubLayer(keras.layers.Layer):
     def _wrap(self, tf_variable, trainable):
         # Going around `add_weight`: the variable exists already (the module's
         # graphs read it), so a Keras variable is made around it, not a copy.
-        variable = keras.Variable(initializer=tf_variable, trainable=trainable,
-                                  dtype=tf_variable.dtype, shape=tf_variable.shape,
-                                  name=_keras_name(tf_variable))
+        # Under the layer's name, as `add_weight` would: paths `<layer>/<var>`.
+        with keras.name_scope(self.name):
+            variable = keras.Variable(initializer=tf_variable, trainable=trainable,
+                                      dtype=tf_variable.dtype, shape=tf_variable.shape,
+                                      name=_keras_name(tf_variable))
         self._track_variable(variable)
 
     def _resolve_callable(self):
@@ -200,7 +225,7 @@ class HubLayer(keras.layers.Layer):
                     f"outputs: {sorted(result)}.")
             result = result[key]
         if training and self.trainable and self._regularizers:
-            self.add_loss(tf.add_n([loss() for loss in self._regularizers]))
+            self.add_loss(sum(loss() for loss in self._regularizers))
         return result
 
     def get_config(self):
@@ -213,7 +238,7 @@ class HubLayer(keras.layers.Layer):
 
         safe = safe_mode if safe_mode is not None else serialization_lib.in_safe_mode()
         if safe is not False:
-            raise ValueError(
+            raise HubModuleError(
                 f"Deserializing a HubLayer loads the SavedModel at "
                 f"{config.get('handle')!r}, which runs its TensorFlow graphs. Keras' "
                 "safe mode forbids that: if you trust the module, pass "
@@ -238,6 +263,10 @@ def export_hub_module(model, path, *, input_shape=None, input_dtype="float32"):
     Returns:
         The path written.
 
+    Raises:
+        BackendError: Keras runs another backend than TensorFlow.
+        ArgumentError: the input shape cannot be told; pass `input_shape=`.
+
     Example:
 
     ```python
@@ -245,11 +274,12 @@ def export_hub_module(model, path, *, input_shape=None, input_dtype="float32"):
     layer = keras_transfer.HubLayer("exported/features", trainable=True)
     ```
     """
+    tf = _tensorflow("export_hub_module")
     if input_shape is None:
         try:
             input_shape = tuple(model.inputs[0].shape)
         except (AttributeError, IndexError, TypeError) as e:
-            raise ValueError(
+            raise ArgumentError(
                 f"Cannot tell the input shape of {model.name!r}; pass input_shape=.") from e
     # TF Hub's reusable SavedModel API, built the way its docs export one.
     module = tf.train.Checkpoint()

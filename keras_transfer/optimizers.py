@@ -1,43 +1,30 @@
-"""Discriminative learning rates: one learning rate per layer group, kept in ratio.
+"""Optimizers for fine-tuning: per-group learning rates, and setting a phase's rate.
 
-Built on Keras' own `keras.optimizers.MultiOptimizer` (sub-optimizers chosen per
-variable by an `OptimizerMap`). `DiscriminativeOptimizer` adds what fine-tuning
-needs and `MultiOptimizer` lacks: a `learning_rate` that sets every group's rate
-at once while keeping their ratios (so `TwoPhaseSchedule`, `GradualUnfreezing`
-and Keras' LR callbacks work with it), and updates over a subset of the
-variables it was built with (so a frozen group simply does not step).
+`DiscriminativeOptimizer` is Keras' own `keras.optimizers.MultiOptimizer`
+(sub-optimizers chosen per variable by an `OptimizerMap`) with what
+fine-tuning needs and `MultiOptimizer` lacks: a `learning_rate` that sets
+every group's rate at once while keeping their ratios (so the fine-tuning
+callbacks and Keras' LR callbacks work with it), and updates over a subset of
+the variables it was built with (so a frozen group simply does not step).
 
 Each group has its own sub-optimizer and so its own step count: a group that
 starts training at the phase switch gets Adam's bias correction from its first
 step, unlike a single optimizer whose global step count has run on.
+
+`set_learning_rate`, `hold_schedules`, `current_learning_rate` and
+`fresh_optimizer` work on any Keras optimizer, a `DiscriminativeOptimizer`
+included.
 """
 
 import re
 
 import keras
 
-from keras_transfer import _layers
+from keras_transfer import errors
 from keras_transfer import freezing
-from keras_transfer.schedules import WrappedLearningRate
-
-_Schedule = keras.optimizers.schedules.LearningRateSchedule
-
-
-@keras.saving.register_keras_serializable(package="keras_transfer")
-class ScaledLearningRate(WrappedLearningRate):
-    """A learning rate (float or schedule) times a constant factor."""
-
-    def __init__(self, learning_rate, factor):
-        self.learning_rate = learning_rate
-        self.factor = float(factor)
-
-    def __call__(self, step):
-        lr = self.learning_rate
-        value = lr(step) if isinstance(lr, _Schedule) else lr
-        return keras.ops.convert_to_tensor(value, "float32") * self.factor
-
-    def get_config(self):
-        return self.config(factor=self.factor)
+from keras_transfer.learning_rates import PhaseLearningRate
+from keras_transfer.learning_rates import ScaledLearningRate
+from keras_transfer.learning_rates import Schedule
 
 
 @keras.saving.register_keras_serializable(package="keras_transfer")
@@ -63,27 +50,31 @@ class DiscriminativeOptimizer(keras.optimizers.MultiOptimizer):
     @property
     def learning_rate(self):
         """The base learning rate now: a group's rate divided by its factor."""
-        from keras_transfer import schedules
-
         opt = next((o for o in self.optimizers if o.name == "head"), self.optimizers[0])
-        return schedules.current_learning_rate(opt) / self.multipliers.get(opt.name, 1.0)
+        return current_learning_rate(opt) / self.multipliers.get(opt.name, 1.0)
 
     @learning_rate.setter
     def learning_rate(self, value):
-        from keras_transfer import schedules
+        self.set_learning_rate(value)
 
+    def set_learning_rate(self, value, *, steps_into_phase=0):
+        """Sets every group's rate to its factor times `value` (float or schedule).
+
+        Args:
+            value: the base learning rate.
+            steps_into_phase: for a schedule, how many steps of the phase
+                have run already (see `keras_transfer.optimizers.set_learning_rate`).
+        """
         self._base_learning_rate = value
         for opt in self.optimizers:
             factor = self.multipliers.get(opt.name, 1.0)
-            scaled = (ScaledLearningRate(value, factor) if isinstance(value, _Schedule)
+            scaled = (ScaledLearningRate(value, factor) if isinstance(value, Schedule)
                       else float(value) * factor)
-            schedules.set_learning_rate(opt, scaled)
+            set_learning_rate(opt, scaled, steps_into_phase=steps_into_phase)
 
     def group_learning_rates(self):
         """Sub-optimizer name -> its current learning rate (float)."""
-        from keras_transfer import schedules
-
-        return {opt.name: schedules.current_learning_rate(opt) for opt in self.optimizers}
+        return {opt.name: current_learning_rate(opt) for opt in self.optimizers}
 
     def apply(self, grads, trainable_variables=None):
         if trainable_variables is None or not self.built:
@@ -110,7 +101,7 @@ class DiscriminativeOptimizer(keras.optimizers.MultiOptimizer):
         for path in mapping:
             paths[mapping[path].name].append(path)
         lr = self._base_learning_rate
-        if isinstance(lr, _Schedule):
+        if isinstance(lr, Schedule):
             lr = keras.saving.serialize_keras_object(lr)
         return {
             "groups": {opt.name: {"optimizer": keras.saving.serialize_keras_object(opt),
@@ -148,7 +139,8 @@ def discriminative_optimizer(model, groups, learning_rate, *, multipliers=None, 
         groups: layer groups, bottom to top; each what `select_layers` takes
             (an int, a list of layers or names, a name pattern, a nested
             model given as `[layer]`). Variables in no group (the head,
-            typically) train at `learning_rate`.
+            typically) train at `learning_rate`. A group holds every variable
+            of its layers, also those created later (LoRA adapters).
         learning_rate: the head's (base) learning rate, float or schedule.
         multipliers: factor of `learning_rate` for each group (the seed's new
             head at 10x the base: `groups=[base], multipliers=[0.1]`).
@@ -162,7 +154,7 @@ def discriminative_optimizer(model, groups, learning_rate, *, multipliers=None, 
         A `DiscriminativeOptimizer` to pass to `model.compile`.
 
     Raises:
-        ValueError: neither or both of `multipliers` / `decay`, or a length
+        ArgumentError: neither or both of `multipliers` / `decay`, or a length
             that does not match `groups`.
         LayerSelectionError: a group does not fit the model.
 
@@ -175,28 +167,97 @@ def discriminative_optimizer(model, groups, learning_rate, *, multipliers=None, 
     model.compile(optimizer=opt, loss="sparse_categorical_crossentropy")
     ```
     """
-    from keras_transfer import schedules
-
     if (multipliers is None) == (decay is None):
-        raise ValueError("Pass exactly one of multipliers= or decay=.")
+        raise errors.ArgumentError("Pass exactly one of multipliers= or decay=.")
     if decay is not None:
         multipliers = [decay ** (len(groups) - i) for i in range(len(groups))]
     if len(multipliers) != len(groups):
-        raise ValueError(
+        raise errors.ArgumentError(
             f"{len(multipliers)} multipliers for {len(groups)} groups; give one per group.")
-    head = schedules.fresh_optimizer(optimizer, learning_rate, name="head")
+    head = fresh_optimizer(optimizer, learning_rate, name="head")
     mapping = keras.optimizers.OptimizerMap(default_optimizer=head)
     factors = {"head": 1.0}
     for i, (group, factor) in enumerate(zip(groups, multipliers)):
-        opt = schedules.fresh_optimizer(optimizer, learning_rate, name=f"group_{i}")
+        opt = fresh_optimizer(optimizer, learning_rate, name=f"group_{i}")
         factors[opt.name] = float(factor)
         for layer in freezing.select_layers(model, group):
-            for variable in layer.weights:
-                # A pattern, not the path: the path's prefix changes when a
-                # model is saved and loaded ("tiny/Dense_a/kernel" comes back
-                # as "Dense_a/kernel"); the layer name and variable do not.
-                key = f"{re.escape(layer.name)}/{re.escape(_layers.relative_name(layer, variable))}"
-                mapping[f"(?:.*/)?{key}"] = opt
+            # A pattern over the layer's name, not its variables' paths: the
+            # path's prefix changes when a model is saved and loaded
+            # ("tiny/Dense_a/kernel" comes back as "Dense_a/kernel"), and
+            # variables created later (LoRA adapters) belong to the layer too.
+            mapping[f"(?:.*/)?{re.escape(layer.name)}/.*"] = opt
     multi = DiscriminativeOptimizer(mapping, factors, learning_rate, name="discriminative")
     multi.learning_rate = learning_rate  # scale every group
     return multi
+
+
+def set_learning_rate(optimizer, learning_rate, *, steps_into_phase=0):
+    """Sets an optimizer's learning rate to a float or a schedule.
+
+    A float is assigned to the optimizer's learning-rate variable when it has
+    one. A schedule, or a float for an optimizer that holds a schedule, is
+    installed as a `PhaseLearningRate` whose steps count from the start of
+    the phase. A `DiscriminativeOptimizer` sets every group, in ratio.
+
+    Args:
+        optimizer: a Keras optimizer.
+        learning_rate: a float or a `LearningRateSchedule`.
+        steps_into_phase: how many optimizer steps of the phase have run
+            already (0 when the phase begins now; more when a run resumes or
+            starts with `initial_epoch` inside the phase).
+    """
+    if isinstance(optimizer, DiscriminativeOptimizer):
+        optimizer.set_learning_rate(learning_rate, steps_into_phase=steps_into_phase)
+        return
+    current = optimizer._learning_rate  # noqa: SLF001 (float variable or schedule)
+    if not isinstance(learning_rate, Schedule) and not isinstance(current, Schedule):
+        optimizer.learning_rate = float(learning_rate)
+        return
+    start = int(keras.ops.convert_to_numpy(optimizer.iterations)) - steps_into_phase
+    optimizer.learning_rate = PhaseLearningRate(learning_rate, start)
+
+
+def hold_schedules(optimizer):
+    """Puts an optimizer's learning rate in schedule form, keeping its value.
+
+    A Keras optimizer made with a float learning rate holds it in a variable,
+    which it drops when a schedule is installed: its variable count changes,
+    and a checkpoint written before no longer loads into it. Installing the
+    schedule form before training keeps the count fixed for the whole run.
+
+    Args:
+        optimizer: a Keras optimizer (every group of a
+            `DiscriminativeOptimizer`).
+    """
+    inner = optimizer.optimizers if isinstance(optimizer, DiscriminativeOptimizer) else [optimizer]
+    for opt in inner:
+        if not isinstance(opt._learning_rate, Schedule):  # noqa: SLF001
+            opt.learning_rate = PhaseLearningRate(current_learning_rate(opt))
+
+
+def current_learning_rate(optimizer):
+    """The optimizer's learning rate now, as a Python float."""
+    return float(keras.ops.convert_to_numpy(optimizer.learning_rate))
+
+
+def fresh_optimizer(optimizer, learning_rate, name=None):
+    """A new optimizer of `optimizer`'s kind and config at `learning_rate`.
+
+    Args:
+        optimizer: an optimizer name (`"adam"`) or instance.
+        learning_rate: a float or a schedule.
+        name: the new optimizer's name (default: the same).
+
+    Returns:
+        An unbuilt optimizer; a `DiscriminativeOptimizer` keeps its groups.
+    """
+    base = keras.optimizers.get(optimizer)
+    config = base.get_config()
+    if isinstance(base, DiscriminativeOptimizer):
+        fresh = DiscriminativeOptimizer.from_config(config)
+        fresh.learning_rate = learning_rate  # every group, in ratio
+        return fresh
+    config["learning_rate"] = learning_rate
+    if name is not None:
+        config["name"] = name
+    return base.__class__.from_config(config)

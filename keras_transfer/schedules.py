@@ -1,82 +1,42 @@
-"""The two-phase fine-tuning schedule: a callback for `model.fit`, and one call.
+"""Fine-tuning callbacks: what trains changes inside one `model.fit`.
 
-Phase 1 trains the new head with the base frozen at a higher learning rate;
-phase 2 unfreezes the base and trains everything at a lower one.
+`FinetuningSchedule` is the mechanism (Lightning's `BaseFinetuning`): at train
+begin it makes the optimizer hold state for every variable that will train in
+any state of the run, and when an epoch's state differs from the current one
+it sets the trainable flags, the learning rate and asks Keras for a new train
+function. `TwoPhaseSchedule` (head first, then everything) and
+`GradualUnfreezing` (ULMFiT) are policies on top of it.
 
-In Keras 3, setting `layer.trainable = True` in a callback during `fit` trains
-nothing new: the train function was traced with the old trainable set, and a
-forced new train function then fails because the optimizer "can only be called
-for the variables it was originally built with". `TwoPhaseSchedule` handles
-both: at train begin it makes sure the optimizer holds slots for every variable
-that will train in either phase (building, or rebuilding it with its state
-kept, when needed), and at the switch it unfreezes and asks Keras for a new
-train function. The optimizer's variable set therefore never changes during the
-run, which also keeps its checkpoints (e.g. `BackupAndRestore`) loadable.
+In Keras 3, setting `layer.trainable = True` in a callback trains nothing new:
+the train function was traced with the old trainable set, and a forced new
+train function then fails because the optimizer "can only be called for the
+variables it was originally built with" (and on JAX because
+`stateless_apply` wants exactly those variables). How this module gets around
+both, on TensorFlow, JAX and PyTorch, and why that design, is told in
+`keras_transfer/_optimizer_state.py`: one optimizer layout for the whole run,
+updating any subset. Checkpoints (`BackupAndRestore`) therefore load in any
+phase, and the state of an epoch depends only on its number, so resumed runs,
+`initial_epoch` and repeated `fit` calls land in the right state.
 
 Adam-like optimizers keep one global step count: the base's moment estimates
 start at zero at the switch while the bias correction is that of the step
 count reached, so the base's first phase-2 steps are up to a few times larger
-than `finetune_lr` suggests (it settles within a few hundred steps). Use
-`fit_two_phase`, which starts phase 2 with a fresh optimizer, if that matters.
+than `finetune_lr` suggests (it settles within a few hundred steps). A
+`DiscriminativeOptimizer` (a step count per group) or `fit_two_phase` (a
+fresh optimizer for phase 2) avoid it.
 """
 
-import contextlib
+import math
+import warnings
 
 import keras
 
 from keras_transfer import _layers
+from keras_transfer import _optimizer_state
+from keras_transfer import errors
 from keras_transfer import freezing
-
-
-_Schedule = keras.optimizers.schedules.LearningRateSchedule
-
-
-class WrappedLearningRate(_Schedule):
-    """Base for schedules built around a learning rate: a float or a schedule.
-
-    Subclasses set `self.learning_rate` and return `self.config(**fields)` from
-    `get_config`; the wrapped schedule is serialized and restored here.
-    """
-
-    def config(self, **fields):
-        lr = self.learning_rate
-        if isinstance(lr, _Schedule):
-            lr = keras.saving.serialize_keras_object(lr)
-        return {"learning_rate": lr, **fields}
-
-    @classmethod
-    def from_config(cls, config):
-        config = dict(config)
-        if isinstance(config["learning_rate"], dict):
-            config["learning_rate"] = keras.saving.deserialize_keras_object(
-                config["learning_rate"])
-        return cls(**config)
-
-
-@keras.saving.register_keras_serializable(package="keras_transfer")
-class PhaseLearningRate(WrappedLearningRate):
-    """A phase's learning rate: a constant, or a schedule restarted at a step.
-
-    `TwoPhaseSchedule` installs it so that a phase's schedule counts steps from
-    the start of its phase, not from the start of training.
-
-    Args:
-        learning_rate: a float or a `LearningRateSchedule`.
-        start_step: the optimizer step at which the phase began.
-    """
-
-    def __init__(self, learning_rate, start_step=0):
-        self.learning_rate = learning_rate
-        self.start_step = int(start_step)
-
-    def __call__(self, step):
-        if isinstance(self.learning_rate, _Schedule):
-            step = keras.ops.maximum(step - self.start_step, 0)
-            return self.learning_rate(step)
-        return keras.ops.convert_to_tensor(self.learning_rate, "float32")
-
-    def get_config(self):
-        return self.config(start_step=self.start_step)
+from keras_transfer import optimizers
+from keras_transfer.learning_rates import Schedule
 
 
 class FinetuningSchedule(keras.callbacks.Callback):
@@ -129,12 +89,17 @@ class FinetuningSchedule(keras.callbacks.Callback):
     # -- mechanism ----------------------------------------------------------
     def on_train_begin(self, logs=None):
         self.state = None
-        if self.model.optimizer is None:
-            raise ValueError(
+        model = self.model
+        if model.optimizer is None:
+            raise errors.ArgumentError(
                 f"{type(self).__name__} needs a compiled model: call "
                 "model.compile(optimizer=...) before fit.")
-        self.prepare(self.model)
-        self._cover_all_states()
+        self.prepare(model)
+        if any(isinstance(self.learning_rate_of(s), Schedule) for s in self.states()):
+            # Fix the optimizer's variable layout before any checkpoint loads
+            # (BackupAndRestore runs after this callback): see `hold_schedules`.
+            optimizers.hold_schedules(model.optimizer)
+        model.optimizer = _optimizer_state.cover(model, model.optimizer, self._every_variable())
 
     def on_epoch_begin(self, epoch, logs=None):
         state = self.state_of(epoch)
@@ -144,28 +109,56 @@ class FinetuningSchedule(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         if logs is not None:
             logs[self.log_name] = self.state
-            logs["lr"] = current_learning_rate(self.model.optimizer)
+            logs["lr"] = optimizers.current_learning_rate(self.model.optimizer)
 
     def _enter(self, state, epoch):
         model = self.model
         self.apply(model, state)
         lr = self.learning_rate_of(state)
         if lr is not None:
-            set_learning_rate(model.optimizer, lr)
+            optimizers.set_learning_rate(
+                model.optimizer, lr, steps_into_phase=self._steps_into(state, epoch))
         # The train function was traced with the old trainable set; Keras
         # builds a new one on request. The optimizer already holds state for
-        # every variable of every state (see `_cover_all_states`).
+        # every variable of every state (see `on_train_begin`).
         model.make_train_function(force=True)
+        if keras.backend.backend() == "jax":
+            # JAX splits the model's state into trainable and non-trainable
+            # lists, and under `keras.distribution` fixes their shardings when
+            # a function is made: evaluation and prediction need new ones too.
+            model.make_test_function(force=True)
+            model.make_predict_function(force=True)
         self.state = state
         self.history.append((epoch, state))
         if self.verbose:
-            count = sum(int(v.numpy().size) for v in model.trainable_weights)
+            count = sum(math.prod(v.shape) for v in model.trainable_weights)
             print(f"{type(self).__name__}: epoch {epoch + 1} begins {self.log_name} "
                   f"{state}: {count:,} trainable parameters, lr "
-                  f"{current_learning_rate(model.optimizer):.3g}")
+                  f"{optimizers.current_learning_rate(model.optimizer):.3g}")
 
-    def _cover_all_states(self):
-        """Ensures the optimizer is built over every variable of every state."""
+    def _steps_into(self, state, epoch):
+        """Optimizer steps the run has made in `state` before `epoch`.
+
+        Non-zero when a run enters a state after its first epoch: a resumed
+        run, `initial_epoch`, or a second `fit` call. Every epoch of a run
+        has `params["steps"]` steps; when Keras does not know that number, the
+        state's learning-rate schedule starts again from its first step.
+        """
+        first = next(e for e in range(epoch + 1) if self.state_of(e) == state)
+        if first == epoch:
+            return 0
+        steps = (self.params or {}).get("steps")
+        if not steps:
+            warnings.warn(
+                f"{type(self).__name__}: epoch {epoch + 1} is inside {self.log_name} "
+                f"{state}, which began at epoch {first + 1}, but the number of "
+                "steps per epoch is unknown: its learning-rate schedule restarts "
+                "here. Give the data a known length (or steps_per_epoch).", stacklevel=2)
+            return 0
+        return (epoch - first) * steps
+
+    def _every_variable(self):
+        """Every variable that trains in some state, flags left as they were."""
         model = self.model
         restore = _layers.snapshot_trainable(model)
         needed = {id(v): v for v in model.trainable_variables}
@@ -175,7 +168,7 @@ class FinetuningSchedule(keras.callbacks.Callback):
                 needed.update((id(v), v) for v in model.trainable_variables)
         finally:
             restore()
-        model.optimizer = ensure_optimizer_covers(model, model.optimizer, list(needed.values()))
+        return list(needed.values())
 
 
 class TwoPhaseSchedule(FinetuningSchedule):
@@ -226,7 +219,7 @@ class TwoPhaseSchedule(FinetuningSchedule):
                  unfreeze=None, train_batchnorm=False, lora_rank=None, verbose=1):
         super().__init__(verbose=verbose)
         if not isinstance(switch_epoch, int) or switch_epoch < 0:
-            raise ValueError(
+            raise errors.ArgumentError(
                 f"switch_epoch must be an int >= 0, received {switch_epoch!r}.")
         self.freeze = freeze
         self.unfreeze = freeze if unfreeze is None else unfreeze
@@ -313,9 +306,9 @@ class GradualUnfreezing(FinetuningSchedule):
         super().__init__(verbose=verbose)
         self.blocks = [[b] if isinstance(b, keras.layers.Layer) else b for b in blocks]
         if not self.blocks:
-            raise ValueError("blocks must name at least one block of layers.")
+            raise errors.ArgumentError("blocks must name at least one block of layers.")
         if learning_rates is not None and len(learning_rates) != len(self.blocks) + 1:
-            raise ValueError(
+            raise errors.ArgumentError(
                 f"learning_rates needs {len(self.blocks) + 1} entries (0 to "
                 f"{len(self.blocks)} unfrozen blocks), received {len(learning_rates)}.")
         self.start_epoch = start_epoch
@@ -336,162 +329,3 @@ class GradualUnfreezing(FinetuningSchedule):
             freezing.freeze(model, block)
         for block in self.blocks[len(self.blocks) - unfrozen:]:
             freezing.unfreeze(model, block, train_batchnorm=self.train_batchnorm)
-
-
-def ensure_optimizer_covers(model, optimizer, variables):
-    """Returns an optimizer built over `variables`, keeping `optimizer`'s state.
-
-    An unbuilt optimizer is built in place. A built one that lacks some of the
-    variables is replaced by a fresh instance of the same class and config,
-    built over `variables`, with every state variable it shares with the old
-    one (iteration count, learning rate, slots of known variables) copied.
-    """
-    strategy = getattr(model, "distribute_strategy", None)
-    scope = strategy.scope() if strategy is not None else contextlib.nullcontext()
-    with scope:
-        if not optimizer.built:
-            optimizer.build(variables)
-            return optimizer
-        known = optimizer._trainable_variables_indices  # noqa: SLF001
-        if all(optimizer._var_key(v) in known for v in variables):  # noqa: SLF001
-            return optimizer
-        fresh = optimizer.__class__.from_config(optimizer.get_config())
-        fresh.build(variables)
-        old = {v.path: v for v in optimizer.variables}
-        for v in fresh.variables:
-            source = old.get(v.path)
-            if source is not None and tuple(source.shape) == tuple(v.shape):
-                v.assign(source)
-        return fresh
-
-
-def set_learning_rate(optimizer, learning_rate):
-    """Sets an optimizer's learning rate to a float or a schedule.
-
-    A float is assigned to the optimizer's learning-rate variable when it has
-    one. A schedule, or a float for an optimizer that holds a schedule, is
-    installed as a `PhaseLearningRate` that counts steps from now.
-    """
-    from keras_transfer.optimizers import DiscriminativeOptimizer
-
-    if isinstance(optimizer, DiscriminativeOptimizer):
-        optimizer.learning_rate = learning_rate  # sets every group, in ratio
-        return
-    current = optimizer._learning_rate  # noqa: SLF001
-    if not isinstance(learning_rate, _Schedule) and not isinstance(current, _Schedule):
-        optimizer.learning_rate = float(learning_rate)
-        return
-    start = int(keras.ops.convert_to_numpy(optimizer.iterations))
-    optimizer.learning_rate = PhaseLearningRate(learning_rate, start)
-
-
-def current_learning_rate(optimizer):
-    """The optimizer's learning rate now, as a Python float."""
-    return float(keras.ops.convert_to_numpy(optimizer.learning_rate))
-
-
-def fit_two_phase(model, train, *, validation=None, freeze, head_epochs, epochs,
-                  head_lr=1e-3, finetune_lr=1e-4, optimizer="adam",
-                  loss="sparse_categorical_crossentropy", metrics=("accuracy",),
-                  train_batchnorm=False, cache_features=False, lora_rank=None,
-                  callbacks=None, verbose=1, **fit_kwargs):
-    """The two-phase recipe in one call: compile, fit, unfreeze, recompile, fit.
-
-    Phase 1 freezes `freeze` and trains for `head_epochs` at `head_lr`; phase 2
-    unfreezes it (BatchNormalization kept frozen unless `train_batchnorm`),
-    compiles again with a fresh optimizer at `finetune_lr` and trains from
-    epoch `head_epochs` to `epochs`.
-
-    Args:
-        model: the target `keras.Model`.
-        train: training data as `fit` takes it (a `tf.data.Dataset`, or a tuple
-            `(x, y)`).
-        validation: optional validation data for `fit`.
-        freeze: what phase 1 freezes (see `TwoPhaseSchedule`).
-        head_epochs: number of phase-1 epochs.
-        epochs: the total number of epochs (phase 2 runs the rest).
-        head_lr, finetune_lr: the phases' learning rates (floats or schedules).
-        optimizer: an optimizer name or instance; each phase gets a fresh
-            instance with the same config.
-        loss, metrics: as for `model.compile`.
-        train_batchnorm: train BatchNormalization layers in phase 2.
-        cache_features: run phase 1 on cached base outputs (`fit_head_cached`):
-            the same head, much faster; needs `freeze=N` (the first N layers
-            form the base) and a base with nothing random in it.
-        lora_rank: phase 2 trains LoRA adapters of this rank instead of whole
-            layers (as `TwoPhaseSchedule(lora_rank=...)`).
-        callbacks: callbacks for both phases.
-        verbose: passed to `fit`.
-        **fit_kwargs: other `fit` arguments (`batch_size`, ...).
-
-    Returns:
-        A `keras.callbacks.History` covering both phases, its `history` with a
-        `phase` column (1 or 2 per epoch) and an `lr` column.
-
-    Example:
-
-    ```python
-    history = keras_transfer.fit_two_phase(
-        target, (x, y), freeze=12, head_epochs=5, epochs=10,
-        head_lr=1e-3, finetune_lr=1e-4)
-    ```
-    """
-    if not 0 <= head_epochs <= epochs:
-        raise ValueError(
-            f"Expected 0 <= head_epochs <= epochs, received "
-            f"head_epochs={head_epochs}, epochs={epochs}.")
-    if isinstance(train, tuple):
-        x, y = train
-    else:
-        x, y = train, None
-    merged = keras.callbacks.History()
-    merged.set_model(model)
-    merged.on_train_begin()  # sets up `epoch` and `history`
-    # The same freezing policy as the callback, applied between two compiles.
-    policy = TwoPhaseSchedule(freeze, head_epochs, unfreeze=None, train_batchnorm=train_batchnorm,
-                              lora_rank=lora_rank, verbose=0)
-    policy.prepare(model)
-    phases = [(1, 0, head_epochs, head_lr), (2, head_epochs, epochs, finetune_lr)]
-    for phase, start, stop, lr in phases:
-        if start == stop:
-            continue
-        if phase == 1 and cache_features:
-            from keras_transfer import caching
-
-            if isinstance(freeze, bool) or not isinstance(freeze, int):
-                raise ValueError("cache_features=True needs freeze=N (the base's first N layers).")
-            history = caching.fit_head_cached(
-                model, train, cut=freeze, epochs=stop, validation=validation,
-                optimizer=optimizer, learning_rate=lr, loss=loss, metrics=metrics,
-                batch_size=fit_kwargs.get("batch_size") or 32,
-                shuffle=fit_kwargs.get("shuffle", True), callbacks=callbacks, verbose=verbose)
-        else:
-            policy.apply(model, phase)
-            model.compile(optimizer=fresh_optimizer(optimizer, lr), loss=loss,
-                          metrics=list(metrics) if metrics else None)
-            history = model.fit(x, y, validation_data=validation, epochs=stop,
-                                initial_epoch=start, callbacks=callbacks,
-                                verbose=verbose, **fit_kwargs)
-        for key, values in history.history.items():
-            merged.history.setdefault(key, []).extend(values)
-        merged.history.setdefault("phase", []).extend([phase] * len(history.epoch))
-        merged.history.setdefault("lr", []).extend(
-            [current_learning_rate(history.model.optimizer)] * len(history.epoch))
-        merged.epoch.extend(history.epoch)
-    return merged
-
-
-def fresh_optimizer(optimizer, learning_rate, name=None):
-    """A new optimizer of `optimizer`'s kind and config at `learning_rate`."""
-    from keras_transfer.optimizers import DiscriminativeOptimizer
-
-    base = keras.optimizers.get(optimizer)
-    config = base.get_config()
-    if isinstance(base, DiscriminativeOptimizer):
-        fresh = DiscriminativeOptimizer.from_config(config)
-        fresh.learning_rate = learning_rate  # every group, in ratio
-        return fresh
-    config["learning_rate"] = learning_rate
-    if name is not None:
-        config["name"] = name
-    return base.__class__.from_config(config)
