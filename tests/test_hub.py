@@ -6,8 +6,10 @@ import tensorflow as tf
 import keras_transfer as kt
 from keras_transfer import hub
 
-tf_keras = pytest.importorskip("tf_keras")
-tensorflow_hub = pytest.importorskip("tensorflow_hub")
+import tensorflow_hub  # noqa: E402
+import tf_keras  # noqa: E402
+
+pytestmark = pytest.mark.tensorflow_only  # SavedModels are TensorFlow graphs
 
 
 @pytest.fixture
