@@ -2,12 +2,11 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+import tensorflow_hub
+import tf_keras
 
 import keras_transfer as kt
 from keras_transfer import hub
-
-import tensorflow_hub  # noqa: E402
-import tf_keras  # noqa: E402
 
 pytestmark = pytest.mark.tensorflow_only  # SavedModels are TensorFlow graphs
 
