@@ -355,3 +355,34 @@ def test_two_phases_under_data_parallel_match_one_device(tmp_path):
         np.testing.assert_allclose(two["val_loss"], one["val_loss"], rtol=1e-5)
         # the 2 devices sum their gradients in another order: float32 rounding
         assert results[mode]["max_weight_difference"] < 1e-6, results[mode]
+
+
+@pytest.mark.slow
+@pytest.mark.jax_only
+def test_two_phases_in_two_jax_processes_match_one_process(tmp_path):
+    # jax.distributed on 127.0.0.1 (gloo collectives on CPU): two worker
+    # processes, one device each, DataParallel over both.
+    import socket
+
+    job = os.path.join(os.path.dirname(__file__), "multiprocess_job.py")
+    env = {**os.environ, "KERAS_BACKEND": "jax"}
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = str(s.getsockname()[1])
+    workers = [subprocess.Popen([sys.executable, job, str(tmp_path / f"p{i}.json"), str(i), port],
+                                env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+               for i in (0, 1)]
+    single = subprocess.run([sys.executable, job, str(tmp_path / "single.json"), "single"],
+                            env=env, capture_output=True, text=True, timeout=300)
+    assert single.returncode == 0, single.stderr[-2000:]
+    for worker in workers:
+        _, err = worker.communicate(timeout=300)
+        assert worker.returncode == 0, err[-3000:]
+    one = json.loads((tmp_path / "single.json").read_text())
+    for i in (0, 1):
+        two = json.loads((tmp_path / f"p{i}.json").read_text())
+        assert (two["processes"], two["devices"], one["processes"]) == (2, 2, 1)
+        assert two["phase"] == [1, 1, 2, 2] and two["phase1_frozen"] and two["base_moved"]
+        np.testing.assert_allclose(two["loss"], one["loss"], rtol=1e-5)
+        for a, b in zip(two["weights"], one["weights"]):
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
