@@ -1,4 +1,4 @@
-"""Learning-rate schedules for fine-tuning: per phase, scaled per group.
+"""Learning-rate schedules for fine-tuning: one-cycle, per phase, scaled per group.
 
 Plain `keras.optimizers.schedules.LearningRateSchedule` subclasses, registered
 for `.keras` saving. They hold no state of their own: what they compute
@@ -6,9 +6,95 @@ depends only on their config and the step the optimizer passes them, so a
 resumed run computes the same rates.
 """
 
+import math
+
 import keras
 
+from keras_transfer import errors
+
 Schedule = keras.optimizers.schedules.LearningRateSchedule
+
+
+@keras.saving.register_keras_serializable(package="keras_transfer")
+class OneCycle(Schedule):
+    """The one-cycle policy: warm up to a maximum, then anneal far below it.
+
+    Leslie Smith's one-cycle policy as fastai's `fit_one_cycle` schedules it:
+    over the first `pct_start` of `total_steps` the rate rises from
+    `max_learning_rate / div` to `max_learning_rate` along a half cosine,
+    then falls along a half cosine to `max_learning_rate / final_div` at
+    `total_steps`, and stays there. Step `s` sits at position
+    `s / total_steps` of the cycle (fastai's convention: the last step of a
+    run is one step short of the final value).
+
+    Inside the fine-tuning callbacks it is a phase's schedule
+    (`TwoPhaseSchedule(head_lr=OneCycle(...), finetune_lr=OneCycle(...))`
+    restarts it at the phase's first step); in a `DiscriminativeOptimizer`
+    each group runs it scaled by its factor, on its own step count.
+
+    Args:
+        max_learning_rate: the peak rate.
+        total_steps: the cycle's length in optimizer steps (epochs times
+            steps per epoch).
+        pct_start: the share of the cycle spent warming up, in [0, 1].
+        div: the rate starts at `max_learning_rate / div` (>= 1).
+        final_div: the rate ends at `max_learning_rate / final_div` (>= 1).
+
+    Raises:
+        ArgumentError: a non-positive rate or length, `pct_start` outside
+            [0, 1], or a divisor below 1.
+
+    Example:
+
+    ```python
+    steps = epochs * math.ceil(len(x) / 32)
+    optimizer = keras.optimizers.Adam(keras_transfer.OneCycle(3e-3, total_steps=steps))
+    ```
+    """
+
+    def __init__(self, max_learning_rate, total_steps, pct_start=0.25, div=25.0,
+                 final_div=1e5):
+        checks = [("max_learning_rate", max_learning_rate, max_learning_rate > 0, "> 0"),
+                  ("total_steps", total_steps, int(total_steps) == total_steps
+                   and total_steps >= 1, "an int >= 1"),
+                  ("pct_start", pct_start, 0 <= pct_start <= 1, "in [0, 1]"),
+                  ("div", div, div >= 1, ">= 1"),
+                  ("final_div", final_div, final_div >= 1, ">= 1")]
+        for name, value, ok, expected in checks:
+            if not ok:
+                raise errors.ArgumentError(
+                    f"OneCycle: {name} must be {expected}, received {value!r}.")
+        self.max_learning_rate = float(max_learning_rate)
+        self.total_steps = int(total_steps)
+        self.pct_start = float(pct_start)
+        self.div = float(div)
+        self.final_div = float(final_div)
+
+    def __call__(self, step):
+        ops = keras.ops
+        pos = ops.clip(ops.cast(step, "float32") / self.total_steps, 0.0, 1.0)
+        top = self.max_learning_rate
+        # Each half is a cosine from `start` to `end` over its own share of
+        # the cycle; a share of 0 is never selected (guarded division).
+        warm = _cosine(top / self.div, top, pos / max(self.pct_start, 1e-12))
+        cool = _cosine(top, top / self.final_div,
+                       (pos - self.pct_start) / max(1.0 - self.pct_start, 1e-12))
+        return ops.where(pos < self.pct_start, warm, cool)
+
+    def get_config(self):
+        return {"max_learning_rate": self.max_learning_rate, "total_steps": self.total_steps,
+                "pct_start": self.pct_start, "div": self.div, "final_div": self.final_div}
+
+
+def _cosine(start, end, fraction):
+    """A half cosine from `start` (fraction 0) to `end` (fraction 1).
+
+    `start + (end - start) * (1 - cos(pi f)) / 2`, written as a weighted sum of
+    `cos(pi f / 2)**2` and `sin(pi f / 2)**2`: in float32 the difference form
+    loses the last digits near the end of the cycle, where the rate is small.
+    """
+    half = math.pi / 2 * keras.ops.clip(fraction, 0.0, 1.0)
+    return start * keras.ops.cos(half) ** 2 + end * keras.ops.sin(half) ** 2
 
 
 class WrappedLearningRate(Schedule):
