@@ -5,7 +5,8 @@ really trains inside `model.fit`, on every Keras 3 backend.
 
 Modules, bottom to top: `errors`, private helpers (`_layers`, `_files`,
 `_optimizer_state`); `weights`, `freezing`, `learning_rates`, `optimizers`;
-the callbacks (`schedules`) and `caching`; the one-call `recipes`. Beside
+the callbacks (`schedules`), the learning-rate finder (`lr_finder`) and
+`caching`; the one-call `recipes`. Beside
 them: `heads`, `hub` (TensorFlow backend only), `datasets`, `reference`,
 `comparison`.
 """
@@ -33,12 +34,16 @@ from keras_transfer.heads import attach_heads
 from keras_transfer.heads import replace_head
 from keras_transfer.hub import HubLayer
 from keras_transfer.hub import export_hub_module
+from keras_transfer.learning_rates import OneCycle
 from keras_transfer.learning_rates import PhaseLearningRate
+from keras_transfer.lr_finder import LearningRateCurve
+from keras_transfer.lr_finder import find_learning_rate
 from keras_transfer.optimizers import DiscriminativeOptimizer
 from keras_transfer.optimizers import discriminative_optimizer
 from keras_transfer.schedules import FinetuningSchedule
 from keras_transfer.schedules import GradualUnfreezing
 from keras_transfer.schedules import TwoPhaseSchedule
+from keras_transfer.recipes import fine_tune
 from keras_transfer.recipes import fit_two_phase
 from keras_transfer.weights import TransferReport
 from keras_transfer.weights import load_weights_by_name
@@ -60,8 +65,10 @@ __all__ = [
     "HubLayer",
     "HubModuleError",
     "LayerSelectionError",
+    "LearningRateCurve",
     "MissingWeightsError",
     "NoLayersMatchedError",
+    "OneCycle",
     "PhaseLearningRate",
     "ShapeMismatchError",
     "TransferError",
@@ -71,6 +78,8 @@ __all__ = [
     "attach_heads",
     "discriminative_optimizer",
     "export_hub_module",
+    "find_learning_rate",
+    "fine_tune",
     "fit_head_cached",
     "fit_two_phase",
     "freeze",

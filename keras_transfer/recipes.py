@@ -3,14 +3,25 @@
 `fit_two_phase` is the classic recipe: compile, fit the head with the base
 frozen, unfreeze, compile again with a fresh optimizer, fit on from where
 phase 1 ended. Its freezing policy is `TwoPhaseSchedule`'s.
+
+`fine_tune` is the recommended recipe (fastai's `Learner.fine_tune`): the
+learning-rate finder, one-cycle in each phase, discriminative rates across
+the base's layer groups, all inside one `fit`.
 """
 
-import keras
+import math
 
+import keras
+import numpy as np
+
+from keras_transfer import _layers
 from keras_transfer import caching
 from keras_transfer import errors
+from keras_transfer import freezing
+from keras_transfer import lr_finder
 from keras_transfer import optimizers
 from keras_transfer import schedules
+from keras_transfer.learning_rates import OneCycle
 
 
 def fit_two_phase(model, train, *, validation=None, freeze, head_epochs, epochs,
@@ -106,3 +117,199 @@ def fit_two_phase(model, train, *, validation=None, freeze, head_epochs, epochs,
             [optimizers.current_learning_rate(history.model.optimizer)] * len(history.epoch))
         merged.epoch.extend(history.epoch)
     return merged
+
+
+MAX_GROUPS = 3  # default layer groups below the head (fastai's CNN splitter: 2-3)
+
+
+def fine_tune(model, train, *, validation=None, freeze, epochs, freeze_epochs=1, base_lr=None,
+              lr_mult=10.0, groups=None, train_batchnorm=True, pct_start=0.3, div=5.0,
+              final_div=1e5, head_pct_start=0.99, head_div=25.0, optimizer="adam",
+              loss="sparse_categorical_crossentropy", metrics=("accuracy",), batch_size=None,
+              steps_per_epoch=None, finder=None, callbacks=None, verbose=1, **fit_kwargs):
+    """The recommended recipe in one call: finder, frozen one-cycle, unfrozen one-cycle.
+
+    fastai's `Learner.fine_tune` in Keras 3, inside one `model.fit`:
+
+    1. If `base_lr` is None, the learning-rate finder runs on the model as
+       phase 1 trains it (the base frozen) and its suggestion is `base_lr`.
+    2. Phase 1, epochs `[0, freeze_epochs)`: `freeze` is frozen and the head
+       trains with one-cycle up to `base_lr`.
+    3. Phase 2, epochs `[freeze_epochs, epochs)`: everything trains with
+       one-cycle, at discriminative rates from `base_lr / lr_mult` (the
+       lowest layer group) to `base_lr` (the head), spaced geometrically.
+
+    One `fit` with `TwoPhaseSchedule` and a `DiscriminativeOptimizer`, not
+    two compiles as `fit_two_phase`: the recipe then works with any Keras
+    callback (`BackupAndRestore` resumes it in the right phase, at the right
+    point of each one-cycle), `History` is Keras' own, and each layer group
+    has its own sub-optimizer, so the base's Adam moments and bias
+    correction start fresh at the switch without a second compile.
+
+    `epochs` counts every epoch, as in `fit` and `fit_two_phase` (fastai's
+    `fine_tune(epochs)` counts the unfrozen ones only). With `freeze=[]` and
+    `freeze_epochs=0` it is the same one-cycle and finder plan without
+    transfer, the fair from-scratch baseline.
+
+    Args:
+        model: the target `keras.Model`, weights loaded.
+        train: training data as `fit` takes it: a tuple `(x, y)` of arrays,
+            or a `tf.data.Dataset` (or any data of known length) of batches.
+        validation: optional validation data for `fit`.
+        freeze: what phase 1 freezes (see `keras_transfer.select_layers`):
+            the base.
+        epochs: the total number of epochs.
+        freeze_epochs: phase-1 epochs.
+        base_lr: the head's peak rate; None runs the finder.
+        lr_mult: the head's rate over the lowest group's in phase 2 (>= 1).
+        groups: the base's layer groups, bottom to top (what
+            `discriminative_optimizer` takes). Default: the base's weighted
+            layers from the model's structure, a group starting at each
+            layer with a kernel (BatchNormalization joins the layer before
+            it), merged into at most `MAX_GROUPS` contiguous groups.
+        train_batchnorm: BatchNormalization layers of the base train in both
+            phases, in training mode (fastai's `train_bn`), so their
+            statistics adapt to the target; False keeps them frozen in
+            inference mode with the source's statistics.
+        pct_start, div, final_div: phase 2's one-cycle (`OneCycle`).
+        head_pct_start, head_div: phase 1's one-cycle (it also ends at
+            `1 / final_div` of its peak).
+        optimizer: an optimizer name or instance, for every group.
+        loss, metrics: as for `compile`.
+        batch_size: for array data (default 32, as `fit`).
+        steps_per_epoch: for data whose length Keras cannot tell.
+        finder: keyword arguments for `find_learning_rate` (e.g.
+            `{"num_steps": 50}`).
+        callbacks: more callbacks, run after the schedule.
+        verbose: passed to `fit`; 1 also prints the finder's suggestion.
+        **fit_kwargs: other `fit` arguments (`shuffle`, ...).
+
+    Returns:
+        Keras' `History`, its `history` with `phase` (1 or 2) and `lr` (the
+        head's rate at each epoch's end) columns beside the metrics. It also
+        has `base_lr` (the rate used) and `learning_rate_curve` (the
+        finder's `LearningRateCurve`, or None when `base_lr` was given).
+
+    Raises:
+        ArgumentError: epochs, phase lengths, rates or multipliers out of
+            range, or data whose steps per epoch are unknown.
+        LayerSelectionError: `freeze` or `groups` do not fit the model.
+
+    Example:
+
+    ```python
+    history = keras_transfer.fine_tune(target, (x, y), freeze=12, epochs=6,
+                                       validation=(x_val, y_val))
+    history.history["phase"]   # [1, 2, 2, 2, 2, 2]
+    ```
+    """
+    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
+        raise errors.ArgumentError(f"epochs must be an int >= 1, received {epochs!r}.")
+    if isinstance(freeze_epochs, bool) or not isinstance(freeze_epochs, int) \
+            or not 0 <= freeze_epochs <= epochs:
+        raise errors.ArgumentError(
+            f"Expected 0 <= freeze_epochs <= epochs, received freeze_epochs="
+            f"{freeze_epochs!r}, epochs={epochs}.")
+    if base_lr is not None and not base_lr > 0:
+        raise errors.ArgumentError(f"base_lr must be > 0 or None, received {base_lr!r}.")
+    if not lr_mult >= 1:
+        raise errors.ArgumentError(f"lr_mult must be >= 1, received {lr_mult!r}.")
+    arrays = isinstance(train, tuple)
+    if arrays:
+        batch_size = batch_size or 32
+        fit_kwargs["batch_size"] = batch_size
+    steps = _steps_per_epoch(train, batch_size, steps_per_epoch)
+    if steps_per_epoch is not None:
+        fit_kwargs["steps_per_epoch"] = steps_per_epoch
+
+    base = _leaves(freezing.select_layers(model, freeze))
+    frozen = [l for l in base if not (train_batchnorm and _is_batchnorm(l))]
+    groups = _structural_groups(base) if groups is None else list(groups)
+    multipliers = [lr_mult ** (-(len(groups) - i) / len(groups)) for i in range(len(groups))]
+    opt = (optimizers.discriminative_optimizer(model, groups, 1e-3, multipliers=multipliers,
+                                               optimizer=optimizer)
+           if groups else optimizers.fresh_optimizer(optimizer, 1e-3))
+    policy = schedules.TwoPhaseSchedule(frozen, freeze_epochs, unfreeze=frozen,
+                                        train_batchnorm=train_batchnorm, verbose=verbose)
+    # The finder trains what the first epoch will train.
+    policy.apply(model, policy.phase_of(0))
+    model.compile(optimizer=opt, loss=loss, metrics=list(metrics) if metrics else None)
+    curve = None
+    if base_lr is None:
+        curve = lr_finder.find_learning_rate(model, train, batch_size=batch_size or 32,
+                                             verbose=verbose, **(finder or {}))
+        base_lr = curve.suggestion
+    policy.head_lr = OneCycle(base_lr, max(freeze_epochs * steps, 1), pct_start=head_pct_start,
+                              div=head_div, final_div=final_div)
+    policy.finetune_lr = OneCycle(base_lr, max((epochs - freeze_epochs) * steps, 1),
+                                  pct_start=pct_start, div=div, final_div=final_div)
+    if arrays:
+        x_fit, y_fit = train
+    else:
+        x_fit, y_fit = train, None
+    history = model.fit(x_fit, y_fit, validation_data=validation, epochs=epochs,
+                        callbacks=[policy, *(callbacks or [])], verbose=verbose, **fit_kwargs)
+    history.base_lr = float(base_lr)
+    history.learning_rate_curve = curve
+    return history
+
+
+def _steps_per_epoch(train, batch_size, steps_per_epoch):
+    """Optimizer steps in one epoch of `train` (the one-cycles' unit)."""
+    if steps_per_epoch is not None:
+        if isinstance(steps_per_epoch, bool) or not isinstance(steps_per_epoch, int) \
+                or steps_per_epoch < 1:
+            raise errors.ArgumentError(
+                f"steps_per_epoch must be an int >= 1, received {steps_per_epoch!r}.")
+        return steps_per_epoch
+    if isinstance(train, tuple):
+        return math.ceil(len(keras.tree.flatten(train[0])[0]) / batch_size)
+    cardinality = getattr(train, "cardinality", None)  # tf.data
+    if cardinality is not None:
+        count = int(cardinality())
+        if count > 0:
+            return count
+    elif hasattr(train, "__len__") and len(train) > 0:
+        return len(train)
+    raise errors.ArgumentError(
+        "fine_tune cannot tell how many steps an epoch of `train` has, and the "
+        "one-cycle schedules need it: pass steps_per_epoch=, or data of known "
+        "length (arrays, a finite tf.data.Dataset, a keras.utils.PyDataset).")
+
+
+def _leaves(layers):
+    """The non-container layers of `layers`, nested models walked into, in order."""
+    out = []
+    for layer in layers:
+        if _layers.is_container(layer):
+            out.extend(l for l, _ in _layers.walk(layer) if not _layers.is_container(l))
+        else:
+            out.append(layer)
+    return out
+
+
+def _is_batchnorm(layer):
+    return isinstance(layer, keras.layers.BatchNormalization)
+
+
+def _structural_groups(layers, max_groups=MAX_GROUPS):
+    """Layer groups from a base's structure: a block per kernel, at most `max_groups`.
+
+    Each weighted layer with a kernel (Conv, Dense, Embedding, ...) starts a
+    block; weighted layers without one (BatchNormalization, LayerNormalization)
+    join the block before them. The blocks are then merged, in order, into at
+    most `max_groups` groups of nearly equal block counts.
+    """
+    blocks = []
+    for layer in layers:
+        if not layer.weights:
+            continue
+        has_kernel = any(v.name in ("kernel", "embeddings", "depthwise_kernel")
+                         for v in layer.weights)
+        if has_kernel or not blocks:
+            blocks.append([])
+        blocks[-1].append(layer)
+    if not blocks:
+        return []
+    chunks = np.array_split(np.arange(len(blocks)), min(len(blocks), max_groups))
+    return [[layer for i in chunk for layer in blocks[i]] for chunk in chunks]

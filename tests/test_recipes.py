@@ -1,0 +1,167 @@
+"""fine_tune: its phases (a bit-identical base, then per-group one-cycles in
+fixed ratios), the finder in front, resuming, and bad input."""
+
+import math
+
+import keras
+import numpy as np
+import pytest
+
+import keras_transfer as kt
+from helpers import randomize, tiny_model
+from keras_transfer import recipes
+from keras_transfer import reference
+from test_learning_rates import BatchRates, by_hand
+
+LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+
+
+class Snapshots(keras.callbacks.Callback):
+    """Every weight (BN statistics included) at each epoch's end."""
+
+    def __init__(self):
+        super().__init__()
+        self.at_end = []
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.at_end.append({v.path: v.numpy().copy() for v in self.model.weights})
+
+
+def moved(a, b, layer_names):
+    return sorted({p.split("/")[1] for p in a if p.split("/")[1] in layer_names
+                   and not np.array_equal(a[p], b[p])})
+
+
+def run(data, **kwargs):
+    x, y = data  # 64 examples, batch 16: 4 steps per epoch
+    model = randomize(tiny_model())
+    start = {v.path: v.numpy().copy() for v in model.weights}
+    rates, snaps = BatchRates(), Snapshots()
+    args = dict(freeze=3, epochs=3, freeze_epochs=1, base_lr=1e-2, lr_mult=100.0,
+                batch_size=16, loss=LOSS, metrics=(), verbose=0, shuffle=False)
+    args.update(kwargs)
+    history = kt.fine_tune(model, (x, y), callbacks=[rates, snaps], **args)
+    return model, start, history, rates.rates, snaps.at_end
+
+
+@pytest.mark.parametrize("train_batchnorm", [False, True])
+def test_phase_one_trains_the_head_and_phase_two_everything(data, train_batchnorm):
+    model, start, history, _, snaps = run(data, train_batchnorm=train_batchnorm)
+    base = {"Dense_a", "Bn", "Dense_b"}
+    assert history.history["phase"] == [1, 2, 2]
+    # Phase 1: the base's kernels bit-identical; BatchNormalization moves only
+    # when it trains (fastai's train_bn).
+    assert moved(start, snaps[0], base | {"Head"}) == (
+        ["Bn", "Head"] if train_batchnorm else ["Head"])
+    # Phase 2: all of the base trains, BatchNormalization as chosen.
+    assert moved(snaps[0], snaps[2], base) == (
+        ["Bn", "Dense_a", "Dense_b"] if train_batchnorm else ["Dense_a", "Dense_b"])
+
+
+def test_each_phase_runs_its_one_cycle_and_groups_keep_their_ratios(data):
+    _, _, history, rates, _ = run(data, pct_start=0.25, div=4.0, final_div=1e3,
+                                  head_pct_start=0.5, head_div=10.0, train_batchnorm=False)
+    assert len(rates) == 12
+    # The default groups of the tiny base: [Dense_a, Bn] and [Dense_b].
+    factors = {"head": 1.0, "group_1": 100 ** -0.5, "group_0": 100 ** -1.0}
+    for step in range(4):  # phase 1: the head alone, one-cycle over 4 steps
+        assert rates[step]["head"] == pytest.approx(
+            by_hand(step, 1e-2, 4, 0.5, 10.0, 1e3), rel=1e-5)
+    for step in range(8):  # phase 2: every group, one-cycle over 8 steps from 0
+        top = by_hand(step, 1e-2, 8, 0.25, 4.0, 1e3)
+        assert rates[4 + step] == pytest.approx(
+            {name: f * top for name, f in factors.items()}, rel=1e-5), step
+    # `lr` is the head's rate once each epoch's steps are done.
+    np.testing.assert_allclose(history.history["lr"], [
+        by_hand(4, 1e-2, 4, 0.5, 10.0, 1e3), by_hand(4, 1e-2, 8, 0.25, 4.0, 1e3),
+        by_hand(8, 1e-2, 8, 0.25, 4.0, 1e3)], rtol=1e-5)
+
+
+def test_groups_follow_the_models_structure():
+    model = reference.target_cnn()
+    names = [[l.name for l in group] for group in recipes._structural_groups(
+        recipes._leaves(model.layers[:12]))]
+    assert names == [["Conv1", "Bn1"], ["Conv2", "Bn2"], ["Conv3", "Bn3"]]
+    deep = keras.Sequential([keras.Input((4,))] + [keras.layers.Dense(4, name=f"D{i}")
+                                                   for i in range(7)])
+    inner = keras.Sequential([keras.Input((4,)), deep, keras.layers.Dense(2, name="Out")])
+    groups = recipes._structural_groups(recipes._leaves([inner.layers[0]]))
+    assert [[l.name for l in g] for g in groups] == [["D0", "D1", "D2"], ["D3", "D4"],
+                                                      ["D5", "D6"]]
+
+
+def test_finder_runs_when_base_lr_is_none_and_leaves_no_trace(data):
+    keras.utils.set_random_seed(3)
+    found, _, history, _, _ = run(data, base_lr=None, finder={"num_steps": 20})
+    curve = history.learning_rate_curve
+    assert isinstance(curve, kt.LearningRateCurve) and len(curve.learning_rates) == 20
+    assert history.base_lr == curve.suggestion
+    keras.utils.set_random_seed(3)
+    given, _, again, _, _ = run(data, base_lr=curve.suggestion)
+    assert again.learning_rate_curve is None
+    for a, b in zip(found.weights, given.weights):  # the finder changed nothing
+        np.testing.assert_array_equal(a.numpy(), b.numpy(), err_msg=a.path)
+
+
+def test_from_scratch_is_one_cycle_without_freezing(data):
+    _, start, history, rates, snaps = run(data, freeze=[], freeze_epochs=0, lr_mult=1.0)
+    assert history.history["phase"] == [2, 2, 2]
+    assert moved(start, snaps[0], {"Dense_a", "Bn", "Dense_b", "Head"}) == [
+        "Bn", "Dense_a", "Dense_b", "Head"]
+    np.testing.assert_allclose(rates, [by_hand(i, 1e-2, 12, 0.3, 5.0, 1e5) for i in range(12)],
+                               rtol=1e-5)
+
+
+def test_backup_and_restore_resumes_in_the_right_phase(data, tmp_path):
+    x, y = data
+
+    class Interrupt(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            if epoch == 2:
+                raise KeyboardInterrupt
+
+    def model_and_args(callbacks):
+        keras.utils.set_random_seed(5)
+        return randomize(tiny_model()), dict(
+            freeze=3, epochs=4, freeze_epochs=1, base_lr=1e-2, batch_size=16, loss=LOSS,
+            metrics=(), verbose=0, shuffle=False, callbacks=callbacks)
+
+    whole, args = model_and_args([])
+    kt.fine_tune(whole, (x, y), **args)
+    backup = keras.callbacks.BackupAndRestore(str(tmp_path / "backup"))
+    broken, args = model_and_args([backup, Interrupt()])
+    with pytest.raises(KeyboardInterrupt):
+        kt.fine_tune(broken, (x, y), **args)
+    resumed, args = model_and_args([keras.callbacks.BackupAndRestore(str(tmp_path / "backup"))])
+    history = kt.fine_tune(resumed, (x, y), **args)
+    assert history.epoch == [2, 3] and history.history["phase"] == [2, 2]
+    for a, b in zip(whole.weights, resumed.weights):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-6, atol=1e-7, err_msg=a.path)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(epochs=2, freeze_epochs=3), "0 <= freeze_epochs <= epochs"),
+    (dict(epochs=0), "epochs must be an int >= 1"),
+    (dict(lr_mult=0.5), "lr_mult must be >= 1"),
+    (dict(base_lr=-1.0), "base_lr must be > 0"),
+])
+def test_bad_arguments_are_named(data, kwargs, message):
+    args = dict(freeze=3, epochs=2, verbose=0)
+    args.update(kwargs)
+    with pytest.raises(kt.ArgumentError, match=message):
+        kt.fine_tune(tiny_model(), data, **args)
+
+
+def test_data_of_unknown_length_needs_steps_per_epoch(data):
+    x, y = data
+
+    def forever():
+        while True:
+            yield x[:16], y[:16]
+
+    with pytest.raises(kt.ArgumentError, match="pass steps_per_epoch="):
+        kt.fine_tune(tiny_model(), forever(), freeze=3, epochs=2, base_lr=1e-3, verbose=0)
+    history = kt.fine_tune(tiny_model(), forever(), freeze=3, epochs=2, base_lr=1e-3,
+                           steps_per_epoch=3, loss=LOSS, metrics=(), verbose=0)
+    assert history.history["phase"] == [1, 2]
+    assert not math.isnan(history.history["loss"][-1])
