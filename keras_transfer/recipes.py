@@ -122,9 +122,38 @@ def fit_two_phase(model, train, *, validation=None, freeze, head_epochs, epochs,
 MAX_GROUPS = 3  # default layer groups below the head (fastai's CNN splitter: 2-3)
 
 
+def batch_size_for(examples, *, steps=30, smallest=16, largest=256):
+    """A batch size for a training set: about `steps` optimizer steps per epoch.
+
+    The largest power of two at most `examples / steps`, kept within
+    `[smallest, largest]`. Few images need small batches: at batch 256, 100
+    images give one optimizer step per epoch, and a BatchNormalization
+    layer's moving statistics (and a network from scratch) get nowhere.
+
+    Args:
+        examples: the number of training examples.
+        steps: the steps per epoch to aim for.
+        smallest, largest: the range of batch sizes.
+
+    Returns:
+        An int batch size.
+
+    Example:
+
+    ```python
+    keras_transfer.recipes.batch_size_for(1000)   # 32
+    ```
+    """
+    if examples < 1:
+        raise errors.ArgumentError(f"examples must be >= 1, received {examples!r}.")
+    fitting = 2 ** int(math.floor(math.log2(max(examples / steps, 1))))
+    return int(min(max(fitting, smallest), largest))
+
+
 def fine_tune(model, train, *, validation=None, freeze, epochs, freeze_epochs=1, base_lr=None,
               lr_mult=10.0, groups=None, train_batchnorm=True, pct_start=0.3, div=5.0,
-              final_div=1e5, head_pct_start=0.99, head_div=25.0, optimizer="adam",
+              final_div=1e5, head_lr_mult=2.0, head_pct_start=0.99, head_div=25.0,
+              optimizer="adam",
               loss="sparse_categorical_crossentropy", metrics=("accuracy",), batch_size=None,
               steps_per_epoch=None, finder=None, callbacks=None, verbose=1, **fit_kwargs):
     """The recommended recipe in one call: finder, frozen one-cycle, unfrozen one-cycle.
@@ -172,6 +201,10 @@ def fine_tune(model, train, *, validation=None, freeze, epochs, freeze_epochs=1,
             statistics adapt to the target; False keeps them frozen in
             inference mode with the source's statistics.
         pct_start, div, final_div: phase 2's one-cycle (`OneCycle`).
+        head_lr_mult: phase 1's peak over phase 2's: the head alone trains
+            at `head_lr_mult * base_lr` (fastai halves its rate for phase 2).
+            The finder's suggestion is phase 1's rate when phase 1 comes
+            first, so `base_lr` is then the suggestion over `head_lr_mult`.
         head_pct_start, head_div: phase 1's one-cycle (it also ends at
             `1 / final_div` of its peak).
         optimizer: an optimizer name or instance, for every group.
@@ -238,8 +271,9 @@ def fine_tune(model, train, *, validation=None, freeze, epochs, freeze_epochs=1,
     if base_lr is None:
         curve = lr_finder.find_learning_rate(model, train, batch_size=batch_size or 32,
                                              verbose=verbose, **(finder or {}))
-        base_lr = curve.suggestion
-    policy.head_lr = OneCycle(base_lr, max(freeze_epochs * steps, 1), pct_start=head_pct_start,
+        base_lr = curve.suggestion / (head_lr_mult if freeze_epochs else 1.0)
+    policy.head_lr = OneCycle(head_lr_mult * base_lr, max(freeze_epochs * steps, 1),
+                              pct_start=head_pct_start,
                               div=head_div, final_div=final_div)
     policy.finetune_lr = OneCycle(base_lr, max((epochs - freeze_epochs) * steps, 1),
                                   pct_start=pct_start, div=div, final_div=final_div)

@@ -12,19 +12,9 @@ from helpers import randomize, tiny_model
 from keras_transfer import recipes
 from keras_transfer import reference
 from test_learning_rates import BatchRates, by_hand
+from test_schedules import Snapshots
 
 LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-
-
-class Snapshots(keras.callbacks.Callback):
-    """Every weight (BN statistics included) at each epoch's end."""
-
-    def __init__(self):
-        super().__init__()
-        self.at_end = []
-
-    def on_epoch_end(self, epoch, logs=None):
-        self.at_end.append({v.path: v.numpy().copy() for v in self.model.weights})
 
 
 def moved(a, b, layer_names):
@@ -64,16 +54,16 @@ def test_each_phase_runs_its_one_cycle_and_groups_keep_their_ratios(data):
     assert len(rates) == 12
     # The default groups of the tiny base: [Dense_a, Bn] and [Dense_b].
     factors = {"head": 1.0, "group_1": 100 ** -0.5, "group_0": 100 ** -1.0}
-    for step in range(4):  # phase 1: the head alone, one-cycle over 4 steps
+    for step in range(4):  # phase 1: the head alone, one-cycle over 4 steps, at 2 x base_lr
         assert rates[step]["head"] == pytest.approx(
-            by_hand(step, 1e-2, 4, 0.5, 10.0, 1e3), rel=1e-5)
+            by_hand(step, 2e-2, 4, 0.5, 10.0, 1e3), rel=1e-5)
     for step in range(8):  # phase 2: every group, one-cycle over 8 steps from 0
         top = by_hand(step, 1e-2, 8, 0.25, 4.0, 1e3)
         assert rates[4 + step] == pytest.approx(
             {name: f * top for name, f in factors.items()}, rel=1e-5), step
     # `lr` is the head's rate once each epoch's steps are done.
     np.testing.assert_allclose(history.history["lr"], [
-        by_hand(4, 1e-2, 4, 0.5, 10.0, 1e3), by_hand(4, 1e-2, 8, 0.25, 4.0, 1e3),
+        by_hand(4, 2e-2, 4, 0.5, 10.0, 1e3), by_hand(4, 1e-2, 8, 0.25, 4.0, 1e3),
         by_hand(8, 1e-2, 8, 0.25, 4.0, 1e3)], rtol=1e-5)
 
 
@@ -95,9 +85,9 @@ def test_finder_runs_when_base_lr_is_none_and_leaves_no_trace(data):
     found, _, history, _, _ = run(data, base_lr=None, finder={"num_steps": 20})
     curve = history.learning_rate_curve
     assert isinstance(curve, kt.LearningRateCurve) and len(curve.learning_rates) == 20
-    assert history.base_lr == curve.suggestion
+    assert history.base_lr == curve.suggestion / 2  # the finder found phase 1's rate
     keras.utils.set_random_seed(3)
-    given, _, again, _, _ = run(data, base_lr=curve.suggestion)
+    given, _, again, _, _ = run(data, base_lr=curve.suggestion / 2)
     assert again.learning_rate_curve is None
     for a, b in zip(found.weights, given.weights):  # the finder changed nothing
         np.testing.assert_array_equal(a.numpy(), b.numpy(), err_msg=a.path)
@@ -110,6 +100,10 @@ def test_from_scratch_is_one_cycle_without_freezing(data):
         "Bn", "Dense_a", "Dense_b", "Head"]
     np.testing.assert_allclose(rates, [by_hand(i, 1e-2, 12, 0.3, 5.0, 1e5) for i in range(12)],
                                rtol=1e-5)
+    # Without phase 1 the finder's suggestion is the one rate of the run.
+    _, _, found, _, _ = run(data, freeze=[], freeze_epochs=0, lr_mult=1.0, base_lr=None,
+                            finder={"num_steps": 20})
+    assert found.base_lr == found.learning_rate_curve.suggestion
 
 
 def test_backup_and_restore_resumes_in_the_right_phase(data, tmp_path):
