@@ -1,8 +1,17 @@
 """Transfer vs. from-scratch as a first-class output: run an arm, plot, summarize.
 
-An *arm* is one target model trained with the two-phase plan: `TwoPhaseSchedule`
-with the base frozen in phase 1 (transfer), or with nothing frozen and the same
-learning-rate plan (scratch). Both arms get the same data, epochs and rates.
+An *arm* is one target model trained with one recipe, with the base frozen in
+phase 1 (transfer) or from random weights with nothing frozen (scratch). Both
+arms get the same data, epochs and batch size. Two recipes:
+
+- `run_fine_tune_arm`, the recommended one: `fine_tune` (finder, one-cycle,
+  discriminative rates); scratch runs the same finder and one-cycle over
+  every epoch, without freezing.
+- `run_arm`, the seed's plan: `TwoPhaseSchedule` with constant rates per
+  phase; scratch runs the same rates with nothing frozen.
+
+A *regime* is a training-set size; `plot_regimes` and `regimes_table` put
+several regimes in one figure and one table.
 """
 
 import time
@@ -12,6 +21,7 @@ import numpy as np
 
 from keras_transfer import _files
 from keras_transfer import freezing
+from keras_transfer import recipes
 from keras_transfer import schedules
 
 
@@ -21,10 +31,12 @@ write_json = _files.write_json  # results files are written atomically
 class PhaseProbe(keras.callbacks.Callback):
     """Measures what happens in phase 1 of a two-phase run.
 
-    Place it after the `TwoPhaseSchedule` in the callback list. It snapshots
-    the layers frozen in phase 1 when epoch 0 begins, and at the end of phase
-    1 records their largest absolute change (0.0 means bit-identical), the
-    test accuracy (if `test` is given) and the wall time of each phase.
+    Place it after the `TwoPhaseSchedule` in the callback list. When epoch 0
+    begins it snapshots the layers of `freeze` that phase 1 froze (a
+    BatchNormalization layer that trains in phase 1 is not watched), and at
+    the end of phase 1 records their largest absolute change (0.0 means
+    bit-identical), the test accuracy (if `test` is given) and the wall time
+    of each phase.
 
     Args:
         freeze: the phase-1 freeze selector (as `TwoPhaseSchedule` takes it).
@@ -55,7 +67,8 @@ class PhaseProbe(keras.callbacks.Callback):
 
     def on_epoch_begin(self, epoch, logs=None):
         if epoch == 0:
-            layers = freezing.select_layers(self.model, self.freeze)
+            layers = [layer for layer in freezing.select_layers(self.model, self.freeze)
+                      if not layer.trainable]
             self._frozen = [(v, v.numpy().copy()) for layer in layers for v in layer.weights]
 
     def on_epoch_end(self, epoch, logs=None):
@@ -111,6 +124,49 @@ def run_arm(model, train, *, validation, test, train_eval, freeze, head_epochs, 
                         callbacks=[schedule, probe, *callbacks],
                         shuffle=False,  # tf.data shuffles
                         verbose=verbose)
+    return _measured(model, history, probe, test, train_eval)
+
+
+def run_fine_tune_arm(model, train, *, validation, test, train_eval, scratch, epochs,
+                      freeze_epochs, freeze, callbacks=(), verbose=1, **options):
+    """Trains one arm with `fine_tune`, then measures it as `run_arm` does.
+
+    Args:
+        model: the target model, weights already loaded (or fresh, for scratch).
+        train: the shuffled training `tf.data.Dataset`.
+        validation, test, train_eval: as for `run_arm`.
+        scratch: True for the from-scratch arm: nothing is frozen, no phase
+            1 (`freeze_epochs=0`), one rate for every layer (`lr_mult=1`);
+            its test accuracy is still taken after `freeze_epochs` epochs.
+        epochs: total epochs; freeze_epochs: the transfer arm's phase 1.
+        freeze: the transfer arm's phase-1 freeze selector.
+        callbacks, verbose: as for `run_arm`.
+        **options: more `fine_tune` arguments (`base_lr`, `lr_mult`, ...).
+
+    Returns:
+        `run_arm`'s dict, plus `base_lr` (the rate used) and, when the
+        finder ran, `learning_rate_curve` (rates, smoothed losses,
+        suggestion).
+    """
+    probe = PhaseProbe([] if scratch else freeze, freeze_epochs, test)
+    if scratch:
+        freeze, freeze_epochs, options["lr_mult"] = [], 0, 1.0
+    history = recipes.fine_tune(model, train, validation=validation, freeze=freeze,
+                                epochs=epochs, freeze_epochs=freeze_epochs,
+                                callbacks=[probe, *callbacks], verbose=verbose,
+                                shuffle=False,  # tf.data shuffles
+                                **options)
+    arm = _measured(model, history, probe, test, train_eval)
+    arm["base_lr"] = history.base_lr
+    curve = history.learning_rate_curve
+    if curve is not None:
+        arm["learning_rate_curve"] = {"learning_rates": list(curve.learning_rates),
+                                      "losses": list(curve.losses),
+                                      "suggestion": curve.suggestion, "method": curve.method}
+    return arm
+
+
+def _measured(model, history, probe, test, train_eval):
     return {
         "history": {k: [float(v) for v in vs] for k, vs in history.history.items()},
         "test_accuracy_phase1": probe.test_accuracy_phase1,
@@ -128,28 +184,58 @@ def plot_comparison(arms, switch_epoch, path, title="Transfer vs. scratch"):
         arms: arm name -> result of `run_arm` (or any dict with `history`).
         switch_epoch: where phase 2 begins (drawn as a dashed line).
         path: the PNG to write (atomically).
+        title: the figure's title.
 
     Returns:
         The path written.
+    """
+    return plot_regimes({None: (arms, switch_epoch)}, path, title=title)
+
+
+def plot_regimes(regimes, path, title="Transfer vs. scratch"):
+    """Writes one PNG with a row per regime: validation accuracy and loss per epoch.
+
+    Args:
+        regimes: label -> `(arms, switch_epoch)`, in the order to draw them;
+            `arms` maps arm names to results of `run_arm` or
+            `run_fine_tune_arm`. A label of None draws no row title.
+        path: the PNG to write (atomically).
+        title: the figure's title.
+
+    Returns:
+        The path written.
+
+    Example:
+
+    ```python
+    comparison.plot_regimes({"55,000 images": (arms, 1), "1,000 images": (low, 1)},
+                            "comparison.png", title="Fashion-MNIST -> MNIST")
+    ```
     """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-    for name, arm in arms.items():
-        history = arm["history"]
-        epochs = np.arange(1, len(history["val_accuracy"]) + 1)
-        axes[0].plot(epochs, history["val_accuracy"], marker="o", label=name)
-        axes[1].plot(epochs, history["val_loss"], marker="o", label=name)
-    for ax, label in zip(axes, ("validation accuracy", "validation loss")):
-        ax.axvline(switch_epoch + 0.5, color="gray", linestyle="--", linewidth=1)
-        ax.set_xlabel("epoch")
-        ax.set_ylabel(label)
-        ax.grid(alpha=0.3)
-        ax.legend()
-    axes[1].set_yscale("log")
+    fig, rows = plt.subplots(len(regimes), 2, figsize=(10, 0.5 + 3.8 * len(regimes)),
+                             squeeze=False)
+    for axes, (label, (arms, switch_epoch)) in zip(rows, regimes.items()):
+        for name, arm in arms.items():
+            history = arm["history"]
+            epochs = np.arange(1, len(history["val_accuracy"]) + 1)
+            axes[0].plot(epochs, history["val_accuracy"], marker="o", label=name)
+            axes[1].plot(epochs, history["val_loss"], marker="o", label=name)
+        for ax, quantity in zip(axes, ("validation accuracy", "validation loss")):
+            ax.axvline(switch_epoch + 0.5, color="gray", linestyle="--", linewidth=1)
+            ax.set_xlabel("epoch")
+            ax.set_ylabel(quantity)
+            ax.grid(alpha=0.3)
+            ax.legend()
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+            if label is not None:
+                ax.set_title(label, fontsize=10)
+        axes[1].set_yscale("log")
     fig.suptitle(f"{title} (dashed: phase 2 begins)")
     fig.tight_layout()
     with _files.atomic_write(path) as tmp:
@@ -160,12 +246,30 @@ def plot_comparison(arms, switch_epoch, path, title="Transfer vs. scratch"):
 
 def summary_table(arms):
     """A short text table: test accuracy after phase 1 and at the end, per arm."""
-    lines = [f"{'arm':<10} {'test acc, phase 1':>18} {'test acc, end':>14} "
+    return regimes_table({None: arms})
+
+
+def regimes_table(regimes):
+    """One text table for several regimes: a row per regime and arm.
+
+    Args:
+        regimes: regime label -> arms (arm name -> result of `run_arm` or
+            `run_fine_tune_arm`); a label of None leaves the regime column out.
+
+    Returns:
+        The table as a string.
+    """
+    labelled = any(label is not None for label in regimes)
+    width = max([len(str(label)) for label in regimes] + [6])
+    head = f"{'regime':<{width}} " if labelled else ""
+    lines = [f"{head}{'arm':<10} {'test acc, phase 1':>18} {'test acc, end':>14} "
              f"{'train acc, end':>15} {'seconds':>8}"]
-    for name, arm in arms.items():
-        p1 = arm["test_accuracy_phase1"]
-        lines.append(
-            f"{name:<10} {'-' if p1 is None else f'{p1:.4f}':>18} "
-            f"{arm['test_accuracy']:>14.4f} {arm['train_accuracy']:>15.4f} "
-            f"{sum(arm['seconds'].values()):>8.1f}")
+    for label, arms in regimes.items():
+        for name, arm in arms.items():
+            p1 = arm["test_accuracy_phase1"]
+            first = f"{label:<{width}} " if labelled else ""
+            lines.append(
+                f"{first}{name:<10} {'-' if p1 is None else f'{p1:.4f}':>18} "
+                f"{arm['test_accuracy']:>14.4f} {arm['train_accuracy']:>15.4f} "
+                f"{sum(arm['seconds'].values()):>8.1f}")
     return "\n".join(lines)
