@@ -3,15 +3,22 @@
 1. Source: the reference CNN trained on Fashion-MNIST and saved by layer name
    (skipped when the weights file exists, unless --retrain_source).
 2. Target: the same feature layers with a new head, loaded by name from the
-   source file; phase 1 trains the head with the 12 feature layers frozen,
-   phase 2 fine-tunes everything (BatchNormalization stays frozen).
+   source file, trained with the recipe (--recipe):
+   - fine_tune (default): `keras_transfer.fine_tune`: the learning-rate
+     finder, one-cycle with the feature layers frozen (BatchNormalization
+     trains), then one-cycle over everything at discriminative rates;
+   - seed: the seed's plan: constant --head_lr with the feature layers frozen,
+     then --finetune_lr with everything but BatchNormalization.
 3. Scratch: the same target architecture from random weights, same data,
-   epochs and learning rates.
-4. Outputs in --out_dir: mnist.h5 (the transfer target, by name),
-   comparison.png, results.json; a summary table on stdout.
+   epochs and batch size; with fine_tune, the same finder and one-cycle over
+   every epoch, nothing frozen; with seed, the same rates.
+4. Regimes: all images and, in the same run, a low-data regime
+   (--low_data_examples), in one table and one figure.
+5. Outputs in --out_dir: mnist.h5 (the transfer target of the first regime,
+   by name), comparison.png, results.json; a summary table on stdout.
 
 Usage:
-  python scripts/fashion_to_mnist.py [--train_examples 1000] [--out_dir runs/x]
+  python scripts/fashion_to_mnist.py [--recipe seed] [--train_examples 1000] [--out_dir runs/x]
 """
 
 import json
@@ -40,18 +47,34 @@ flags.DEFINE_string("source_weights", str(REPO / "weights" / "fashion_mnist.h5")
 flags.DEFINE_integer("source_epochs", 10, "Epochs of source training.", lower_bound=1)
 flags.DEFINE_integer("source_examples", 0, "Use only the first N Fashion-MNIST "
                      "training images for the source (0: all 60000).", lower_bound=0)
-flags.DEFINE_integer("head_epochs", 5, "Phase-1 epochs (head only, base frozen).",
-                     lower_bound=0)
-flags.DEFINE_integer("epochs", 10, "Total target epochs (phase 2 runs the rest).",
-                     lower_bound=1)
-flags.DEFINE_integer("batch_size", 256, "Batch size for every stage.", lower_bound=1)
+flags.DEFINE_enum("recipe", "fine_tune", ["fine_tune", "seed"],
+                  "How both arms train: fine_tune (keras_transfer.fine_tune: finder, "
+                  "one-cycle, discriminative rates) or seed (the seed's constant rates).")
+flags.DEFINE_integer("head_epochs", None, "Phase-1 epochs (head only, base frozen); "
+                     "default 1 with fine_tune, 5 with seed.", lower_bound=0)
+flags.DEFINE_integer("epochs", None, "Total target epochs (phase 2 runs the rest); "
+                     "default 10.", lower_bound=1)
+flags.DEFINE_integer("batch_size", None, "Batch size of the target arms; default 256 "
+                     "with seed, and with fine_tune chosen from the training-set size "
+                     "(keras_transfer.recipes.batch_size_for). The source uses 256 "
+                     "unless set.", lower_bound=1)
 flags.DEFINE_integer("train_examples", 0, "Use only N MNIST training images, drawn "
                      "with --seed (0: all 55000 not held out for validation).",
                      lower_bound=0)
+flags.DEFINE_integer("low_data_examples", None, "Also run a low-data regime on N "
+                     "images drawn with --seed, in the same table and figure; default "
+                     "1000 with all images (--train_examples=0), none otherwise; 0: skip.",
+                     lower_bound=0)
 flags.DEFINE_integer("val_examples", 5000, "MNIST training images held out for "
                      "validation (the last N of the 60000).", lower_bound=1)
-flags.DEFINE_float("head_lr", 1e-3, "Phase-1 learning rate (Adam).", lower_bound=0)
-flags.DEFINE_float("finetune_lr", 1e-4, "Phase-2 learning rate (Adam).", lower_bound=0)
+flags.DEFINE_float("base_lr", None, "fine_tune: the head's peak learning rate; default: "
+                   "the learning-rate finder's suggestion.", lower_bound=0)
+flags.DEFINE_float("lr_mult", None, "fine_tune: head rate over the lowest layer "
+                   "group's in phase 2; default fine_tune's.", lower_bound=1)
+flags.DEFINE_boolean("train_batchnorm", None, "fine_tune: train BatchNormalization in "
+                     "both phases; default fine_tune's.")
+flags.DEFINE_float("head_lr", 1e-3, "seed: phase-1 learning rate (Adam).", lower_bound=0)
+flags.DEFINE_float("finetune_lr", 1e-4, "seed: phase-2 learning rate (Adam).", lower_bound=0)
 flags.DEFINE_integer("seed", 0, "Seed for weights, sampling and shuffling.")
 flags.DEFINE_boolean("retrain_source", False, "Train the source even if its "
                      "weights file exists, and overwrite it.")
@@ -60,8 +83,20 @@ flags.DEFINE_string("backup_dir", None, "If set, training state is backed up her
                     "every epoch (keras.callbacks.BackupAndRestore) and finished arms "
                     "are kept: rerunning the same command resumes where it stopped.")
 
-flags.register_validator("head_epochs", lambda v: v <= FLAGS.epochs,
-                         message="--head_epochs must not exceed --epochs.")
+RECIPE_DEFAULTS = {"fine_tune": {"head_epochs": 1, "epochs": 10},
+                   "seed": {"head_epochs": 5, "epochs": 10, "batch_size": 256}}
+
+
+def resolved(values, name):
+    """`values[name]` (flag values by name), or the recipe's default when it is None."""
+    value = values[name]
+    return RECIPE_DEFAULTS[values["recipe"]].get(name) if value is None else value
+
+
+flags.register_multi_flags_validator(
+    ["head_epochs", "epochs", "recipe"],
+    lambda f: resolved(f, "head_epochs") <= resolved(f, "epochs"),
+    message="--head_epochs must not exceed --epochs.")
 flags.register_multi_flags_validator(
     ["train_examples", "val_examples"],
     lambda f: f["train_examples"] + f["val_examples"] <= 60000 and f["val_examples"] < 60000,
@@ -85,8 +120,9 @@ def run():
     seconds = {}
     results = {"flags": {name: FLAGS[name].value for name in (
         "data_dir", "out_dir", "source_weights", "source_epochs", "source_examples",
-        "head_epochs", "epochs", "batch_size", "train_examples", "val_examples",
-        "head_lr", "finetune_lr", "seed", "retrain_source", "skip_scratch", "backup_dir")}}
+        "recipe", "head_epochs", "epochs", "batch_size", "train_examples",
+        "low_data_examples", "val_examples", "head_lr", "finetune_lr", "base_lr", "lr_mult",
+        "train_batchnorm", "seed", "retrain_source", "skip_scratch", "backup_dir")}}
 
     # 1. Source -------------------------------------------------------------
     source_path = pathlib.Path(FLAGS.source_weights)
@@ -100,7 +136,8 @@ def run():
         source.compile(optimizer=keras.optimizers.Adam(1e-3),
                        loss="sparse_categorical_crossentropy", metrics=["accuracy"])
         start = time.perf_counter()
-        source.fit(datasets.as_dataset(fx, fy, FLAGS.batch_size, shuffle=True, seed=FLAGS.seed),
+        source_batch = FLAGS.batch_size or 256
+        source.fit(datasets.as_dataset(fx, fy, source_batch, shuffle=True, seed=FLAGS.seed),
                    epochs=FLAGS.source_epochs, shuffle=False, verbose=verbose)  # tf.data shuffles
         seconds["source_training"] = time.perf_counter() - start
         accuracy = float(source.evaluate(datasets.as_dataset(fx_test, fy_test, 1000),
@@ -110,7 +147,8 @@ def run():
             source_path, fashion_mnist_test_accuracy=round(accuracy, 4), seed=FLAGS.seed,
             command=" ".join(["python scripts/fashion_to_mnist.py", "--retrain_source"]
                              + [f"--{n}={FLAGS[n].value}" for n in
-                                ("source_epochs", "source_examples", "batch_size", "seed")]),
+                                ("source_epochs", "source_examples")]
+                             + [f"--batch_size={source_batch}", f"--seed={FLAGS.seed}"]),
             keras_version=keras.__version__, tensorflow_version=tf.__version__)
         print(f"Source test accuracy on Fashion-MNIST: {accuracy:.4f}; saved {source_path}")
         results["source_test_accuracy"] = accuracy
@@ -122,66 +160,111 @@ def run():
     elif "fashion_mnist_test_accuracy" in entry:
         results.setdefault("source_test_accuracy", entry["fashion_mnist_test_accuracy"])
 
-    # 2. Target data ----------------------------------------------------------
+    # 2. Target data and plan -------------------------------------------------
     (mx, my), (mx_test, my_test) = datasets.load(datasets.MNIST, FLAGS.data_dir)
-    (x_train, y_train), (x_val, y_val) = datasets.holdout_split(
-        mx, my, train_examples=FLAGS.train_examples, val_examples=FLAGS.val_examples,
-        seed=FLAGS.seed)
-    train = datasets.as_dataset(x_train, y_train, FLAGS.batch_size, shuffle=True, seed=FLAGS.seed)
-    data = dict(validation=datasets.as_dataset(x_val, y_val, 1000),
-                test=datasets.as_dataset(mx_test, my_test, 1000),
-                train_eval=datasets.as_dataset(x_train, y_train, 1000))
-    plan = dict(head_epochs=FLAGS.head_epochs, epochs=FLAGS.epochs,
-                head_lr=FLAGS.head_lr, finetune_lr=FLAGS.finetune_lr, verbose=verbose)
-    results["target_train_examples"] = int(len(x_train))
+    test = datasets.as_dataset(mx_test, my_test, 1000)
+    values = FLAGS.flag_values_dict()
+    head_epochs, epochs = resolved(values, "head_epochs"), resolved(values, "epochs")
+    options = {name: FLAGS[name].value for name in ("base_lr", "lr_mult", "train_batchnorm")
+               if FLAGS[name].value is not None}  # else fine_tune's defaults
+    low_data = FLAGS.low_data_examples
+    if low_data is None:
+        low_data = 1000 if FLAGS.train_examples == 0 else 0
+    sizes = [FLAGS.train_examples] + ([low_data] if low_data else [])
 
-    def train_arm(name, model, freeze):
-        """Runs one arm; with --backup_dir, resumes it or reuses it if finished."""
-        if not FLAGS.backup_dir:
-            return comparison.run_arm(model, train, freeze=freeze, **data, **plan)
-        backup = pathlib.Path(FLAGS.backup_dir)
-        finished, weights = backup / f"{name}.json", backup / f"{name}.h5"
-        if finished.is_file() and weights.is_file():
-            print(f"== {name}: finished in an earlier run, reusing {weights}")
-            kt.load_weights_by_name(model, weights)
-            return json.loads(finished.read_text())
-        arm = comparison.run_arm(
-            model, train, freeze=freeze, **data, **plan,
-            callbacks=[keras.callbacks.BackupAndRestore(str(backup / name))])
-        kt.save_weights_by_name(model, weights)
-        comparison.write_json(arm, finished)
-        return arm
+    def run_regime(size, backup):
+        """Both arms on `size` training images (0: all); returns their results."""
+        (x_train, y_train), (x_val, y_val) = datasets.holdout_split(
+            mx, my, train_examples=size, val_examples=FLAGS.val_examples, seed=FLAGS.seed)
+        batch_size = resolved(values, "batch_size") or kt.recipes.batch_size_for(len(x_train))
+        data = dict(validation=datasets.as_dataset(x_val, y_val, 1000), test=test,
+                    train_eval=datasets.as_dataset(x_train, y_train, 1000), verbose=verbose)
 
-    # 3. Transfer arm -----------------------------------------------------------
-    target = reference.target_cnn()
-    report = kt.load_weights_by_name(
-        target, source_path, sha256=entry["sha256"] if entry else None,
-        require=[n for n in reference.FEATURE_LAYERS if target.get_layer(n).weights])
-    print(report)
+        def shuffled():
+            return datasets.as_dataset(x_train, y_train, batch_size, shuffle=True,
+                                       seed=FLAGS.seed)
+
+        if FLAGS.recipe == "seed":
+            train = shuffled()  # one pipeline for both arms, as the seed ran it
+
+            def fit(model, freeze, scratch, callbacks):
+                return comparison.run_arm(model, train, freeze=freeze, head_epochs=head_epochs,
+                                          epochs=epochs, head_lr=FLAGS.head_lr,
+                                          finetune_lr=FLAGS.finetune_lr, callbacks=callbacks,
+                                          **data)
+        else:
+            def fit(model, freeze, scratch, callbacks):  # each arm sees the same batches
+                return comparison.run_fine_tune_arm(
+                    model, shuffled(), scratch=scratch, freeze=freeze,
+                    freeze_epochs=head_epochs, epochs=epochs, callbacks=callbacks,
+                    **data, **options)
+
+        def train_arm(name, model, freeze, scratch=False):
+            """Runs one arm; with --backup_dir, resumes it or reuses it if finished."""
+            if backup is None:
+                return fit(model, freeze, scratch, ())
+            finished, weights = backup / f"{name}.json", backup / f"{name}.h5"
+            if finished.is_file() and weights.is_file():
+                print(f"== {name}: finished in an earlier run, reusing {weights}")
+                kt.load_weights_by_name(model, weights)
+                return json.loads(finished.read_text())
+            arm = fit(model, freeze, scratch,
+                      [keras.callbacks.BackupAndRestore(str(backup / name))])
+            kt.save_weights_by_name(model, weights)
+            comparison.write_json(arm, finished)
+            return arm
+
+        # Transfer arm
+        target = reference.target_cnn()
+        report = kt.load_weights_by_name(
+            target, source_path, sha256=entry["sha256"] if entry else None,
+            require=[n for n in reference.FEATURE_LAYERS if target.get_layer(n).weights])
+        print(report)
+        print(f"== Transfer ({FLAGS.recipe}): {len(x_train)} MNIST images, batch {batch_size}; "
+              f"phase 1 trains the head with the {len(reference.FEATURE_LAYERS)} feature "
+              "layers frozen")
+        arms = {"transfer": train_arm("transfer", target, len(reference.FEATURE_LAYERS))}
+        # Scratch arm
+        if not FLAGS.skip_scratch:
+            keras.utils.set_random_seed(FLAGS.seed)
+            print("== Scratch: the same target from random weights, same data and plan")
+            arms["scratch"] = train_arm("scratch", reference.target_cnn(), [], scratch=True)
+        return {"train_examples": int(len(x_train)), "batch_size": batch_size, "arms": arms,
+                "transfer_report": report, "target": target}
+
+    # 3. Regimes: the first one (all images by default), then the low-data one --
+    regimes = []
+    for i, size in enumerate(sizes):
+        if i:
+            keras.utils.set_random_seed(FLAGS.seed)  # each regime starts alike
+        backup = pathlib.Path(FLAGS.backup_dir) if FLAGS.backup_dir else None
+        if backup is not None and i:
+            backup = backup / f"low_data_{size}"
+        regimes.append(run_regime(size, backup))
+    first = regimes[0]
+    kt.save_weights_by_name(first["target"], out_dir / "mnist.h5")
+    report = first["transfer_report"]
+
+    # 4. Outputs --------------------------------------------------------------------
+    results["recipe"] = FLAGS.recipe
     results["transfer_report"] = {"loaded": report.loaded, "skipped": report.skipped,
                                   "missing": list(report.missing), "unused": list(report.unused)}
-    print(f"== Transfer: {len(x_train)} MNIST images; phase 1 trains the head with "
-          f"the {len(reference.FEATURE_LAYERS)} feature layers frozen")
-    arms = {"transfer": train_arm("transfer", target, len(reference.FEATURE_LAYERS))}
-    kt.save_weights_by_name(target, out_dir / "mnist.h5")
-
-    # 4. Scratch arm ------------------------------------------------------------
-    if not FLAGS.skip_scratch:
-        keras.utils.set_random_seed(FLAGS.seed)
-        print("== Scratch: the same target from random weights, same data and plan")
-        arms["scratch"] = train_arm("scratch", reference.target_cnn(), [])
-
-    # 5. Outputs --------------------------------------------------------------------
-    results["arms"] = arms
-    results["seconds"] = {**seconds, **{f"{name}_{phase}": s for name, arm in arms.items()
-                                        for phase, s in arm["seconds"].items()}}
-    comparison.plot_comparison(arms, FLAGS.head_epochs, out_dir / "comparison.png",
-                               title=f"Fashion-MNIST -> MNIST, {len(x_train)} training images")
+    results["target_train_examples"] = first["train_examples"]
+    results["arms"] = first["arms"]
+    results["regimes"] = [{k: r[k] for k in ("train_examples", "batch_size", "arms")}
+                          for r in regimes]
+    results["seconds"] = {**seconds, **{
+        f"{name}_{phase}" + (f"_{r['train_examples']}" if i else ""): s
+        for i, r in enumerate(regimes) for name, arm in r["arms"].items()
+        for phase, s in arm["seconds"].items()}}
+    labels = {f"{r['train_examples']:,} images": r for r in regimes}
+    comparison.plot_regimes({label: (r["arms"], head_epochs) for label, r in labels.items()},
+                            out_dir / "comparison.png",
+                            title=f"Fashion-MNIST -> MNIST, recipe {FLAGS.recipe}")
     comparison.write_json(results, out_dir / "results.json")
-    print("\n" + comparison.summary_table(arms))
+    print("\n" + comparison.regimes_table({label: r["arms"] for label, r in labels.items()}))
     print(f"\nWrote {out_dir / 'mnist.h5'}, {out_dir / 'comparison.png'}, "
           f"{out_dir / 'results.json'}")
-
 
 if __name__ == "__main__":
     from keras_transfer import _cli
