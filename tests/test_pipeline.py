@@ -88,6 +88,52 @@ def test_a_tampered_weights_file_is_refused_in_one_line(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+
+def png_height(path):
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    return int.from_bytes(data[20:24], "big")  # IHDR: width, then height
+
+
+def test_default_recipe_reports_both_regimes_in_one_table_and_figure(tmp_path):
+    out = tmp_path / "out"
+    done = run_script(f"--out_dir={out}", "--train_examples=1500", "--low_data_examples=300",
+                      "--epochs=2", "--batch_size=64")
+    assert done.returncode == 0, done.stderr[-3000:]
+    results = check_outputs(out, ["transfer", "scratch"])
+    assert results["recipe"] == "fine_tune"
+    regimes = results["regimes"]
+    assert [r["train_examples"] for r in regimes] == [1500, 300]
+    assert regimes[0]["arms"] == results["arms"]
+    for regime in regimes:
+        transfer, scratch = regime["arms"]["transfer"], regime["arms"]["scratch"]
+        assert transfer["history"]["phase"] == [1.0, 2.0]  # fine_tune: 1 frozen epoch
+        assert scratch["history"]["phase"] == [2.0, 2.0]   # scratch: nothing frozen
+        assert transfer["frozen_max_change_phase1"] == 0.0
+        for arm in (transfer, scratch):  # the finder chose each arm's rate
+            assert arm["base_lr"] > 0 and arm["learning_rate_curve"]["suggestion"] > 0
+        assert transfer["test_accuracy"] > 0.7
+        # One table: a row per regime and arm, with that arm's numbers.
+        rows = [line for line in done.stdout.splitlines()
+                if line.startswith(f"{regime['train_examples']:,} images")]
+        assert len(rows) == 2
+        for row, arm in zip(rows, (transfer, scratch)):
+            assert f"{arm['test_accuracy']:.4f}" in row
+    assert png_height(out / "comparison.png") >= 800  # one figure, a row per regime
+
+
+def test_seed_recipe_keeps_the_seeds_plan(tmp_path):
+    out = tmp_path / "out"
+    done = run_script(f"--out_dir={out}", "--recipe=seed", "--train_examples=1000",
+                      "--head_epochs=1", "--epochs=2", "--batch_size=64", "--skip_scratch")
+    assert done.returncode == 0, done.stderr[-3000:]
+    results = check_outputs(out, ["transfer"])
+    transfer = results["arms"]["transfer"]
+    assert results["recipe"] == "seed" and len(results["regimes"]) == 1
+    assert transfer["history"]["lr"] == pytest.approx([1e-3, 1e-4])  # constant rates per phase
+    assert "base_lr" not in transfer  # no finder
+    assert png_height(out / "comparison.png") < 800
+
 @pytest.mark.tensorflow_only
 def test_hub_finetune_script_reuses_the_exported_module(tmp_path):
     script = REPO / "scripts" / "hub_finetune.py"
