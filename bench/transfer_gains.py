@@ -1,11 +1,22 @@
-"""Transfer vs. scratch MNIST test accuracy by training-set size, 3 seeds.
+"""Transfer vs. scratch MNIST test accuracy by training-set size, 3 seeds, per recipe.
 
-Runs the reference pipeline (scripts/fashion_to_mnist.py, defaults otherwise:
-batch 256, 5 + 5 epochs, the shipped source weights) for each size and seed,
-then writes bench/results/transfer_gains.json and transfer_gains.png: mean and
-spread (min..max over seeds) of test accuracy after phase 1 and at the end.
+Runs the reference pipeline (scripts/fashion_to_mnist.py, the shipped source
+weights, 5,000 images held out for validation) for each size and seed with one
+recipe, and merges the results with those of the other recipe already in
+bench/results/transfer_gains.json:
 
-usage: python bench/transfer_gains.py [--sizes 100 300 1000 10000 0] [--seeds 0 1 2]
+- seed: the seed's plan (batch 256, 5 + 5 epochs, Adam 1e-3 then 1e-4), both
+  arms; its rows are the baseline and are kept, not rerun;
+- fine_tune: `keras_transfer.fine_tune` for the transfer arm, and for the
+  scratch arm the same finder and one-cycle over every epoch without
+  freezing; same epochs and batch size for both arms (the script's defaults).
+
+Writes bench/results/transfer_gains.json (every run, and mean / min / max per
+recipe, size and arm) and transfer_gains.png; prints the table as Markdown.
+The raw results of each run stay in runs/gains*/<size>_<seed>/results.json.
+
+usage: python bench/transfer_gains.py [--recipe fine_tune] [--sizes 100 300 1000 10000 0]
+                                      [--seeds 0 1 2] [-- extra flags for the script]
        (size 0 means all 55,000 images not held out for validation)
 """
 
@@ -17,43 +28,86 @@ import sys
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 OUT = REPO / "bench" / "results"
+RUNS = {"seed": REPO / "runs" / "gains", "fine_tune": REPO / "runs" / "gains_fine_tune"}
+ARMS = ("transfer", "scratch")
 
 
 def main():
     parser = argparse.ArgumentParser()
+    parser.add_argument("--recipe", choices=sorted(RUNS), default="fine_tune")
     parser.add_argument("--sizes", type=int, nargs="+", default=[100, 300, 1000, 10000, 0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("extra", nargs="*", help="more flags for the pipeline script")
     args = parser.parse_args()
+    kept = [row for row in load_rows() if row["recipe"] != args.recipe]
     rows = []
     for size in args.sizes:
         for seed in args.seeds:
-            out = REPO / "runs" / "gains" / f"{size}_{seed}"
+            out = RUNS[args.recipe] / f"{size}_{seed}"
             if not (out / "results.json").is_file():
                 subprocess.run([sys.executable, str(REPO / "scripts" / "fashion_to_mnist.py"),
-                                f"--train_examples={size}", f"--seed={seed}", f"--out_dir={out}"],
-                               check=True, stdout=subprocess.DEVNULL)
+                                f"--recipe={args.recipe}", f"--train_examples={size}",
+                                "--low_data_examples=0", f"--seed={seed}", f"--out_dir={out}",
+                                *args.extra], check=True, stdout=subprocess.DEVNULL)
             results = json.loads((out / "results.json").read_text())
-            for arm, data in results["arms"].items():
-                rows.append({"size": results["target_train_examples"], "seed": seed, "arm": arm,
-                             "phase1": data["test_accuracy_phase1"], "end": data["test_accuracy"]})
-            print(f"size {size} seed {seed} done", flush=True)
+            regime = results["regimes"][0] if "regimes" in results else results
+            for arm in ARMS:
+                data = results["arms"][arm]
+                rows.append({"recipe": args.recipe, "size": results["target_train_examples"],
+                             "seed": seed, "arm": arm, "phase1": data["test_accuracy_phase1"],
+                             "end": data["test_accuracy"], "base_lr": data.get("base_lr"),
+                             "batch_size": regime.get("batch_size"),
+                             "epochs": len(data["history"]["loss"]),
+                             "seconds": round(sum(data["seconds"].values()), 1)})
+            print(f"{args.recipe}: size {size} seed {seed} done", flush=True)
+    rows = kept + rows
+    summary = summarize(rows)
+    OUT.mkdir(parents=True, exist_ok=True)
+    (OUT / "transfer_gains.json").write_text(
+        json.dumps({"runs": rows, "by_recipe": summary}, indent=1))
+    plot(summary)
+    print(markdown(summary))
+
+
+def load_rows():
+    """The runs already recorded; rows without a recipe are the seed's (the baseline)."""
+    path = OUT / "transfer_gains.json"
+    if not path.is_file():
+        return []
+    return [{"recipe": "seed", **row} for row in json.loads(path.read_text())["runs"]]
+
+
+def summarize(rows):
     summary = {}
     for row in rows:
-        entry = summary.setdefault(f"{row['size']}", {}).setdefault(row["arm"], {"phase1": [], "end": []})
+        entry = (summary.setdefault(row["recipe"], {}).setdefault(str(row["size"]), {})
+                 .setdefault(row["arm"], {"phase1": [], "end": []}))
         entry["phase1"].append(row["phase1"])
         entry["end"].append(row["end"])
-    OUT.mkdir(parents=True, exist_ok=True)
-    (OUT / "transfer_gains.json").write_text(json.dumps({"runs": rows, "by_size": summary}, indent=1))
-    plot(summary)
-    for size, arms in summary.items():
-        for arm, acc in arms.items():
-            print(f"{size:>6} {arm:<9} phase 1 {mean(acc['phase1']):.4f} "
-                  f"[{min(acc['phase1']):.4f}, {max(acc['phase1']):.4f}]  end {mean(acc['end']):.4f} "
-                  f"[{min(acc['end']):.4f}, {max(acc['end']):.4f}]")
+    return summary
 
 
 def mean(values):
     return sum(values) / len(values)
+
+
+def spread(values):
+    return f"{mean(values):.4f} [{min(values):.4f}, {max(values):.4f}]"
+
+
+def markdown(summary):
+    recipes = [r for r in ("seed", "fine_tune") if r in summary]
+    head = ["training images"] + [f"{recipe}: {arm}" for recipe in recipes for arm in ARMS]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    sizes = sorted({int(s) for r in recipes for s in summary[r]})
+    for size in sizes:
+        cells = [f"{size:,}"]
+        for recipe in recipes:
+            for arm in ARMS:
+                values = summary[recipe].get(str(size), {}).get(arm)
+                cells.append(spread(values["end"]) if values else "-")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def plot(summary):
@@ -62,18 +116,21 @@ def plot(summary):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    sizes = sorted(summary, key=int)
-    fig, ax = plt.subplots(figsize=(7, 4))
-    for arm, style in (("transfer", "-o"), ("scratch", "--s")):
-        for stage, alpha in (("phase1", 0.5), ("end", 1.0)):
-            values = [summary[s][arm][stage] for s in sizes]
-            ax.errorbar([int(s) for s in sizes], [mean(v) for v in values],
-                        yerr=[[mean(v) - min(v) for v in values], [max(v) - mean(v) for v in values]],
-                        fmt=style, alpha=alpha, capsize=3,
-                        label=f"{arm}, {'end of phase 1' if stage == 'phase1' else 'end'}")
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    styles = {("fine_tune", "transfer"): ("-o", "C0"), ("fine_tune", "scratch"): ("-s", "C1"),
+              ("seed", "transfer"): (":o", "C0"), ("seed", "scratch"): (":s", "C1")}
+    for (recipe, arm), (style, color) in styles.items():
+        if recipe not in summary:
+            continue
+        sizes = sorted(summary[recipe], key=int)
+        values = [summary[recipe][s][arm]["end"] for s in sizes]
+        ax.errorbar([int(s) for s in sizes], [mean(v) for v in values],
+                    yerr=[[mean(v) - min(v) for v in values], [max(v) - mean(v) for v in values]],
+                    fmt=style, color=color, capsize=3, alpha=1.0 if recipe == "fine_tune" else 0.5,
+                    label=f"{arm}, {'fine_tune' if recipe == 'fine_tune' else 'seed recipe'}")
     ax.set_xscale("log")
     ax.set_xlabel("MNIST training images")
-    ax.set_ylabel("test accuracy")
+    ax.set_ylabel("test accuracy, end of training")
     ax.grid(alpha=0.3)
     ax.legend()
     ax.set_title("Fashion-MNIST -> MNIST: transfer vs. scratch (3 seeds, min..max)")
