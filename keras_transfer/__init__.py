@@ -9,6 +9,7 @@ import os as _os
 _os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from keras_transfer.caching import fit_head_cached
+from keras_transfer.errors import ArgumentTypeError
 from keras_transfer.errors import ChecksumError
 from keras_transfer.errors import DataFormatError
 from keras_transfer.errors import DataNotFoundError
@@ -19,7 +20,10 @@ from keras_transfer.errors import MissingWeightsError
 from keras_transfer.errors import NoLayersMatchedError
 from keras_transfer.errors import ShapeMismatchError
 from keras_transfer.errors import TransferError
+from keras_transfer.errors import UnbuiltModelError
+from keras_transfer.errors import UnsafeSourceError
 from keras_transfer.errors import WeightFileError
+from keras_transfer.errors import WeightMatchError
 from keras_transfer.freezing import freeze
 from keras_transfer.freezing import select_layers
 from keras_transfer.freezing import trainable_summary
@@ -38,10 +42,12 @@ from keras_transfer.schedules import fit_two_phase
 from keras_transfer.weights import TransferReport
 from keras_transfer.weights import load_weights_by_name
 from keras_transfer.weights import save_weights_by_name
+from keras_transfer.weights import transfer_weights
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "ArgumentTypeError",
     "ChecksumError",
     "DataFormatError",
     "DataNotFoundError",
@@ -59,7 +65,10 @@ __all__ = [
     "TransferError",
     "TransferReport",
     "TwoPhaseSchedule",
+    "UnbuiltModelError",
+    "UnsafeSourceError",
     "WeightFileError",
+    "WeightMatchError",
     "attach_heads",
     "discriminative_optimizer",
     "export_hub_module",
@@ -71,5 +80,6 @@ __all__ = [
     "save_weights_by_name",
     "select_layers",
     "trainable_summary",
+    "transfer_weights",
     "unfreeze",
 ]

@@ -49,3 +49,19 @@ class DuplicateLayerNameError(TransferError, ValueError):
 
 class HubModuleError(TransferError, ValueError):
     """A handle does not lead to a usable SavedModel / TF Hub module."""
+
+
+class WeightMatchError(TransferError, ValueError):
+    """A source layer's arrays cannot be matched to a target layer unambiguously."""
+
+
+class UnbuiltModelError(TransferError, ValueError):
+    """A model has no weights yet: it must be built before its weights move."""
+
+
+class ArgumentTypeError(TransferError, TypeError):
+    """An argument has a type the function cannot use (e.g. `rename=` an int)."""
+
+
+class UnsafeSourceError(WeightFileError):
+    """A `.keras` archive holds code that Keras' safe mode refuses to load."""

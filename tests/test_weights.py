@@ -58,7 +58,7 @@ def test_new_head_is_missing_and_old_head_unused(tmp_path):
     assert report.unused == ("Head",)
     np.testing.assert_array_equal(target.get_layer("NewHead").kernel.numpy(), fresh)
     text = str(report)
-    assert "NewHead" in text and "missing" in text and "unused in file: Head" in text
+    assert "NewHead" in text and "missing" in text and "unused in source: Head" in text
 
 
 @pytest.mark.parametrize("rename", [{"Head_1": "Head"}, lambda n: n.replace("_1", "")])
@@ -110,12 +110,27 @@ def test_require_by_names_and_by_pattern(tmp_path):
 def test_zero_matches_is_an_error_with_close_names(tmp_path):
     kt.save_weights_by_name(randomize(tiny_model()), tmp_path / "w.h5")
     target = keras.Sequential(
-        [keras.Input((4,)), keras.layers.Dense(8, name="dense_A"),
-         keras.layers.Dense(3, name="head")])
+        [keras.Input((4,)), keras.layers.Dense(8, name="Dense_a2"),
+         keras.layers.Dense(3, name="Heads")])
     with pytest.raises(kt.NoLayersMatchedError) as err:
         kt.load_weights_by_name(target, tmp_path / "w.h5")
-    assert "'dense_A' is not in the file; close: ['Dense_a'" in str(err.value)
+    assert "'Dense_a2' is not in the source; close: ['Dense_a'" in str(err.value)
+    assert "'Heads' is not in the source; close: ['Head']" in str(err.value)
     assert "rename=" in str(err.value)
+
+
+def test_zero_loaded_never_calls_a_layer_in_the_file_absent(tmp_path):
+    # The Keras 2.0 file of issue 12 gave "'conv2d_1' is not in the file;
+    # close: ['conv2d_1', ...]". A layer whose name is in the file is loaded,
+    # refused or skipped with its reason, never "not in the file".
+    kt.save_weights_by_name(randomize(tiny_model()), tmp_path / "w.h5")
+    target = keras.Sequential([keras.Input((3,)), keras.layers.Dense(5, name="Dense_a"),
+                               keras.layers.Dense(2, name="head")])
+    with pytest.raises(kt.NoLayersMatchedError) as err:
+        kt.load_weights_by_name(target, tmp_path / "w.h5", skip_mismatch=True)
+    message = str(err.value)
+    assert "Every match was skipped" in message and "(3, 5)" in message and "(4, 8)" in message
+    assert "not in the source" not in message
 
 
 def nested_model(frozen_dense=False):
@@ -196,12 +211,11 @@ def test_other_formats_get_a_clear_error(tmp_path):
     model = randomize(tiny_model())
     with pytest.raises(kt.WeightFileError, match="No weights file"):
         kt.load_weights_by_name(model, tmp_path / "absent.h5")
-    model.save(tmp_path / "m.keras")
-    with pytest.raises(kt.WeightFileError, match="load_model"):
-        kt.load_weights_by_name(model, tmp_path / "m.keras")
     model.save_weights(tmp_path / "m.weights.h5")
-    with pytest.raises(kt.WeightFileError, match="native Keras 3"):
+    with pytest.raises(kt.WeightFileError, match="native Keras 3") as err:
         kt.load_weights_by_name(model, tmp_path / "m.weights.h5")
+    assert "model.load_weights(path), then" in str(err.value)
+    assert "transfer_weights" in str(err.value) and "save_weights_by_name" in str(err.value)
     (tmp_path / "empty.h5").write_bytes(b"")
     with pytest.raises(kt.WeightFileError, match="not an HDF5 file"):
         kt.load_weights_by_name(model, tmp_path / "empty.h5")
@@ -293,7 +307,7 @@ def test_wrong_dtype_and_count_are_named(tmp_path):
     with h5py.File(path, "r+") as f:  # a layer with too few arrays
         f["Bn"].attrs["weight_names"] = np.array([b"Bn/gamma", b"Bn/beta"])
     report = kt.load_weights_by_name(tiny_model(), path, skip_mismatch=True)
-    assert "not Bn/moving_mean, Bn/moving_variance" in report.skipped["Bn"]
+    assert "the layer's ['moving_mean', 'moving_variance'] have no array" in report.skipped["Bn"]
     with pytest.raises(kt.ShapeMismatchError, match="'Bn'"):
         kt.load_weights_by_name(tiny_model(), path)
     with h5py.File(path, "r+") as f:  # an array of strings where numbers belong
