@@ -258,16 +258,15 @@ def _find_sources(units, groups, source_of, where):
         if unit.name in found or unit.name in problems:
             continue
         hits = inner.get(normalize(source_of(unit.name)), [])
-        homes = list(dict.fromkeys(g for g, _, _ in hits))
+        homes = list(dict.fromkeys(g for g, _, _, _ in hits))
         if len(homes) > 1:
             problems[unit.name] = _Problem(errors.WeightMatchError, (
                 f"Layer '{unit.name}' has arrays in several nested models of "
                 f"{where}: {homes}; name the one to use with rename=."))
         elif homes:
-            prefix = hits[0][2]
-            take(unit, f"{homes[0]}/{prefix}", f"in '{homes[0]}'",
-                 [(a, rel) for _, a, rel in _first_per_array(hits)])
-            taken.update(id(a) for _, a, _ in hits)
+            take(unit, f"{homes[0]}/{hits[0][2]}", f"in '{homes[0]}'",
+                 [(a, rel) for _, a, _, rel in _first_per_array(hits)])
+            taken.update(id(a) for _, a, _, _ in hits)
     for unit in units:  # 4. a model's own weights
         if not unit.own:
             continue
@@ -286,9 +285,10 @@ def _find_sources(units, groups, source_of, where):
 
 
 def _inner_index(groups):
-    """normalized layer name -> [(group, Array, name after it)] for arrays
-    whose names hold a layer's name: a nested model's group in a tf_keras file
-    holds `Dense_a/kernel`, in a Keras 3 file `base/Dense_a/kernel`."""
+    """normalized layer name -> [(group, Array, layer name, name after it)]
+    for arrays whose names hold a layer's name: a nested model's group in a
+    tf_keras file holds `Dense_a/kernel`, in a Keras 3 file
+    `base/Dense_a/kernel`."""
     index = collections.defaultdict(list)
     for group in groups:
         own = group.name.split("/")
@@ -298,8 +298,9 @@ def _inner_index(groups):
                             if parts[k:k + len(own)] == own}
             for j in sorted(starts):
                 for i in range(j + 1, len(parts)):
-                    index[normalize("/".join(parts[j:i]))].append(
-                        (group.name, array, "/".join(parts[i:])))
+                    layer = "/".join(parts[j:i])
+                    index[normalize(layer)].append(
+                        (group.name, array, layer, "/".join(parts[i:])))
     return index
 
 
@@ -387,21 +388,22 @@ def _by_order(unit, arrays, source_keys, target_keys, adapt, what, where):
     """[(target index, source index)] pairing the source's order with the
     target's saved order (or its creation order), with every shape checked."""
     position = {id(v): i for i, v in enumerate(unit.variables)}
-    outcomes, reasons = {}, []
+    outcomes, conflicts = {}, []
     for order in (unit.variables, unit.creation_order):
         pairs = [(position[id(v)], s) for s, v in enumerate(order)]
-        reason = _order_conflict(unit, arrays, pairs, source_keys, target_keys, adapt)
-        if reason:
-            reasons.append(reason)
+        conflict = _order_conflict(unit, arrays, pairs, source_keys, target_keys, adapt)
+        if conflict:
+            conflicts.append(conflict)
         else:
             outcomes[tuple(pairs)] = pairs
     if len(outcomes) == 1:
         return next(iter(outcomes.values()))
     if not outcomes:
-        raise _Problem(errors.ShapeMismatchError, (
+        error_class, reason = conflicts[0]
+        raise _Problem(error_class, (
             f"Cannot load {what} in {where}: its arrays "
             f"{[a.name for a in arrays]} do not match the variables "
-            f"{unit.names} by name, and by position {reasons[0]}."))
+            f"{unit.names} by name, and by position {reason}."))
     raise _Problem(errors.WeightMatchError, (
         f"Cannot load {what} in {where} unambiguously: its arrays "
         f"{[a.name for a in arrays]} do not match the variables {unit.names} "
@@ -410,23 +412,27 @@ def _by_order(unit, arrays, source_keys, target_keys, adapt, what, where):
 
 
 def _order_conflict(unit, arrays, pairs, source_keys, target_keys, adapt):
-    """Why pairing by `pairs` is wrong, or None: a shape that does not fit, or
-    an array going into a variable whose name another array has."""
+    """(error class, why) pairing by `pairs` is wrong, or None: an array
+    going into a variable whose name another array has, or a shape that does
+    not fit."""
     source_leaves = {_leaf(k) for k in source_keys}
     target_leaves = {_leaf(k) for k in target_keys}
     for t, s in pairs:
-        variable, array = unit.variables[t], arrays[s]
         tk, sk = target_keys[t], source_keys[s]
-        if tuple(array.shape) != tuple(variable.shape) and not (
-                unit.name in adapt and _adaptable(variable, array)):
-            return (f"'{array.name}' {tuple(array.shape)} would go into "
-                    f"'{unit.names[t]}' {tuple(variable.shape)}")
         names_disagree = (tk != sk and (sk in target_keys or tk in source_keys)) or (
             _leaf(tk) != _leaf(sk)
             and (_leaf(sk) in target_leaves or _leaf(tk) in source_leaves))
         if names_disagree:
-            return (f"'{array.name}' would go into '{unit.names[t]}' although "
-                    "the names say otherwise")
+            return errors.WeightMatchError, (
+                f"'{arrays[s].name}' would go into '{unit.names[t]}', which the "
+                "names contradict")
+    for t, s in pairs:
+        variable, array = unit.variables[t], arrays[s]
+        if tuple(array.shape) != tuple(variable.shape) and not (
+                unit.name in adapt and _adaptable(variable, array)):
+            return errors.ShapeMismatchError, (
+                f"'{array.name}' {tuple(array.shape)} would go into "
+                f"'{unit.names[t]}' {tuple(variable.shape)}")
     return None
 
 

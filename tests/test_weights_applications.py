@@ -15,6 +15,7 @@ import pytest
 import tf_keras
 
 import keras_transfer as kt
+from tf_keras_helpers import randomize_tf_keras
 
 # (family, input size (the family's minimum, or 32), include_top, how tf_keras
 # writes the file, {layer: what report.how must say})
@@ -47,24 +48,6 @@ CASES = [
 
 
 HOW = re.compile(r"(normalized, |in '\w+', )?by (name|order)( \(depthwise_kernel as kernel\))?")
-
-
-def randomize_tf_keras(model, seed):
-    """Moves every weight away from its initial value (BN variances stay
-    positive), so a weight left unloaded in the target changes the output."""
-    rng = np.random.default_rng(seed)
-    values = []
-    for weight, value in zip(model.weights, model.get_weights()):
-        if value.dtype.kind in "iu":  # Normalization's sample count
-            values.append(value + rng.integers(1, 100, size=value.shape).astype(value.dtype))
-            continue
-        scale = value.std() if value.size > 1 and value.std() > 0 else 0.1
-        value = value + rng.normal(size=value.shape).astype(value.dtype) * scale
-        if "variance" in weight.name:
-            value = np.abs(value) + 0.5
-        values.append(value)
-    model.set_weights(values)
-    return model
 
 
 def weight_holders(model):
