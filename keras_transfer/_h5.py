@@ -17,8 +17,9 @@ loader, which looks only at top-level layers, fills a nested base model too.
 Such groups carry the attribute `keras_transfer_container`; datasets of their
 own there are the nested model's own weights.
 
-Reading never leaves the file: external links, soft links leading out of the
-file, external storage and virtual datasets are refused, as Keras'
+Reading never leaves the file: a file holding an external link (reached
+directly or through a soft link) is refused, and so is a dataset with
+external storage or a virtual layout, as Keras'
 `saving_lib.safe_get_h5_dataset` does. Every h5py error while reading becomes a
 `WeightFileError` naming the file and what was being read; nothing else is
 caught, so a bug in this package surfaces as itself.
@@ -38,7 +39,6 @@ from keras_transfer import errors
 
 CONTAINER_ATTR = "keras_transfer_container"
 HEADER_LIMIT = 64512  # bytes an attribute may take; Keras' HDF5_OBJECT_HEADER_LIMIT
-_MAX_SOFT_LINK_HOPS = 8
 
 # h5py reports damaged or hostile files with these; they are caught only
 # around h5py calls.
@@ -148,10 +148,11 @@ def read_groups(f, path):
         WeightFileError: the file is not in the by-name layout, or a listed
             dataset is missing, outside the file, or not numbers.
     """
+    _refuse_links_out(f, path)
     with reading(path, "the list of layers"):
         root = f
         if "layer_names" not in f.attrs and "model_weights" in f:  # model.save("x.h5")
-            root = _resolve(f, "model_weights", path, h5py.Group)
+            root = _get(f, "model_weights", path, h5py.Group)
         layer_names = read_names(root, "layer_names")
         native = "vars" in root or "layers" in root
     if not layer_names:
@@ -169,7 +170,7 @@ def read_groups(f, path):
             "or save_weights_by_name).")
     groups, containers, seen = [], [], set()
     for name in dict.fromkeys(layer_names):
-        group = _resolve(root, name, path, h5py.Group)
+        group = _get(root, name, path, h5py.Group)
         with reading(path, f"layer '{name}'"):
             container = bool(group.attrs.get(CONTAINER_ATTR, False))
         arrays = _read_arrays(group, name, path)
@@ -184,7 +185,7 @@ def read_groups(f, path):
     with reading(path, "the model's own weights"):
         has_top = _matching.TOP_GROUP in root
     if has_top:
-        group = _resolve(root, _matching.TOP_GROUP, path, h5py.Group)
+        group = _get(root, _matching.TOP_GROUP, path, h5py.Group)
         arrays = _read_arrays(group, _matching.TOP_GROUP, path)
         heads = {a.name.split("/")[0] for a in arrays if "/" in a.name}
         alias = heads.pop() if len(heads) == 1 else None
@@ -197,7 +198,7 @@ def _read_arrays(group, group_name, path):
         names = read_names(group, "weight_names")
     arrays = []
     for name in names:
-        dataset = _resolve(group, name, path, h5py.Dataset, group_name)
+        dataset = _get(group, name, path, h5py.Dataset, group_name)
         with reading(path, f"array '{name}' of layer '{group_name}'"):
             shape, dtype = tuple(dataset.shape), dataset.dtype
         if not (np.issubdtype(dtype, np.number) or np.issubdtype(dtype, np.bool_)):
@@ -215,49 +216,52 @@ def _read(dataset, path, name):
         return np.asarray(dataset[()])
 
 
-def _resolve(parent, name, path, kind, layer=None, hops=0):
-    """`parent[name]`, following only links that stay inside the file.
+def _refuse_links_out(f, path):
+    """Refuses a file holding any link to another file.
 
-    Each component's link is looked at before it is followed: hard links are
-    followed, soft links are resolved here (and checked in turn), external
-    links refused; a dataset with external storage or a virtual layout is
-    refused.
+    One pass over every link of the file (HDF5's H5Lvisit, which follows no
+    link): with no external link anywhere, no path can leave the file, since
+    a soft link names a path inside its own file.
+    """
+    outside = []
+
+    def visit(name, info):
+        if info.type != h5py.h5l.TYPE_HARD and info.type != h5py.h5l.TYPE_SOFT:
+            outside.append(name.decode("utf8", "replace"))
+
+    with reading(path, "the file's links"):
+        f.id.links.visit(visit, info=True)
+    if outside:
+        with reading(path, f"link '{outside[0]}'"):
+            link = f.get(outside[0], getlink=True)
+        target = (f" to {link.filename}:{link.path}"
+                  if isinstance(link, h5py.ExternalLink) else "")
+        raise errors.WeightFileError(
+            f"{path}: '{outside[0]}' is an external link{target}. The loader "
+            "reads nothing outside the file; refusing it.")
+
+
+def _get(parent, name, path, kind, layer=None):
+    """`parent[name]`, a `kind`, whose data is stored in the file itself.
+
+    Links to other files were refused by `_refuse_links_out`; here a name
+    must be plain (no absolute path, `.` or `..`), and a dataset must not
+    keep its data in other files (external storage) or map it from them (a
+    virtual dataset), as Keras' `saving_lib.safe_get_h5_dataset` checks.
     """
     where = f"'{name}'" + (f" (layer '{layer}')" if layer else "")
-    parts = name.split("/")
-    if any(p in ("", ".", "..") for p in parts):
+    if any(p in ("", ".", "..") for p in name.split("/")):
         raise errors.WeightFileError(
             f"{path}: {where} is not a plain name inside the file.")
-    obj = parent
     with reading(path, where):
-        for i, part in enumerate(parts):
-            if not isinstance(obj, h5py.Group):
-                raise errors.WeightFileError(f"{path}: {where} is not in the file.")
-            link = obj.get(part, getlink=True)
-            if link is None:
-                raise errors.WeightFileError(
-                    f"{path}: {where} is listed but not in the file.")
-            if isinstance(link, h5py.ExternalLink):
-                raise errors.WeightFileError(
-                    f"{path}: {where} is an external link to "
-                    f"{link.filename}:{link.path}. The loader reads nothing "
-                    "outside the file; refusing it.")
-            if isinstance(link, h5py.SoftLink):
-                if hops >= _MAX_SOFT_LINK_HOPS:
-                    raise errors.WeightFileError(
-                        f"{path}: {where} is a chain of soft links; refusing it.")
-                base = obj.file if link.path.startswith("/") else obj
-                obj = _resolve(base, link.path.lstrip("/"), path, None, layer, hops + 1)
-            elif isinstance(link, h5py.HardLink):
-                obj = obj[part]
-            else:
-                raise errors.WeightFileError(
-                    f"{path}: {where} is a {type(link).__name__}; refusing it.")
-        if kind is not None and not isinstance(obj, kind):
+        if name not in parent:
+            raise errors.WeightFileError(f"{path}: {where} is listed but not in the file.")
+        obj = parent[name]
+        if not isinstance(obj, kind):
             raise errors.WeightFileError(
                 f"{path}: {where} is a {type(obj).__name__}, expected a "
                 f"{kind.__name__}.")
-        if isinstance(obj, h5py.Dataset):
+        if kind is h5py.Dataset:
             if obj.external:
                 raise errors.WeightFileError(
                     f"{path}: dataset {where} keeps its data in other files "
