@@ -252,20 +252,25 @@ def _find_sources(units, groups, source_of, where):
         take(rivals[0], group_name, "normalized",
              [(a, relative(a.name, group_name)) for a in group.arrays])
         claimed.add(group_name)
-    inner = _inner_index([g for g in by_name.values() if g.name not in claimed])
+    pending = [u for u in layers if u.name not in found and u.name not in problems]
+    inside = _inside_nested_groups(
+        pending, [g for g in by_name.values() if g.name not in claimed], source_of)
+    rivals = collections.Counter(normalize(source_of(u.name)) for u in pending)
     taken = set()
-    for unit in layers:  # 3. inside the group of a nested model
-        if unit.name in found or unit.name in problems:
-            continue
-        hits = inner.get(normalize(source_of(unit.name)), [])
+    for unit in pending:  # 3. inside the group of a nested model
+        hits = inside.get(unit.name, [])
         homes = list(dict.fromkeys(g for g, _, _, _ in hits))
-        if len(homes) > 1:
+        if homes and rivals[normalize(source_of(unit.name))] > 1:
+            problems[unit.name] = _Problem(errors.WeightMatchError, (
+                f"Several layers match '{hits[0][2]}' in {where} once case and "
+                "'/' are ignored; name the source of each with rename=."))
+        elif len(homes) > 1:
             problems[unit.name] = _Problem(errors.WeightMatchError, (
                 f"Layer '{unit.name}' has arrays in several nested models of "
                 f"{where}: {homes}; name the one to use with rename=."))
         elif homes:
             take(unit, f"{homes[0]}/{hits[0][2]}", f"in '{homes[0]}'",
-                 [(a, rel) for _, a, _, rel in _first_per_array(hits)])
+                 [(a, rel) for _, a, _, rel in hits])
             taken.update(id(a) for _, a, _, _ in hits)
     for unit in units:  # 4. a model's own weights
         if not unit.own:
@@ -274,7 +279,10 @@ def _find_sources(units, groups, source_of, where):
         group = by_name.get(name)
         if group is None and len(by_norm.get(normalize(name), ())) == 1:
             group = by_norm[normalize(name)][0]
-        left = [a for a in group.arrays if id(a) not in taken] if group else []
+        # Keras names a model's own weight `<model>/<weight>`; the rest of a
+        # nested model's group belongs to its layers.
+        left = [a for a in group.arrays if id(a) not in taken
+                and group.name in a.name.split("/")[:-1]] if group else []
         if left:
             take(unit, group.name, None, [(a, relative(a.name, group.name))
                                           for a in left])
@@ -284,33 +292,33 @@ def _find_sources(units, groups, source_of, where):
     return found, problems
 
 
-def _inner_index(groups):
-    """normalized layer name -> [(group, Array, layer name, name after it)]
-    for arrays whose names hold a layer's name: a nested model's group in a
-    tf_keras file holds `Dense_a/kernel`, in a Keras 3 file
-    `base/Dense_a/kernel`."""
-    index = collections.defaultdict(list)
+def _inside_nested_groups(units, groups, source_of):
+    """unit name -> [(group, Array, layer name, name after it)]: the arrays of
+    `groups` whose names hold the unit's (source) name. A nested model's group
+    in a tf_keras file holds `Dense_a/kernel`, in a Keras 3 file
+    `base/Dense_a/kernel`. Each array goes to the unit with the longest
+    matching name: `Conv/BatchNorm/gamma` to `conv_bn`, not to `conv`."""
+    wanted = collections.defaultdict(list)
+    for unit in units:
+        wanted[normalize(source_of(unit.name))].append(unit)
+    found = collections.defaultdict(list)
     for group in groups:
         own = group.name.split("/")
         for array in group.arrays:
             parts = array.name.split("/")
-            starts = {0} | {k + len(own) for k in range(len(parts))
-                            if parts[k:k + len(own)] == own}
-            for j in sorted(starts):
+            starts = [0] + [k + len(own) for k in range(len(parts))
+                            if parts[k:k + len(own)] == own]
+            best = None
+            for j in starts:
                 for i in range(j + 1, len(parts)):
                     layer = "/".join(parts[j:i])
-                    index[normalize(layer)].append(
-                        (group.name, array, layer, "/".join(parts[i:])))
-    return index
-
-
-def _first_per_array(hits):
-    seen, out = set(), []
-    for hit in hits:
-        if id(hit[1]) not in seen:
-            seen.add(id(hit[1]))
-            out.append(hit)
-    return out
+                    if normalize(layer) in wanted and (best is None or i - j > best[1] - best[0]):
+                        best = (j, i, layer)
+            if best:
+                j, i, layer = best
+                for unit in wanted[normalize(layer)]:
+                    found[unit.name].append((group.name, array, layer, "/".join(parts[i:])))
+    return found
 
 
 def _key(name, layer=None):

@@ -4,7 +4,8 @@ tf_keras `save_weights("x.h5")` of a keras.applications model is the layout of
 the official ImageNet weight files. For each family present in both tf_keras
 and Keras 3, a tf_keras model (weights=None, every weight randomized) is saved
 by tf_keras itself, loaded by name into Keras 3's same architecture, and must
-give tf_keras's outputs. Nothing is downloaded.
+hold exactly what Keras' own positional loader puts there and give tf_keras's
+outputs. Nothing is downloaded.
 """
 
 import re
@@ -82,8 +83,34 @@ def test_tf_keras_application_file_loads_by_name(tmp_path, family, size, include
         assert report.how[layer] == said, layer
     for layer, said in report.how.items():  # nothing else, e.g. no "renamed"
         assert HOW.fullmatch(said), (layer, said)
+    reference = getattr(keras.applications, family)(**kwargs)
+    reference.load_weights(path)  # Keras' own positional reader of legacy files
+    for ours, theirs in zip(target.weights, reference.weights):
+        np.testing.assert_array_equal(ours.numpy(), theirs.numpy(), err_msg=ours.path)
     x = np.random.default_rng(0).uniform(0, 255, size=(2, size, size, 3)).astype("float32")
     want = source(x, training=False).numpy()  # eager: no tracing of big graphs
     got = keras.ops.convert_to_numpy(target(x, training=False))
     assert np.isfinite(want).all() and np.abs(want).max() > 0
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * np.abs(want).max())
+
+
+def test_fine_tuned_checkpoint_with_a_nested_base_loads(tmp_path):
+    # A tf_keras fine-tuning checkpoint: the application is a nested model, so
+    # its arrays sit in one group, 'MobilenetV3small' ('Conv/BatchNorm/gamma:0'
+    # beside 'Conv/kernel:0'); each goes to the layer with the longest
+    # matching name ('conv_bn', not 'conv').
+    def build(lib):
+        base = lib.applications.MobileNetV3Small(weights=None, include_top=False,
+                                                 input_shape=(32, 32, 3), pooling="avg")
+        return lib.Sequential([lib.Input((32, 32, 3)), base, lib.layers.Dense(4, name="head")]), base
+    source, _ = build(tf_keras)
+    randomize_tf_keras(source, seed=2).save_weights(str(tmp_path / "fine_tuned.h5"))
+    target, base = build(keras)
+    report = kt.load_weights_by_name(target, tmp_path / "fine_tuned.h5")
+    assert sorted(report.loaded) == sorted(weight_holders(target))
+    assert report.loaded["conv_bn"] == "MobilenetV3small/Conv/BatchNorm"
+    assert report.how["conv_bn"] == "in 'MobilenetV3small', by name"
+    x = np.random.default_rng(0).uniform(0, 255, size=(2, 32, 32, 3)).astype("float32")
+    want = source(x, training=False).numpy()
+    np.testing.assert_allclose(target(x, training=False).numpy(), want, rtol=1e-4,
+                               atol=1e-4 * np.abs(want).max())
