@@ -21,7 +21,6 @@ import numpy as np
 
 from keras_transfer import _files
 from keras_transfer import _h5
-from keras_transfer import _layers
 from keras_transfer import _matching
 from keras_transfer import errors
 

@@ -654,33 +654,24 @@ def test_tf_keras_layer_renamed_after_build_loads(tmp_path, data):
     np.testing.assert_allclose(predict(target, x), source.predict(x, verbose=0), rtol=1e-5, atol=1e-5)
 
 
-class TfTokens(tf_keras.Model):
-    """A tf_keras subclassed model holding a weight itself (a class token)."""
+def tokens_model(lib, name):
+    """A subclassed model (tf_keras or Keras 3) that holds a weight itself, a
+    class token, beside its layer."""
 
-    def __init__(self, **kwargs):
-        super().__init__(**kwargs)
-        self.proj = tf_keras.layers.Dense(3, name="Proj")
+    class Tokens(lib.Model):
+        def __init__(self, **kwargs):
+            super().__init__(**kwargs)
+            self.proj = lib.layers.Dense(3, name="Proj")
 
-    def build(self, shape):
-        self.token = self.add_weight(name="cls_token", shape=(1, 3))
-        super().build(shape)
+        def build(self, shape):
+            self.token = self.add_weight(name="cls_token", shape=(1, 3))
+            if lib is tf_keras:  # tf_keras marks the model built here
+                super().build(shape)
 
-    def call(self, x):
-        return self.proj(x) + self.token
+        def call(self, x):
+            return self.proj(x) + self.token
 
-
-class Tokens(keras.Model):
-    """The same in Keras 3."""
-
-    def __init__(self, **kwargs):
-        super().__init__(**kwargs)
-        self.proj = keras.layers.Dense(3, name="Proj")
-
-    def build(self, shape):
-        self.token = self.add_weight(name="cls_token", shape=(1, 3))
-
-    def call(self, x):
-        return self.proj(x) + self.token
+    return Tokens(name=name)
 
 
 def with_head(lib, tokens):
@@ -690,18 +681,18 @@ def with_head(lib, tokens):
 
 def test_weights_a_subclassed_model_holds_itself_load(tmp_path, data):
     x, _ = data
-    alone = TfTokens(name="tokens")
+    alone = tokens_model(tf_keras, "tokens")
     alone(x)
     randomize_tf_keras(alone).save_weights(str(tmp_path / "alone.h5"))
-    target = Tokens(name="mine")
+    target = tokens_model(keras, "mine")
     target(x)
     report = kt.load_weights_by_name(target, tmp_path / "alone.h5")
     assert report.loaded == {"Proj": "Proj", "mine": "top_level_model_weights"}
     np.testing.assert_allclose(target(x).numpy(), alone(x).numpy(), rtol=1e-6)
 
-    nested = randomize_tf_keras(with_head(tf_keras, TfTokens(name="tokens")), seed=4)
+    nested = randomize_tf_keras(with_head(tf_keras, tokens_model(tf_keras, "tokens")), seed=4)
     nested.save_weights(str(tmp_path / "nested.h5"))
-    target = with_head(keras, Tokens(name="tokens"))
+    target = with_head(keras, tokens_model(keras, "tokens"))
     report = kt.load_weights_by_name(target, tmp_path / "nested.h5")
     assert report.loaded == {"Proj": "tokens/Proj", "Head": "Head", "tokens": "tokens"}
     np.testing.assert_allclose(predict(target, x), nested.predict(x, verbose=0), rtol=1e-5, atol=1e-5)
@@ -709,19 +700,19 @@ def test_weights_a_subclassed_model_holds_itself_load(tmp_path, data):
 
 def test_our_files_keep_the_weights_a_model_holds_itself(tmp_path, data):
     x, _ = data
-    source = Tokens(name="tokens")
+    source = tokens_model(keras, "tokens")
     source(x)
     kt.save_weights_by_name(randomize(source), tmp_path / "alone.h5")
     for load in (lambda m: kt.load_weights_by_name(m, tmp_path / "alone.h5"),
                  lambda m: m.load_weights(tmp_path / "alone.h5", by_name=True)):  # Keras' own
-        target = Tokens(name="other")
+        target = tokens_model(keras, "other")
         target(x)
         load(target)
         np.testing.assert_array_equal(target.token.numpy(), source.token.numpy())
 
-    nested = randomize(with_head(keras, Tokens(name="tokens")), seed=5)
+    nested = randomize(with_head(keras, tokens_model(keras, "tokens")), seed=5)
     kt.save_weights_by_name(nested, tmp_path / "nested.h5")
-    target = with_head(keras, Tokens(name="tokens"))
+    target = with_head(keras, tokens_model(keras, "tokens"))
     report = kt.load_weights_by_name(target, tmp_path / "nested.h5")
     assert report.loaded == {"Proj": "Proj", "Head": "Head", "tokens": "tokens"}
     np.testing.assert_array_equal(predict(target, x), predict(nested, x))
