@@ -409,7 +409,7 @@ def _zero_match_message(model, where, groups, plan, source_of):
         source = source_of(name)
         close = [lowered[c] for c in difflib.get_close_matches(
             source.lower(), list(lowered), n=4)
-            if _matching.normalize(lowered[c]) != _matching.normalize(source)][:3]
+            if lowered[c] != source][:3]
         if close:
             lines.append(f"  '{name}' is not in the source; close: {close}")
     lines.append(f"The source holds: {names[:20]}" + (" ..." if len(names) > 20 else ""))

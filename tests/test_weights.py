@@ -149,6 +149,16 @@ def test_zero_loaded_never_calls_a_layer_in_the_file_absent(tmp_path):
     assert "Every match was skipped" in message and "(3, 5)" in message and "(4, 8)" in message
     assert "not in the source" not in message
 
+    # 'head' finds 'Head' taken by the layer of that very name: it is missing,
+    # and the message points to 'Head' but never calls 'Head' absent.
+    target = keras.Sequential([keras.Input((6,)), keras.layers.Dense(7, name="Head"),
+                               keras.layers.Dense(3, name="head")])
+    with pytest.raises(kt.NoLayersMatchedError) as err:
+        kt.load_weights_by_name(target, tmp_path / "w.h5", skip_mismatch=True)
+    message = str(err.value)
+    assert "'head' is not in the source; close: ['Head']" in message
+    assert "'Head' is not in the source" not in message and "(6, 7)" in message
+
 
 def nested_model(frozen_dense=False):
     base = keras.Sequential([keras.Input((4,)), *tiny_base()], name="base")
