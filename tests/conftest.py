@@ -7,6 +7,7 @@ other backends: it cannot run there, and it runs in its own backend's pass.
 """
 
 import os
+import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # quiet TensorFlow in tests
 
@@ -34,7 +35,13 @@ def pytest_report_header(config):
 
 @pytest.fixture(autouse=True)
 def _seeded():
+    # Fresh sessions reset the automatic layer names ("conv2d_4") of Keras and,
+    # when a test uses it, of tf_keras: files written by tf_keras name layers
+    # as a fresh process would. (Keras' TensorFlow backend resets tf_keras'
+    # counters with its own; the JAX backend does not.)
     keras.backend.clear_session()
+    if "tf_keras" in sys.modules:
+        sys.modules["tf_keras"].backend.clear_session()
     keras.utils.set_random_seed(0)
     yield
 
