@@ -13,6 +13,7 @@ import inspect
 import keras
 import numpy as np
 
+from keras_transfer import _layers
 from keras_transfer import errors
 from keras_transfer import freezing
 from keras_transfer import optimizers
@@ -40,7 +41,8 @@ def split_at(model, cut):
         training the head trains `model`.
 
     Raises:
-        LayerSelectionError: a cut outside the model.
+        LayerSelectionError: a cut outside the model, or a model whose layers
+            are not one chain.
     """
     layers = model.layers
     if isinstance(cut, str):
@@ -52,10 +54,17 @@ def split_at(model, cut):
         raise errors.LayerSelectionError(
             f"cut={cut} must leave at least one layer on each side of model "
             f"'{model.name}' ({len(layers)} layers).")
-    base = keras.Sequential([keras.Input(model.input_shape[1:]), *layers[:cut]],
-                            name=f"{model.name}_base")
-    head = keras.Sequential([keras.Input(base.output_shape[1:]), *layers[cut:]],
-                            name=f"{model.name}_head")
+    try:
+        base = keras.Sequential([keras.Input(model.input_shape[1:]), *layers[:cut]],
+                                name=f"{model.name}_base")
+        head = keras.Sequential([keras.Input(base.output_shape[1:]), *layers[cut:]],
+                                name=f"{model.name}_head")
+    except (ValueError, TypeError) as e:
+        raise errors.LayerSelectionError(
+            f"Model '{model.name}' cannot be cut at layer {cut}: its layers do not form "
+            f"one chain with a single input ({type(e).__name__}: {e}). Cache features "
+            "for a Sequential model or a functional chain, or train phase 1 without "
+            "caching.") from e
     return base, head
 
 
@@ -171,6 +180,16 @@ def _check_behaviour(base, sample, everything):
         "without caching.")
 
 
+def _check_data(data):
+    if isinstance(data, tuple) and len(data) == 2:
+        return
+    if isinstance(data, tuple) or not hasattr(data, "__iter__") or hasattr(data, "shape"):
+        raise errors.ArgumentTypeError(
+            "Expected `(x, y)` arrays or a finite tf.data.Dataset of `(x, y)` batches; "
+            f"received {type(data).__name__}"
+            + (f" of length {len(data)}" if isinstance(data, tuple) else "") + ".")
+
+
 def _first_inputs(data, count):
     """The first `count` inputs of `(x, y)` arrays or of a dataset's first batch."""
     if isinstance(data, tuple):
@@ -191,7 +210,11 @@ def cache_features(base, data, batch_size=256):
 
     Returns:
         `(features, labels)` as numpy arrays.
+
+    Raises:
+        ArgumentTypeError: `data` is neither `(x, y)` nor a dataset of batches.
     """
+    _check_data(data)
     if isinstance(data, tuple):
         x, y = data
         return base.predict(x, batch_size=batch_size, verbose=0), np.asarray(y)
@@ -225,6 +248,8 @@ def fit_head_cached(model, train, *, cut, epochs, validation=None, optimizer="ad
     Raises:
         LayerSelectionError: the cut does not fit the model, or the base is
             not cacheable (see `check_cacheable`).
+        ArgumentTypeError: `train` or `validation` is neither `(x, y)` nor a
+            dataset of batches.
 
     Example:
 
@@ -233,8 +258,17 @@ def fit_head_cached(model, train, *, cut, epochs, validation=None, optimizer="ad
     ```
     """
     base, head = split_at(model, cut)
+    for data in (train, validation):
+        if data is not None:
+            _check_data(data)
+    sample = _first_inputs(train, _SAMPLE_SIZE)
+    restore = _layers.snapshot_trainable(model)
     freezing.freeze(model, upto=len(base.layers))
-    check_cacheable(base, _first_inputs(train, _SAMPLE_SIZE))
+    try:
+        check_cacheable(base, sample)
+    except errors.LayerSelectionError:
+        restore()  # a refusal leaves the model as it was
+        raise
     features, labels = cache_features(base, train, batch_size)
     val = cache_features(base, validation, batch_size) if validation is not None else None
     head.compile(optimizer=optimizers.fresh_optimizer(optimizer, learning_rate), loss=loss,

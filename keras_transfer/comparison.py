@@ -11,6 +11,7 @@ import keras
 import numpy as np
 
 from keras_transfer import _files
+from keras_transfer import errors
 from keras_transfer import freezing
 from keras_transfer import schedules
 
@@ -131,7 +132,18 @@ def plot_comparison(arms, switch_epoch, path, title="Transfer vs. scratch"):
 
     Returns:
         The path written.
+
+    Raises:
+        ArgumentError: an arm has no per-epoch validation accuracy and loss
+            (it was trained without validation data).
     """
+    for name, arm in arms.items():
+        missing = {"val_accuracy", "val_loss"} - set(arm.get("history", {}))
+        if missing:
+            raise errors.ArgumentError(
+                f"Arm '{name}' has no {sorted(missing)} in its history: plot_comparison "
+                "draws validation curves; train the arm with validation data "
+                "(run_arm's `validation=`).")
     import matplotlib
 
     matplotlib.use("Agg")

@@ -82,6 +82,7 @@ def load(name, data_dir=None, *, allow_download=True):
         and labels of shape `(n,)`, all uint8.
 
     Raises:
+        ArgumentError: an unknown data set name.
         DataNotFoundError: no local copy, and the download failed or was not
             allowed.
         DataFormatError: a local file is truncated or malformed.
@@ -93,7 +94,8 @@ def load(name, data_dir=None, *, allow_download=True):
     ```
     """
     if name not in _SUBFOLDERS:
-        raise ValueError(f"Unknown data set {name!r}; expected one of {list(_SUBFOLDERS)}.")
+        raise errors.ArgumentError(
+            f"Unknown data set {name!r}; expected one of {list(_SUBFOLDERS)}.")
     tried = []
     for folder in search_dirs(name, data_dir):
         for place in [folder] + [folder / sub for sub in _SUBFOLDERS[name]]:
@@ -205,9 +207,18 @@ def as_dataset(x, y, batch_size, *, shuffle=False, seed=None):
 
     Returns:
         A batched, prefetched `tf.data.Dataset`.
+
+    Raises:
+        ArgumentError: `x` is not a stack of 2-D images, or `x` and `y` differ
+            in length.
     """
     import tensorflow as tf
 
+    x, y = np.asarray(x), np.asarray(y)
+    if x.ndim != 3 or len(x) != len(y):
+        raise errors.ArgumentError(
+            f"Expected images (n, height, width) and n labels; received images of "
+            f"shape {x.shape} and labels of shape {y.shape}.")
     ds = tf.data.Dataset.from_tensor_slices((x, y.astype(np.int32)))
     if shuffle:
         ds = ds.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
@@ -228,12 +239,13 @@ def holdout_split(x, y, *, train_examples=0, val_examples=5000, seed=0):
         `((x_train, y_train), (x_val, y_val))`.
 
     Raises:
-        ValueError: more images are asked for than there are.
+        ArgumentError: more images are asked for than there are.
     """
     pool = len(x) - val_examples
     if pool <= 0 or train_examples > pool:
-        raise ValueError(
-            f"Cannot hold out {val_examples} and draw {train_examples} images from {len(x)}.")
+        raise errors.ArgumentError(
+            f"Cannot hold out {val_examples} and draw {train_examples} images from "
+            f"{len(x)}: lower train_examples or val_examples.")
     chosen = np.arange(pool)
     if train_examples:
         chosen = np.sort(np.random.default_rng(seed).permutation(pool)[:train_examples])

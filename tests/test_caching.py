@@ -225,3 +225,23 @@ def test_trainable_weights_are_reported_by_layer_even_with_bare_paths():
         caching.check_cacheable(base)
     kt.freeze(base)
     caching.check_cacheable(base, np.ones((2, 4), "float32"))  # frozen: accepted
+
+
+def test_bad_arguments_are_transfer_errors_and_leave_the_model_as_it_was(images):
+    x, y = images
+    model = cnn()
+    with pytest.raises(TypeError, match="Expected `\\(x, y\\)` arrays") as err:
+        kt.fit_head_cached(model, x, cut=4, epochs=1, verbose=0)
+    assert isinstance(err.value, kt.TransferError)
+    assert model.get_layer("Conv1").trainable  # nothing frozen by a refused call
+    refused = cnn(dropout_in_base=True)
+    with pytest.raises(ValueError) as err:
+        kt.fit_head_cached(refused, (x, y), cut=5, epochs=1, verbose=0)
+    assert isinstance(err.value, kt.LayerSelectionError)
+    assert all(layer.trainable for layer in refused.layers)
+    inputs = keras.Input((4,))
+    branched = keras.Model(inputs, keras.layers.Concatenate(name="Join")(
+        [keras.layers.Dense(2, name="A")(inputs), keras.layers.Dense(2, name="B")(inputs)]))
+    with pytest.raises(ValueError, match="cannot be cut at layer 2.*one chain") as err:
+        caching.split_at(branched, 2)
+    assert isinstance(err.value, kt.LayerSelectionError)

@@ -143,3 +143,15 @@ def test_conversion_is_lossless_and_keeps_the_standard_order():
     bad = gzip.compress(pickle.dumps(((parts[0][0] + 1e-3, parts[0][1]),) * 3))
     with pytest.raises(kt.DataFormatError, match="uint8/256"):
         datasets._convert_mnist_pickle(bad)
+
+
+def test_bad_arguments_are_transfer_errors_and_builtin_types():
+    x, y = np.zeros((10, 28, 28), np.uint8), np.zeros(10, np.uint8)
+    for call, message in [
+            (lambda: datasets.load("cifar10", allow_download=False), "Unknown data set 'cifar10'"),
+            (lambda: datasets.holdout_split(x, y, train_examples=8, val_examples=5),
+             "Cannot hold out 5 and draw 8 images from 10"),
+            (lambda: datasets.as_dataset(x, y[:9], 4), r"labels of shape \(9,\)")]:
+        with pytest.raises(ValueError, match=message) as err:
+            call()
+        assert isinstance(err.value, kt.TransferError)

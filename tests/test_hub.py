@@ -259,3 +259,13 @@ def test_hub_handles_resolve_from_the_tfhub_cache_offline(tmp_path, monkeypatch,
     np.testing.assert_allclose(kt.HubLayer(url)(x).numpy(), base.predict(x, verbose=0), rtol=1e-6)
     with pytest.raises(hub.HubModuleError, match="Could not resolve TF Hub handle .*absent"):
         kt.HubLayer("https://example.com/models/absent/1")
+
+
+def test_bad_argument_types_are_transfer_errors_and_type_errors(tmp_path):
+    tf_keras_module(tmp_path / "m")
+    for call, message in [(lambda: kt.HubLayer(42), "Expected a handle.*received 42 of type int"),
+                          (lambda: kt.HubLayer(tmp_path / "m", arguments=["x"]),
+                           "arguments= must be a dict")]:
+        with pytest.raises(TypeError, match=message) as err:
+            call()
+        assert isinstance(err.value, kt.TransferError)
