@@ -29,6 +29,7 @@ import sys
 import tempfile
 import zipfile
 
+import keras
 import numpy as np
 
 from keras_transfer import _files
@@ -186,14 +187,45 @@ def _check_pairs(arrays, where):
 
 
 def _download(name):
-    import keras
-
     module = getattr(keras.datasets, name)
     (x_train, y_train), (x_test, y_test) = module.load_data()
     return (x_train, y_train.astype(np.uint8)), (x_test, y_test.astype(np.uint8))
 
 
-def as_dataset(x, y, batch_size, *, shuffle=False, seed=None):
+class EpochOrder(keras.callbacks.Callback):
+    """Makes the shuffle order of `as_dataset` pipelines a function of the epoch.
+
+    `tf.data`'s `shuffle(seed=s, reshuffle_each_iteration=True)` draws each
+    epoch's order from a sequence that starts again in every process, so a fit
+    resumed by `keras.callbacks.BackupAndRestore` at epoch k sees the order of
+    epoch 0, not the one an uninterrupted run saw at epoch k. Passed to
+    `as_dataset(..., epoch_order=)` and to `fit`'s callbacks, it holds the
+    epoch number in a variable the pipeline reads: epoch k's order is a
+    function of the seed and k only, in any process.
+
+    Example:
+
+    ```python
+    order = keras_transfer.datasets.EpochOrder()
+    train = keras_transfer.datasets.as_dataset(x, y, 256, shuffle=True, seed=0,
+                                               epoch_order=order)
+    model.fit(train, epochs=10, callbacks=[
+        order, keras.callbacks.BackupAndRestore("backup")])
+    ```
+    """
+
+    def __init__(self):
+        super().__init__()
+        import tensorflow as tf
+
+        self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch_order")
+
+    def on_epoch_begin(self, epoch, logs=None):
+        # Keras makes the epoch's iterator after the callbacks' epoch begin.
+        self.epoch.assign(epoch)
+
+
+def as_dataset(x, y, batch_size, *, shuffle=False, seed=None, epoch_order=None):
     """A `tf.data` pipeline of `(image, label)` batches.
 
     Images become float32 in [0, 1] with a channel axis, `(28, 28, 1)`.
@@ -204,6 +236,9 @@ def as_dataset(x, y, batch_size, *, shuffle=False, seed=None):
         batch_size: batch size.
         shuffle: reshuffle every epoch (with `seed`, reproducibly).
         seed: the shuffle seed.
+        epoch_order: an `EpochOrder` callback: each epoch's order is then a
+            function of `seed` and the epoch number, so a resumed fit sees the
+            orders of an uninterrupted one (pass the callback to `fit` too).
 
     Returns:
         A batched, prefetched `tf.data.Dataset`.
@@ -219,10 +254,24 @@ def as_dataset(x, y, batch_size, *, shuffle=False, seed=None):
         raise errors.ArgumentError(
             f"Expected images (n, height, width) and n labels; received images of "
             f"shape {x.shape} and labels of shape {y.shape}.")
-    ds = tf.data.Dataset.from_tensor_slices((x, y.astype(np.int32)))
-    if shuffle:
-        ds = ds.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
-    ds = ds.batch(batch_size).map(
+    y = y.astype(np.int32)
+    if shuffle and epoch_order is not None:
+        images, labels = tf.constant(x), tf.constant(y)
+        key = tf.constant(np.random.randint(2**31) if seed is None else seed, tf.int64)
+
+        def permutation(_):
+            order = tf.random.experimental.stateless_shuffle(
+                tf.range(len(x)), seed=tf.stack([key, epoch_order.epoch.read_value()]))
+            return tf.data.Dataset.from_tensor_slices(order)
+
+        ds = tf.data.Dataset.range(1).flat_map(permutation).batch(batch_size).map(
+            lambda indices: (tf.gather(images, indices), tf.gather(labels, indices)))
+    else:
+        ds = tf.data.Dataset.from_tensor_slices((x, y))
+        if shuffle:
+            ds = ds.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
+        ds = ds.batch(batch_size)
+    ds = ds.map(
         lambda images, labels: (tf.cast(images, tf.float32)[..., None] / 255.0, labels),
         num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     return ds.prefetch(tf.data.AUTOTUNE)

@@ -127,12 +127,17 @@ def run():
     (x_train, y_train), (x_val, y_val) = datasets.holdout_split(
         mx, my, train_examples=FLAGS.train_examples, val_examples=FLAGS.val_examples,
         seed=FLAGS.seed)
-    train = datasets.as_dataset(x_train, y_train, FLAGS.batch_size, shuffle=True, seed=FLAGS.seed)
+    # Each epoch's order depends only on the seed and the epoch, so a resumed
+    # arm (--backup_dir) sees the batches an uninterrupted one saw.
+    order = datasets.EpochOrder()
+    train = datasets.as_dataset(x_train, y_train, FLAGS.batch_size, shuffle=True,
+                                seed=FLAGS.seed, epoch_order=order)
     data = dict(validation=datasets.as_dataset(x_val, y_val, 1000),
                 test=datasets.as_dataset(mx_test, my_test, 1000),
                 train_eval=datasets.as_dataset(x_train, y_train, 1000))
     plan = dict(head_epochs=FLAGS.head_epochs, epochs=FLAGS.epochs,
-                head_lr=FLAGS.head_lr, finetune_lr=FLAGS.finetune_lr, verbose=verbose)
+                head_lr=FLAGS.head_lr, finetune_lr=FLAGS.finetune_lr, callbacks=[order],
+                verbose=verbose)
     results["target_train_examples"] = int(len(x_train))
 
     def train_arm(name, model, freeze):
@@ -145,9 +150,8 @@ def run():
             print(f"== {name}: finished in an earlier run, reusing {weights}")
             kt.load_weights_by_name(model, weights)
             return json.loads(finished.read_text())
-        arm = comparison.run_arm(
-            model, train, freeze=freeze, **data, **plan,
-            callbacks=[keras.callbacks.BackupAndRestore(str(backup / name))])
+        arm = comparison.run_arm(model, train, freeze=freeze, **data, **plan,
+                                 backup_dir=backup / name)
         kt.save_weights_by_name(model, weights)
         comparison.write_json(arm, finished)
         return arm

