@@ -133,6 +133,145 @@ def _load_from(place, name, tried):
     return None
 
 
+def load_target(name, data_dir=None, *, tfds_data_dir=None, allow_download=True):
+    """Loads the reference pipeline's target: MNIST, or any TFDS image-classification set.
+
+    `"mnist"` and `"fashion_mnist"` come from `load` (offline first). Any other
+    name is a TensorFlow Datasets name (`"cifar10"`, `"emnist/letters"`,
+    `"kmnist"`, ...) loaded with `load_tfds`: its images are converted to the
+    reference CNN's input, 28x28 grayscale.
+
+    Args:
+        name: the data set's name.
+        data_dir: for MNIST / Fashion-MNIST, a folder to look in first.
+        tfds_data_dir: for TFDS sets, TFDS' data folder (default: TFDS' own,
+            `~/tensorflow_datasets`).
+        allow_download: fetch what is not there yet.
+
+    Returns:
+        `((x_train, y_train), (x_test, y_test), num_classes)`, images uint8 of
+        shape `(n, 28, 28)`.
+
+    Raises:
+        DataNotFoundError, DataFormatError: as `load` and `load_tfds`.
+        ArgumentError: a TFDS set that is not image classification.
+
+    Example:
+
+    ```python
+    (x, y), (x_test, y_test), classes = keras_transfer.datasets.load_target("kmnist")
+    ```
+    """
+    if name in _SUBFOLDERS:
+        train, test = load(name, data_dir, allow_download=allow_download)
+        return train, test, 10
+    return load_tfds(name, tfds_data_dir, allow_download=allow_download)
+
+
+def load_tfds(name, data_dir=None, *, allow_download=True, image_size=28):
+    """Loads a TFDS image-classification data set as small grayscale uint8 arrays.
+
+    The image and label features are the data set's supervised keys, or else
+    its one `Image` and one `ClassLabel` feature. Each image is made grayscale
+    (`tf.image.rgb_to_grayscale` for RGB, the alpha channel dropped) and resized
+    to `image_size` x `image_size` (bilinear, antialiased), in the data set's
+    own order. Without a `test` split, the last 20% of `train` is the test set.
+    The arrays are held in memory: meant for sets of up to a few hundred
+    thousand images.
+
+    Args:
+        name: a TFDS name, with a config or version if wanted
+            (`"emnist/letters"`); also a data set prepared in `data_dir`
+            without its code.
+        data_dir: TFDS' data folder (default: TFDS' own).
+        allow_download: download and prepare the set when it is not there.
+        image_size: the side of the square output images.
+
+    Returns:
+        `((x_train, y_train), (x_test, y_test), num_classes)`: images uint8 of
+        shape `(n, image_size, image_size)`, labels int32.
+
+    Raises:
+        DataNotFoundError: TFDS knows no such set, or it is not prepared and
+            could not (or may not) be downloaded.
+        ArgumentError: the set is not image classification (no image or no
+            class label), or has no `train` split.
+
+    Example:
+
+    ```python
+    (x, y), (x_test, y_test), classes = keras_transfer.datasets.load_tfds("cifar10")
+    ```
+    """
+    import tensorflow as tf
+    import tensorflow_datasets as tfds
+
+    where = data_dir or "TFDS' default data folder (~/tensorflow_datasets)"
+    build = (f"prepare it online with `tfds build {name}"
+             + (f" --data_dir {data_dir}`" if data_dir else "`") + ", then run offline")
+    try:
+        builder = tfds.builder(name, data_dir=None if data_dir is None else os.fspath(data_dir))
+    except Exception as e:  # TFDS' message lists every data set it knows: too long
+        raise errors.DataNotFoundError(
+            f"TFDS has no data set {name!r}, neither registered nor prepared in {where}. "
+            f"Check the name (https://www.tensorflow.org/datasets/catalog), or {build}.") from e
+    if not builder.is_prepared():
+        if not allow_download:
+            raise errors.DataNotFoundError(
+                f"TFDS data set {name!r} is not prepared in {where}, and downloading was "
+                f"not allowed: {build}.")
+        try:
+            builder.download_and_prepare()
+        except Exception as e:  # no network, a server down, a manual download
+            raise errors.DataNotFoundError(
+                f"TFDS data set {name!r} is not prepared in {where} and could not be "
+                f"downloaded ({type(e).__name__}: {str(e)[:300]}); {build}.") from e
+    image_key, label_key = _image_and_label(builder.info, name)
+    splits = builder.info.splits
+    if "train" not in splits:
+        raise errors.ArgumentError(
+            f"TFDS data set {name!r} has no 'train' split (it has {sorted(splits)}).")
+    parts = ("train", "test") if "test" in splits else ("train[:80%]", "train[80%:]")
+    size = (image_size, image_size)
+
+    def convert(example):
+        image = tf.cast(example[image_key], tf.float32)
+        if image.shape[-1] in (3, 4):
+            image = tf.image.rgb_to_grayscale(image[..., :3])
+        image = tf.image.resize(image[..., :1], size, antialias=True)
+        return tf.cast(tf.clip_by_value(tf.round(image[..., 0]), 0, 255), tf.uint8), \
+            tf.cast(example[label_key], tf.int32)
+
+    arrays = []
+    for split in parts:
+        ds = builder.as_dataset(split=split, shuffle_files=False)
+        ds = ds.map(convert, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).batch(1024)
+        batches = list(ds.as_numpy_iterator())
+        arrays.append((np.concatenate([x for x, _ in batches]),
+                       np.concatenate([y for _, y in batches])))
+    return arrays[0], arrays[1], builder.info.features[label_key].num_classes
+
+
+def _image_and_label(info, name):
+    """The keys of the image and class-label features of a TFDS data set."""
+    import tensorflow_datasets as tfds
+
+    features = info.features
+    keys = info.supervised_keys
+    if not (isinstance(keys, tuple) and len(keys) == 2 and all(isinstance(k, str) for k in keys)):
+        images = [k for k, f in features.items() if isinstance(f, tfds.features.Image)]
+        labels = [k for k, f in features.items() if isinstance(f, tfds.features.ClassLabel)]
+        keys = (images[0], labels[0]) if len(images) == 1 and len(labels) == 1 else None
+    if (keys is None or not isinstance(features[keys[0]], tfds.features.Image)
+            or not isinstance(features[keys[1]], tfds.features.ClassLabel)):
+        raise errors.ArgumentError(
+            f"{name} is not an image-classification data set: expected an Image "
+            f"feature and a ClassLabel feature, found "
+            f"{ {k: type(f).__name__ for k, f in features.items()} }. Pick an image "
+            "classification set from https://www.tensorflow.org/datasets/catalog.")
+    return keys
+
+
 def read_idx(path):
     """Reads one IDX file (optionally gzipped) of unsigned bytes.
 

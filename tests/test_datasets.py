@@ -6,6 +6,7 @@ import zipfile
 
 import numpy as np
 import pytest
+import tensorflow_datasets as tfds
 
 import keras_transfer as kt
 from keras_transfer import datasets
@@ -232,3 +233,86 @@ def test_a_fit_started_at_epoch_k_sees_the_order_of_an_uninterrupted_fit():
     whole = labels_seen(0)
     assert len(whole) == 72 and whole[:24] != whole[48:]
     assert labels_seen(2) == whole[48:]
+
+
+# --- any TFDS image-classification data set as the target, built locally ----------
+
+class TinyColours(tfds.core.GeneratorBasedBuilder):
+    """20x20 RGB images of one colour each, 3 classes: a TFDS data set made here, offline."""
+
+    VERSION = tfds.core.Version("1.0.0")
+
+    def _info(self):
+        return tfds.core.DatasetInfo(
+            builder=self, supervised_keys=("image", "label"),
+            features=tfds.features.FeaturesDict({
+                "image": tfds.features.Image(shape=(20, 20, 3)),
+                "label": tfds.features.ClassLabel(num_classes=3)}))
+
+    def _split_generators(self, dl_manager):
+        return {"train": self._generate_examples(40, 0), "test": self._generate_examples(9, 1)}
+
+    def _generate_examples(self, n, seed):
+        for i, colour in enumerate(tiny_colours(n, seed)):
+            yield i, {"image": np.broadcast_to(colour, (20, 20, 3)).copy(), "label": i % 3}
+
+
+def tiny_colours(n, seed):
+    """Example i's colour: grey levels 2.9 apart, so each image is told by its grey."""
+    i = np.arange(n) + seed * n
+    return np.stack([6 * i, 3 * i, 255 - 6 * i], axis=1).astype(np.uint8)
+
+
+class TinyTexts(tfds.core.GeneratorBasedBuilder):
+    """Labelled, but not images."""
+
+    VERSION = tfds.core.Version("1.0.0")
+
+    def _info(self):
+        return tfds.core.DatasetInfo(builder=self, features=tfds.features.FeaturesDict({
+            "text": tfds.features.Text(), "label": tfds.features.ClassLabel(num_classes=2)}))
+
+    def _split_generators(self, dl_manager):
+        return {"train": self._generate_examples()}
+
+    def _generate_examples(self):
+        for i in range(4):
+            yield i, {"text": f"example {i}", "label": i % 2}
+
+
+def build_tiny_colours(data_dir):
+    """Prepares `tiny_colours` in `data_dir` with TFDS' own builder: nothing is downloaded."""
+    TinyColours(data_dir=str(data_dir)).download_and_prepare()
+    return "tiny_colours"
+
+
+def test_a_tfds_image_classification_set_becomes_28x28_grayscale(tmp_path):
+    name = build_tiny_colours(tmp_path)
+    (x_train, y_train), (x_test, y_test), classes = datasets.load_target(
+        name, tfds_data_dir=tmp_path, allow_download=False)
+    assert classes == 3
+    assert x_train.shape == (40, 28, 28) and x_test.shape == (9, 28, 28)
+    assert x_train.dtype == np.uint8
+    # each one-colour image becomes one grey level: ITU-R 601 luma, as
+    # tf.image.rgb_to_grayscale computes it; TFDS stores examples in its own
+    # order, so examples are matched by their grey level
+    grey = x_train.reshape(40, -1)
+    assert (grey.min(axis=1) == grey.max(axis=1)).all()
+    luma = tiny_colours(40, 0).astype(float) @ [0.2989, 0.5870, 0.1140]
+    order = np.argsort(grey[:, 0])
+    np.testing.assert_allclose(grey[order, 0], np.sort(luma), atol=1)
+    assert y_train[order].tolist() == [i % 3 for i in np.argsort(luma)]
+    assert sorted(y_test.tolist()) == sorted(i % 3 for i in range(9))
+    # the offline default is untouched: MNIST from the prepared file, 10 classes
+    assert datasets.load_target("mnist", allow_download=False)[2] == 10
+
+
+def test_a_missing_or_unsuitable_tfds_set_is_a_typed_error(tmp_path):
+    for name in ("kmnist", "no_such_data_set"):  # registered but not prepared; unknown
+        with pytest.raises(kt.DataNotFoundError, match=f"{name}.*tfds build {name}") as err:
+            datasets.load_target(name, tfds_data_dir=tmp_path, allow_download=False)
+        assert "Available datasets" not in str(err.value)  # not TFDS' list of 1000 names
+    TinyTexts(data_dir=str(tmp_path)).download_and_prepare()
+    with pytest.raises(ValueError, match="tiny_texts is not an image-classification") as err:
+        datasets.load_target("tiny_texts", tfds_data_dir=tmp_path, allow_download=False)
+    assert isinstance(err.value, kt.ArgumentError)

@@ -30,6 +30,7 @@ def run_script(*flags):
 
 def check_outputs(out_dir, arms):
     results = json.loads((out_dir / "results.json").read_text())
+    assert results["op_determinism"] is True
     report = results["transfer_report"]
     assert sorted(report["loaded"]) == sorted(WEIGHTED_FEATURES)
     assert sorted(report["missing"]) == ["Dense1_1", "Dense2_2"]
@@ -112,6 +113,24 @@ def test_hub_finetune_script_reuses_the_exported_module(tmp_path):
     assert (tmp_path / "fashion_features" / "saved_model.pb").is_file()
 
 
+def test_hub_finetune_runs_are_deterministic(tmp_path):
+    # two seeded runs: the same per-epoch metrics and test accuracies, to the bit
+    script = REPO / "scripts" / "hub_finetune.py"
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    arms = []
+    for run in ("a", "b"):
+        done = subprocess.run(
+            [sys.executable, str(script), f"--out_dir={tmp_path / run}", "--train_examples=1000",
+             "--head_epochs=1", "--epochs=2", "--batch_size=64"],
+            capture_output=True, text=True, env=env, timeout=900)
+        assert done.returncode == 0, done.stderr[-3000:]
+        results = json.loads((tmp_path / run / "results.json").read_text())
+        assert results["op_determinism"] is True
+        arms.append(results["arms"]["hub"])
+    for key in ("history", "test_accuracy_phase1", "test_accuracy", "train_accuracy"):
+        assert arms[0][key] == arms[1][key], key
+
+
 def arrays_of(path):
     import h5py
 
@@ -163,6 +182,24 @@ def test_seeded_runs_are_bit_identical_and_a_killed_arm_resumes_exactly(tmp_path
         assert arm["c"][key] == arm["a"][key], key
     assert arm["c"]["history"]["phase"] == [1.0, 2.0, 2.0]
     assert set(arm["c"]["seconds"]) == {"phase1", "phase2"}
+
+
+def test_any_tfds_image_classification_set_can_be_the_target(tmp_path):
+    from test_datasets import build_tiny_colours  # 40 + 9 RGB 20x20 images, 3 classes
+
+    name = build_tiny_colours(tmp_path / "tfds")
+    out = tmp_path / "out"
+    done = run_script(f"--dataset={name}", f"--tfds_data_dir={tmp_path / 'tfds'}",
+                      f"--out_dir={out}", "--train_examples=0", "--val_examples=8",
+                      "--head_epochs=1", "--epochs=2", "--batch_size=8", "--skip_scratch")
+    assert done.returncode == 0, done.stderr[-3000:]
+    results = json.loads((out / "results.json").read_text())
+    assert results["target_classes"] == 3 and results["target_train_examples"] == 32
+    assert sorted(results["transfer_report"]["loaded"]) == sorted(WEIGHTED_FEATURES)
+    assert results["arms"]["transfer"]["history"]["phase"] == [1.0, 2.0]
+    assert results["arms"]["transfer"]["frozen_max_change_phase1"] == 0.0
+    report = kt.load_weights_by_name(reference.target_cnn(3), out / f"{name}.h5")
+    assert len(report.loaded) == 8 and not report.missing  # a 3-class head
 
 
 @pytest.mark.parametrize("flag, message", [
