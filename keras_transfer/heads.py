@@ -20,6 +20,16 @@ def _inputs(model):
     return model.inputs[0] if len(model.inputs) == 1 else model.inputs
 
 
+def _output(model):
+    # `model.output` raises for a Sequential model that was never called;
+    # `model.outputs` is set from its Input.
+    if len(model.outputs) != 1:
+        raise errors.ArgumentError(
+            f"Model '{model.name}' has {len(model.outputs)} outputs; the heads need one "
+            "feature output to share. Pass a base model with a single output.")
+    return model.outputs[0]
+
+
 def _final_dense(model):
     for layer in reversed(model.layers):
         if isinstance(layer, keras.layers.Dense):
@@ -120,6 +130,7 @@ def attach_heads(base, heads):
 
     Raises:
         ArgumentTypeError: a head is neither `(units, activation)` nor a layer.
+        ArgumentError: the base has more than one output.
 
     Example:
 
@@ -128,7 +139,7 @@ def attach_heads(base, heads):
                                               "attributes": (5, "sigmoid")})
     ```
     """
-    features = base.output
+    features = _output(base)
     outputs = {}
     for head_name, spec in heads.items():
         if isinstance(spec, keras.layers.Layer):

@@ -85,3 +85,11 @@ def test_bad_head_arguments_are_transfer_errors_and_builtin_types():
     with pytest.raises(TypeError, match="Head 'digit': expected `\\(units, activation\\)`") as err:
         kt.attach_heads(source, {"digit": 10})
     assert isinstance(err.value, kt.TransferError)
+
+
+def test_heads_attach_to_a_sequential_base():
+    base = keras.Sequential([keras.Input((6,)), keras.layers.Dense(8, name="Shared")], name="base")
+    model = kt.attach_heads(base, {"digit": (10, "softmax"), "flag": (1, "sigmoid")})
+    out = model.predict(np.zeros((2, 6), "float32"), verbose=0)
+    assert out["digit"].shape == (2, 10) and out["flag"].shape == (2, 1)
+    assert model.get_layer("Shared") is base.get_layer("Shared")
