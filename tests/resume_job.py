@@ -1,34 +1,42 @@
 """A two-phase training job that can be killed, for the resume test.
 
-usage: python resume_job.py WORK_DIR KILL_AT_EPOCH  (-1: never)
-Writes WORK_DIR/final.npz (every weight) and WORK_DIR/log.txt (epoch phase lr
-trainable-count, one line per epoch run in this process).
+usage: python resume_job.py WORK_DIR KILL_AT_EPOCH RATES
+  KILL_AT_EPOCH: -1 never; RATES: "floats" or "schedules" (CosineDecay per phase).
+Writes WORK_DIR/final.npz (every weight and optimizer variable), WORK_DIR/log.txt
+(epoch phase lr trainable-count, one line per epoch run in this process) and
+WORK_DIR/warnings.txt (every warning raised, one per line).
 """
 
 import os
 import signal
 import sys
+import warnings
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import keras
+import numpy as np
 
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
-
-import keras_transfer as kt  # noqa: E402
+import keras_transfer as kt
 
 sys.path.insert(0, os.path.dirname(__file__))
 from helpers import randomize, tiny_model  # noqa: E402
 
-work, kill_at = sys.argv[1], int(sys.argv[2])
+work, kill_at, rates = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 keras.utils.set_random_seed(0)
-tf.config.experimental.enable_op_determinism()
+if keras.backend.backend() == "tensorflow":
+    import tensorflow as tf
+
+    tf.config.experimental.enable_op_determinism()
 rng = np.random.default_rng(0)
 x = rng.normal(size=(96, 4)).astype("float32")
 y = (x[:, 0] > 0).astype("int32") + (x[:, 1] > 0).astype("int32")
 model = randomize(tiny_model())
 model.compile(optimizer=keras.optimizers.Adam(1e-2),
               loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+if rates == "schedules":
+    head_lr = keras.optimizers.schedules.CosineDecay(1e-2, decay_steps=20)
+    finetune_lr = keras.optimizers.schedules.CosineDecay(1e-3, decay_steps=20)
+else:
+    head_lr, finetune_lr = 1e-2, 1e-3
 
 
 class Log(keras.callbacks.Callback):
@@ -40,8 +48,14 @@ class Log(keras.callbacks.Callback):
             os.kill(os.getpid(), signal.SIGKILL)  # after the backup of this epoch
 
 
-model.fit(x, y, batch_size=16, epochs=5, shuffle=False, verbose=0, callbacks=[
-    kt.TwoPhaseSchedule(freeze=3, switch_epoch=2, head_lr=1e-2, finetune_lr=1e-3, verbose=0),
-    keras.callbacks.BackupAndRestore(os.path.join(work, "backup")),
-    Log()])
-np.savez(os.path.join(work, "final.npz"), *[v.numpy() for v in model.weights])
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    model.fit(x, y, batch_size=16, epochs=5, shuffle=False, verbose=0, callbacks=[
+        kt.TwoPhaseSchedule(freeze=3, switch_epoch=2, head_lr=head_lr, finetune_lr=finetune_lr,
+                            verbose=0),
+        keras.callbacks.BackupAndRestore(os.path.join(work, "backup")),
+        Log()])
+with open(os.path.join(work, "warnings.txt"), "w") as f:
+    f.writelines(f"{w.message}\n" for w in caught)
+np.savez(os.path.join(work, "final.npz"),
+         *[keras.ops.convert_to_numpy(v) for v in model.weights + model.optimizer.variables])

@@ -2,13 +2,14 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+import tensorflow_hub
+import tf_keras
 
 import keras_transfer as kt
 from keras_transfer import caching
 from keras_transfer import hub
 
-tf_keras = pytest.importorskip("tf_keras")
-tensorflow_hub = pytest.importorskip("tensorflow_hub")
+pytestmark = pytest.mark.tensorflow_only  # SavedModels are TensorFlow graphs
 
 
 @pytest.fixture

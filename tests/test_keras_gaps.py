@@ -10,6 +10,7 @@ import pytest
 import tensorflow as tf
 
 import keras_transfer as kt
+from keras_transfer import _optimizer_state
 from helpers import randomize, tiny_base, tiny_model
 
 LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
@@ -24,7 +25,7 @@ def test_native_h5_save_raises_and_by_name_save_loads(tmp_path):
     assert set(kt.load_weights_by_name(target, tmp_path / "x.h5").loaded) == {"Dense_a", "Bn", "Dense_b"}
 
 
-def test_unfreezing_in_a_callback_trains_nothing_natively(data):
+def test_unfreezing_in_a_callback_fails_natively_and_our_schedule_trains(data):
     x, y = data
 
     class NaiveUnfreeze(keras.callbacks.Callback):
@@ -37,11 +38,22 @@ def test_unfreezing_in_a_callback_trains_nothing_natively(data):
     kt.freeze(model, upto=3)
     model.compile(optimizer="adam", loss=LOSS)
     before = model.get_layer("Dense_a").kernel.numpy().copy()
-    model.fit(x, y, epochs=3, verbose=0, callbacks=[NaiveUnfreeze()])
-    np.testing.assert_array_equal(model.get_layer("Dense_a").kernel.numpy(), before)
-    with pytest.raises(ValueError, match="Unknown variable"):
-        model.make_train_function(force=True)
-        model.train_on_batch(x, y)
+    if keras.backend.backend() == "jax":
+        # JAX writes the epoch's trained values back by position into the
+        # model's *current* trainable list: head values into base variables.
+        with pytest.raises(ValueError, match="shape of the target variable"):
+            model.fit(x, y, epochs=3, verbose=0, callbacks=[NaiveUnfreeze()])
+    elif keras.backend.backend() == "torch":
+        # PyTorch reads the trainable list at every step: the optimizer refuses it.
+        with pytest.raises(ValueError, match="Unknown variable"):
+            model.fit(x, y, epochs=3, verbose=0, callbacks=[NaiveUnfreeze()])
+    else:
+        # TensorFlow keeps the train function traced with the old set.
+        model.fit(x, y, epochs=3, verbose=0, callbacks=[NaiveUnfreeze()])
+        np.testing.assert_array_equal(model.get_layer("Dense_a").kernel.numpy(), before)
+        with pytest.raises(ValueError, match="Unknown variable"):
+            model.make_train_function(force=True)
+            model.train_on_batch(x, y)
 
     model = randomize(tiny_model())
     model.compile(optimizer="adam", loss=LOSS)
@@ -49,12 +61,52 @@ def test_unfreezing_in_a_callback_trains_nothing_natively(data):
     assert not np.array_equal(model.get_layer("Dense_a").kernel.numpy(), before)
 
 
+@pytest.mark.jax_only  # TensorFlow has no stateless_apply; its trainer calls apply
+def test_stateless_apply_refuses_a_subset_natively_and_accept_subsets_takes_it():
+    # Pins the work-around in keras_transfer/_optimizer_state.py: if Keras'
+    # stateless_apply starts to take a subset, the native half fails.
+    model = randomize(tiny_model())
+    optimizer = keras.optimizers.SGD(0.5)
+    optimizer.build(model.trainable_variables)
+    kt.freeze(model, upto=3)  # only the head trains now
+    head = list(model.trainable_variables)
+    grads = [keras.ops.ones(v.shape) for v in head]
+    state = [v.value for v in optimizer.variables]
+    with pytest.raises(ValueError, match="corresponding 1:1"):
+        optimizer.stateless_apply(state, grads, [v.value for v in head])
+    _optimizer_state.accept_subsets(optimizer, model)
+    new_values, new_state = optimizer.stateless_apply(state, grads, [v.value for v in head])
+    for variable, value in zip(head, new_values):
+        np.testing.assert_allclose(keras.ops.convert_to_numpy(value),
+                                   variable.numpy() - 0.5, rtol=1e-6)
+    assert int(keras.ops.convert_to_numpy(new_state[0])) == 1  # the step count
+
+
+def test_layer_trainable_resets_variable_flags_and_unfreeze_keeps_lora_frozen():
+    # Pins `_layers.lora_frozen_weights` and the variable flags kept by
+    # `snapshot_trainable`: Keras' setter turns every variable of a layer on.
+    layer = tiny_model().get_layer("Dense_a")
+    layer.enable_lora(2)
+    assert not layer._kernel.trainable
+    layer.trainable = False
+    layer.trainable = True
+    assert layer._kernel.trainable  # LoRA silently undone by Keras
+    model = tiny_model()
+    model.get_layer("Dense_a").enable_lora(2)
+    kt.freeze(model, upto=3)
+    kt.unfreeze(model, upto=3)
+    names = sorted(v.path.split("/")[-1] for v in model.get_layer("Dense_a").trainable_weights)
+    assert names == ["bias", "lora_kernel_a", "lora_kernel_b"]
+
+
 def hub_module(path):
-    tf_keras = pytest.importorskip("tf_keras")
+    import tf_keras
+
     model = tf_keras.Sequential([tf_keras.Input((4,)), tf_keras.layers.Dense(3, name="k")])
     tf.saved_model.save(model, str(path))
 
 
+@pytest.mark.tensorflow_only
 def test_hub_keras_layer_and_tfsm_layer_fail_where_hub_layer_trains(tmp_path, data):
     import tensorflow_hub as hub
 

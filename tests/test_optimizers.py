@@ -118,3 +118,26 @@ def test_a_schedule_is_scaled_per_group_and_survives_save_and_load(tmp_path, dat
     model.save(tmp_path / "m.keras")
     again = keras.saving.load_model(tmp_path / "m.keras")
     assert again.optimizer.group_learning_rates() == pytest.approx({"head": 2.5e-3, "group_0": 2.5e-4})
+
+
+def test_lora_adapters_made_by_the_schedule_train_in_their_layers_group(data):
+    # Groups are fixed when the optimizer is made, before `lora_rank=` creates
+    # the adapters at train begin: they must still join their layer's group.
+    x, y = data
+    model = randomize(tiny_model())
+    opt = kt.discriminative_optimizer(model, groups=[["Dense_a", "Bn", "Dense_b"]],
+                                      learning_rate=1e-2, multipliers=[0.1])
+    model.compile(optimizer=opt, loss=LOSS)
+    model.fit(x, y, epochs=2, batch_size=16, verbose=0, callbacks=[
+        kt.TwoPhaseSchedule(freeze=3, switch_epoch=1, lora_rank=2, verbose=0)])
+    groups = {o.name: o for o in model.optimizer.optimizers}
+
+    def lora_slots(optimizer):
+        return sorted(v.name for v in optimizer.variables if "lora" in v.name)
+
+    assert lora_slots(groups["head"]) == []
+    assert lora_slots(groups["group_0"]) == sorted(
+        f"tiny_{layer}_lora_kernel_{ab}_{slot}" for layer in ("Dense_a", "Dense_b")
+        for ab in "ab" for slot in ("momentum", "velocity"))
+    assert int(groups["group_0"].iterations) == 4  # phase 2 only: 64 images / 16
+    assert int(groups["head"].iterations) == 8

@@ -99,6 +99,7 @@ def test_a_tampered_weights_file_is_refused_in_one_line(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.tensorflow_only
 def test_hub_finetune_script_reuses_the_exported_module(tmp_path):
     script = REPO / "scripts" / "hub_finetune.py"
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}

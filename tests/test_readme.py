@@ -13,7 +13,7 @@ BLOCKS = re.findall(r"<!-- tested -->\n```python\n(.*?)```", README.read_text(),
 
 
 def test_readme_has_tested_examples():
-    assert len(BLOCKS) == 9
+    assert len(BLOCKS) == 10
 
 
 def check_quickstart(namespace, printed):
