@@ -11,6 +11,8 @@ Two networks:
   inputs, GlobalAveragePooling2D, then a Dense 10 head. The inputs are MNIST
   digits resized to 96x96 (bilinear) and repeated over 3 channels, stored as
   uint8 and scaled to [-1, 1] by a Rescaling layer at the top of the base.
+  `weights=None` keeps the benchmark offline; the base is random, so the head's
+  accuracy is near chance: this network is here for the timing.
 
 Three arms, interleaved in a rotating order within each repeat (fresh models,
 same seed, same data order, validation data in every arm):
