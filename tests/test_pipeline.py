@@ -114,6 +114,7 @@ def test_hub_finetune_script_reuses_the_exported_module(tmp_path):
     assert (tmp_path / "fashion_features" / "saved_model.pb").is_file()
 
 
+@pytest.mark.tensorflow_only
 def test_hub_finetune_runs_are_deterministic(tmp_path):
     # two seeded runs: the same per-epoch metrics and test accuracies, to the bit
     script = REPO / "scripts" / "hub_finetune.py"
