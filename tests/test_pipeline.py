@@ -184,6 +184,13 @@ def test_seeded_runs_are_bit_identical_and_a_killed_arm_resumes_exactly(tmp_path
         assert arm["c"][key] == arm["a"][key], key
     assert arm["c"]["history"]["phase"] == [1.0, 2.0, 2.0]
     assert set(arm["c"]["seconds"]) == {"phase1", "phase2"}
+    (tmp_path / "c" / "mnist.h5").unlink()
+    again = run_script(*command)  # a finished arm is reused, not trained again
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "transfer: finished in an earlier run" in again.stdout and "Epoch" not in again.stdout
+    reused = arrays_of(tmp_path / "c" / "mnist.h5")
+    for key in a:
+        np.testing.assert_array_equal(reused[key], a[key], err_msg=key)
 
 
 def test_any_tfds_image_classification_set_can_be_the_target(tmp_path):
