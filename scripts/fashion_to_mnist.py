@@ -1,5 +1,9 @@
 """The reference pipeline: Fashion-MNIST source -> MNIST target, transfer vs. scratch.
 
+The target is MNIST from the prepared file by default (offline); `--dataset`
+takes any TensorFlow Datasets image-classification set instead (`kmnist`,
+`emnist/letters`, `cifar10`, ...), converted to 28x28 grayscale.
+
 1. Source: the reference CNN trained on Fashion-MNIST and saved by layer name
    (skipped when the weights file exists, unless --retrain_source).
 2. Target: the same feature layers with a new head, loaded by name from the
@@ -7,11 +11,12 @@
    phase 2 fine-tunes everything (BatchNormalization stays frozen).
 3. Scratch: the same target architecture from random weights, same data,
    epochs and learning rates.
-4. Outputs in --out_dir: mnist.h5 (the transfer target, by name),
+4. Outputs in --out_dir: <dataset>.h5 (the transfer target, by name; mnist.h5),
    comparison.png, results.json; a summary table on stdout.
 
 Usage:
   python scripts/fashion_to_mnist.py [--train_examples 1000] [--out_dir runs/x]
+  python scripts/fashion_to_mnist.py --dataset kmnist [--tfds_data_dir DIR]
 """
 
 import json
@@ -31,8 +36,14 @@ REPO = pathlib.Path(__file__).resolve().parent.parent
 FLAGS = flags.FLAGS
 flags.DEFINE_string("data_dir", None, "Folder to look for the data sets in first "
                     "(IDX files or <name>.npz); also KERAS_TRANSFER_DATA.")
+flags.DEFINE_string("dataset", "mnist", "The target data set: mnist (offline, the "
+                    "prepared file) or any TensorFlow Datasets image-classification name "
+                    "(kmnist, emnist/letters, cifar10, ...), read from --tfds_data_dir, "
+                    "downloaded there when online, and converted to 28x28 grayscale.")
+flags.DEFINE_string("tfds_data_dir", None, "TensorFlow Datasets' data folder for "
+                    "--dataset (default: TFDS' own, ~/tensorflow_datasets).")
 flags.DEFINE_string("out_dir", str(REPO / "runs" / "fashion_to_mnist"),
-                    "Where mnist.h5, comparison.png and results.json go.")
+                    "Where <dataset>.h5 (mnist.h5), comparison.png and results.json go.")
 flags.DEFINE_string("source_weights", str(REPO / "weights" / "fashion_mnist.h5"),
                     "The source weights file (by name). Trained and written when "
                     "missing or with --retrain_source; MANIFEST.json beside it "
@@ -74,19 +85,20 @@ def run():
     import tensorflow as tf
 
     import keras_transfer as kt
+    from keras_transfer import _cli
     from keras_transfer import comparison
     from keras_transfer import datasets
     from keras_transfer import reference
 
-    keras.utils.set_random_seed(FLAGS.seed)
-    tf.config.experimental.enable_op_determinism()
+    deterministic = _cli.make_deterministic(FLAGS.seed)
     verbose = 1 if sys.stdout.isatty() else 2
     out_dir = pathlib.Path(FLAGS.out_dir)
     seconds = {}
     results = {"flags": {name: FLAGS[name].value for name in (
         "data_dir", "out_dir", "source_weights", "source_epochs", "source_examples",
         "head_epochs", "epochs", "batch_size", "train_examples", "val_examples",
-        "head_lr", "finetune_lr", "seed", "retrain_source", "skip_scratch", "backup_dir")}}
+        "head_lr", "finetune_lr", "seed", "retrain_source", "skip_scratch", "backup_dir",
+        "dataset", "tfds_data_dir")}, "op_determinism": deterministic}
 
     # 1. Source -------------------------------------------------------------
     source_path = pathlib.Path(FLAGS.source_weights)
@@ -123,17 +135,25 @@ def run():
         results.setdefault("source_test_accuracy", entry["fashion_mnist_test_accuracy"])
 
     # 2. Target data ----------------------------------------------------------
-    (mx, my), (mx_test, my_test) = datasets.load(datasets.MNIST, FLAGS.data_dir)
+    (mx, my), (mx_test, my_test), classes = datasets.load_target(
+        FLAGS.dataset, FLAGS.data_dir, tfds_data_dir=FLAGS.tfds_data_dir)
     (x_train, y_train), (x_val, y_val) = datasets.holdout_split(
         mx, my, train_examples=FLAGS.train_examples, val_examples=FLAGS.val_examples,
         seed=FLAGS.seed)
-    train = datasets.as_dataset(x_train, y_train, FLAGS.batch_size, shuffle=True, seed=FLAGS.seed)
+    # Each epoch's order depends only on the seed and the epoch, so a resumed
+    # arm (--backup_dir) sees the batches an uninterrupted one saw.
+    order = datasets.EpochOrder()
+    train = datasets.as_dataset(x_train, y_train, FLAGS.batch_size, shuffle=True,
+                                seed=FLAGS.seed, epoch_order=order)
     data = dict(validation=datasets.as_dataset(x_val, y_val, 1000),
                 test=datasets.as_dataset(mx_test, my_test, 1000),
                 train_eval=datasets.as_dataset(x_train, y_train, 1000))
     plan = dict(head_epochs=FLAGS.head_epochs, epochs=FLAGS.epochs,
-                head_lr=FLAGS.head_lr, finetune_lr=FLAGS.finetune_lr, verbose=verbose)
+                head_lr=FLAGS.head_lr, finetune_lr=FLAGS.finetune_lr, callbacks=[order],
+                verbose=verbose)
     results["target_train_examples"] = int(len(x_train))
+    results["target_classes"] = int(classes)
+    target_name = FLAGS.dataset.replace("/", "_").replace(":", "_")
 
     def train_arm(name, model, freeze):
         """Runs one arm; with --backup_dir, resumes it or reuses it if finished."""
@@ -145,41 +165,40 @@ def run():
             print(f"== {name}: finished in an earlier run, reusing {weights}")
             kt.load_weights_by_name(model, weights)
             return json.loads(finished.read_text())
-        arm = comparison.run_arm(
-            model, train, freeze=freeze, **data, **plan,
-            callbacks=[keras.callbacks.BackupAndRestore(str(backup / name))])
+        arm = comparison.run_arm(model, train, freeze=freeze, **data, **plan,
+                                 backup_dir=backup / name)
         kt.save_weights_by_name(model, weights)
         comparison.write_json(arm, finished)
         return arm
 
     # 3. Transfer arm -----------------------------------------------------------
-    target = reference.target_cnn()
+    target = reference.target_cnn(classes)
     report = kt.load_weights_by_name(
         target, source_path, sha256=entry["sha256"] if entry else None,
         require=[n for n in reference.FEATURE_LAYERS if target.get_layer(n).weights])
     print(report)
     results["transfer_report"] = {"loaded": report.loaded, "skipped": report.skipped,
                                   "missing": list(report.missing), "unused": list(report.unused)}
-    print(f"== Transfer: {len(x_train)} MNIST images; phase 1 trains the head with "
+    print(f"== Transfer: {len(x_train)} {FLAGS.dataset} images; phase 1 trains the head with "
           f"the {len(reference.FEATURE_LAYERS)} feature layers frozen")
     arms = {"transfer": train_arm("transfer", target, len(reference.FEATURE_LAYERS))}
-    kt.save_weights_by_name(target, out_dir / "mnist.h5")
+    kt.save_weights_by_name(target, out_dir / f"{target_name}.h5")
 
     # 4. Scratch arm ------------------------------------------------------------
     if not FLAGS.skip_scratch:
         keras.utils.set_random_seed(FLAGS.seed)
         print("== Scratch: the same target from random weights, same data and plan")
-        arms["scratch"] = train_arm("scratch", reference.target_cnn(), [])
+        arms["scratch"] = train_arm("scratch", reference.target_cnn(classes), [])
 
     # 5. Outputs --------------------------------------------------------------------
     results["arms"] = arms
     results["seconds"] = {**seconds, **{f"{name}_{phase}": s for name, arm in arms.items()
                                         for phase, s in arm["seconds"].items()}}
     comparison.plot_comparison(arms, FLAGS.head_epochs, out_dir / "comparison.png",
-                               title=f"Fashion-MNIST -> MNIST, {len(x_train)} training images")
+                               title=f"Fashion-MNIST -> {FLAGS.dataset}, {len(x_train)} training images")
     comparison.write_json(results, out_dir / "results.json")
     print("\n" + comparison.summary_table(arms))
-    print(f"\nWrote {out_dir / 'mnist.h5'}, {out_dir / 'comparison.png'}, "
+    print(f"\nWrote {out_dir / f'{target_name}.h5'}, {out_dir / 'comparison.png'}, "
           f"{out_dir / 'results.json'}")
 
 
