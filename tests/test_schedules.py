@@ -264,6 +264,7 @@ def test_two_phases_under_mirrored_strategy_match_one_device(tmp_path):
         assert results[way]["max_weight_difference"] < 1e-6, results[way]
     assert results["callback"]["mirrored"]["phase1_frozen"] is True
     assert results["discriminative"]["mirrored"]["phase1_frozen"] is True
+    assert results["fit_two_phase"]["mirrored"]["phase1_frozen"] is True
 
 
 def test_gradual_unfreezing_opens_one_block_per_epoch_from_the_top(data):
