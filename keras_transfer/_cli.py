@@ -3,9 +3,7 @@
 import sys
 
 import keras
-import tensorflow as tf
 from absl import flags
-from tensorflow.python.framework import config as tf_config
 
 from keras_transfer import errors
 
@@ -17,6 +15,11 @@ def make_deterministic(seed):
         Whether TensorFlow's op determinism is on now (the scripts record it in
         results.json).
     """
+    # TensorFlow runs the scripts' tf.data pipelines on every backend; imported
+    # here so that importing the package on JAX or PyTorch does not load it.
+    import tensorflow as tf
+    from tensorflow.python.framework import config as tf_config
+
     keras.utils.set_random_seed(seed)
     tf.config.experimental.enable_op_determinism()
     # TensorFlow exports the setter but not the getter; the pipeline tests

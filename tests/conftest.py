@@ -4,6 +4,10 @@ The suite runs once per Keras backend (`scripts/test.sh`). A test marked
 `tensorflow_only` (TF Hub SavedModels, tf.distribute) or `jax_only`
 (keras.distribution on JAX devices) is deselected, not skipped, under the
 other backends: it cannot run there, and it runs in its own backend's pass.
+A test marked `once` runs in the TensorFlow pass only, to keep the run within
+its time budget: its outcome does not depend on the backend (flag parsing,
+file checks before any model runs), or a cheaper test covers the same code on
+the other backends (each such test says which).
 """
 
 import os
@@ -15,7 +19,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-BACKEND_ONLY = {"tensorflow_only": "tensorflow", "jax_only": "jax"}
+BACKEND_ONLY = {"tensorflow_only": "tensorflow", "jax_only": "jax", "once": "tensorflow"}
 
 
 def pytest_collection_modifyitems(config, items):

@@ -46,6 +46,7 @@ def check_outputs(out_dir, arms):
     return results
 
 
+@pytest.mark.once  # on JAX: test_shipped_source_weights_transfer_well runs the script
 def test_reduced_pipeline_trains_source_then_transfer_and_scratch(tmp_path):
     out = tmp_path / "out"
     source = tmp_path / "source" / "fashion_mnist.h5"
@@ -82,6 +83,7 @@ def test_shipped_source_weights_transfer_well(tmp_path):
     assert results["arms"]["transfer"]["test_accuracy"] > 0.85
 
 
+@pytest.mark.once  # refused before any model runs
 def test_a_tampered_weights_file_is_refused_in_one_line(tmp_path):
     folder = tmp_path / "weights"
     folder.mkdir()
@@ -147,6 +149,7 @@ def arrays_of(path):
     return out
 
 
+@pytest.mark.once  # on JAX: test_schedules' and test_comparison's resume tests
 def test_seeded_runs_are_bit_identical_and_a_killed_arm_resumes_exactly(tmp_path):
     flags = ["--train_examples=1000", "--head_epochs=1", "--epochs=3", "--batch_size=64",
              "--skip_scratch"]
@@ -193,6 +196,7 @@ def test_seeded_runs_are_bit_identical_and_a_killed_arm_resumes_exactly(tmp_path
         np.testing.assert_array_equal(reused[key], a[key], err_msg=key)
 
 
+@pytest.mark.once  # the data path is tf.data and tfds on every backend
 def test_any_tfds_image_classification_set_can_be_the_target(tmp_path):
     from test_datasets import build_tiny_colours  # 40 + 9 RGB 20x20 images, 3 classes
 
@@ -214,6 +218,7 @@ def test_any_tfds_image_classification_set_can_be_the_target(tmp_path):
 @pytest.mark.parametrize("flag, message", [
     ("--epochs=0", "epochs"), ("--head_epochs=11", "--head_epochs must not exceed --epochs"),
     ("--train_examples=59000", "must not exceed MNIST's 60000"), ("--batch_size=x", "batch_size")])
+@pytest.mark.once  # absl refuses the flags before any model exists
 def test_bad_flags_exit_non_zero_with_a_message(tmp_path, flag, message):
     done = run_script(f"--out_dir={tmp_path}", flag)
     assert done.returncode != 0
@@ -221,6 +226,7 @@ def test_bad_flags_exit_non_zero_with_a_message(tmp_path, flag, message):
     assert not any(tmp_path.iterdir())
 
 
+@pytest.mark.once  # refused while reading the data
 def test_a_truncated_data_file_is_named_in_one_line(tmp_path):
     from test_datasets import write_idx, write_set
 
