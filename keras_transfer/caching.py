@@ -162,8 +162,15 @@ def check_cacheable(base, sample=None):
 
 
 def _check_behaviour(base, sample, everything):
-    outputs = [keras.ops.convert_to_numpy(base(sample, training=training))
-               for training in (True, True, False)]
+    # A layer may update state when called in training (spectral normalization,
+    # a user's running statistics): the probe must leave the base as it was.
+    saved = [(v, keras.ops.convert_to_numpy(v)) for v in base.variables]
+    try:
+        outputs = [keras.ops.convert_to_numpy(base(sample, training=training))
+                   for training in (True, True, False)]
+    finally:
+        for variable, value in saved:
+            variable.assign(value)
     if all(np.allclose(outputs[0], other, rtol=1e-5, atol=1e-6) for other in outputs[1:]):
         return
     # A frozen BatchNormalization runs in inference mode whatever `training`

@@ -81,6 +81,8 @@ class DiscriminativeOptimizer(keras.optimizers.MultiOptimizer):
             return super().apply(grads, trainable_variables)
         # Unlike MultiOptimizer, accept any subset of the built variables: a
         # frozen group has no gradients and its sub-optimizer does not step.
+        # Going around Keras: MultiOptimizer keeps its variable -> group map in
+        # private attributes (pinned in tests/test_keras_gaps.py).
         trainable_variables = list(trainable_variables)
         self._check_variables_are_known(trainable_variables)
         per_opt = [[] for _ in self.optimizers]

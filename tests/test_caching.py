@@ -207,13 +207,45 @@ def test_a_user_layer_random_only_in_training_is_caught_by_its_behaviour(images)
 
 def test_a_user_layer_that_takes_training_but_ignores_it_is_cached(images):
     x, y = images
+    weights = []
+    for cache in (False, True):
+        keras.utils.set_random_seed(0)
+        model = with_base(keras.layers.Conv2D(4, 3, name="Conv1"), TakesTraining(name="Double"))
+        if cache:
+            kt.fit_head_cached(model, (x, y), cut=1, epochs=2, learning_rate=1e-2,
+                               batch_size=32, shuffle=False, verbose=0)
+        else:
+            kt.freeze(model, upto=1)
+            model.compile(optimizer=keras.optimizers.Adam(1e-2),
+                          loss="sparse_categorical_crossentropy")
+            model.fit(x, y, epochs=2, batch_size=32, shuffle=False, verbose=0)
+        weights.append([w.copy() for w in model.get_weights()])
+    for plain, cached in zip(*weights):  # the same head as the plain frozen fit
+        np.testing.assert_allclose(cached, plain, rtol=1e-4, atol=1e-6)
     keras.utils.set_random_seed(0)
-    model = with_base(keras.layers.Conv2D(4, 3, name="Conv1"), TakesTraining(name="Double"))
-    history = kt.fit_head_cached(model, (x, y), cut=1, epochs=2, verbose=0)
-    assert len(history.history["loss"]) == 2
-    dataset = tf.data.Dataset.from_tensor_slices((x, y)).batch(16)
-    history = kt.fit_head_cached(model, dataset, cut=1, epochs=1, verbose=0)
-    assert len(history.history["loss"]) == 1
+    start = with_base(keras.layers.Conv2D(4, 3, name="Conv1"), TakesTraining(name="Double"))
+    assert not np.allclose(weights[1][-2], start.get_weights()[-2])  # the head trained
+
+
+class CountsTrainingCalls(keras.layers.Layer):
+    """Adds how often it was called in training: its state moves in training."""
+
+    def build(self, shape):
+        self.count = self.add_weight(shape=(), initializer="zeros", trainable=False, name="count")
+
+    def call(self, inputs, training=None):
+        if training:
+            self.count.assign_add(1.0)
+        return inputs + self.count
+
+
+def test_a_refused_base_is_left_as_it_was(images):
+    x, y = images
+    model = with_base(keras.layers.Conv2D(4, 3, name="Conv1"), CountsTrainingCalls(name="Counter"))
+    counter = model.get_layer("base").get_layer("Counter").count
+    with pytest.raises(kt.LayerSelectionError, match="'Counter'"):
+        kt.fit_head_cached(model, (x, y), cut=1, epochs=1, verbose=0)
+    assert float(counter.numpy()) == 0.0  # the behaviour probe changed no state
 
 
 def test_trainable_weights_are_reported_by_layer_even_with_bare_paths():

@@ -204,10 +204,18 @@ def test_fit_two_phase_merges_history_with_phase_column(data):
 
 
 def test_bad_arguments_are_refused(data):
-    with pytest.raises(ValueError, match="switch_epoch"):
-        kt.TwoPhaseSchedule(freeze=3, switch_epoch=-1)
-    with pytest.raises(ValueError, match="head_epochs"):
+    for bad in (-1, True, 1.5):
+        with pytest.raises(kt.ArgumentError, match="switch_epoch"):
+            kt.TwoPhaseSchedule(freeze=3, switch_epoch=bad)
+    for bad in ("1", -2):
+        with pytest.raises(kt.ArgumentError, match="start_epoch"):
+            kt.GradualUnfreezing(blocks=[["Dense_a"]], start_epoch=bad)
+    with pytest.raises(kt.ArgumentError, match="head_epochs"):
         kt.fit_two_phase(tiny_model(), data, freeze=3, head_epochs=5, epochs=3)
+    schedule = kt.TwoPhaseSchedule(freeze=3, switch_epoch=1)
+    schedule.set_model(tiny_model())  # not compiled: outside fit, as in a custom loop
+    with pytest.raises(kt.ArgumentError, match="needs a compiled model"):
+        schedule.on_train_begin()
 
 
 @pytest.mark.slow
