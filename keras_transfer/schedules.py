@@ -101,7 +101,7 @@ class FinetuningSchedule(keras.callbacks.Callback):
 
     def on_train_begin(self, logs=None):
         self.state = None
-        if self.model.optimizer is None:
+        if getattr(self.model, "optimizer", None) is None:
             raise errors.ArgumentError(
                 f"{type(self).__name__} needs a compiled model: call "
                 "model.compile(optimizer=...) before fit.")
