@@ -478,6 +478,73 @@ def test_arrays_go_by_saved_order_when_names_differ_whatever_is_frozen(tmp_path,
     np.testing.assert_allclose(predict(target, x), source.predict(x, verbose=0), rtol=1e-5, atol=1e-5)
 
 
+class TwoNorms(keras.layers.Layer):
+    """Two BatchNormalization sublayers: every array has one shape."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.first = keras.layers.BatchNormalization(name="first")
+        self.second = keras.layers.BatchNormalization(name="second")
+
+    def build(self, shape):
+        self.first.build(shape)
+        self.second.build(shape)
+
+    def call(self, x):
+        return self.second(self.first(x))
+
+
+class TfTwoNorms(tf_keras.layers.Layer):
+    """The same layer in tf_keras, whose sublayers take automatic names
+    (`batch_normalization`, `batch_normalization_1`)."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.bn1 = tf_keras.layers.BatchNormalization()
+        self.bn2 = tf_keras.layers.BatchNormalization()
+
+    def call(self, x):
+        return self.bn2(self.bn1(x))
+
+
+@pytest.mark.parametrize("frozen", [None, "bn2", "bn1"])
+def test_sublayers_frozen_at_save_time_never_mix_their_arrays(tmp_path, data, frozen):
+    # tf_keras writes a layer's arrays trainable first as flagged at save time.
+    # With bn1 frozen that is [bn_1/gamma, bn_1/beta, bn/gamma, bn/beta,
+    # bn/moving_mean, ..., bn_1/moving_mean, ...]: by position, 'first' would
+    # take gamma and beta from one source sublayer and its statistics from the
+    # other. With nothing frozen, or bn2 frozen, the file's order is a Keras
+    # order and loads.
+    x, _ = data
+    source = tf_keras.Sequential([tf_keras.Input((4,)), TfTwoNorms(name="block"),
+                                  tf_keras.layers.Dense(2, name="Head")])
+    randomize_tf_keras(source)
+    if frozen:
+        getattr(source.get_layer("block"), frozen).trainable = False
+    source.save_weights(str(tmp_path / "w.h5"))
+    target = keras.Sequential([keras.Input((4,)), TwoNorms(name="block"),
+                               keras.layers.Dense(2, name="Head")])
+    if frozen != "bn1":
+        report = kt.load_weights_by_name(target, tmp_path / "w.h5")
+        assert report.how == {"block": "by order", "Head": "by name"}
+        np.testing.assert_allclose(np.asarray(target(x)), np.asarray(source(x)), rtol=1e-5, atol=1e-5)
+        return
+    before = [v.numpy().copy() for v in target.weights]
+    with pytest.raises(kt.WeightMatchError) as err:
+        kt.load_weights_by_name(target, tmp_path / "w.h5")
+    message = str(err.value)
+    assert "'block'" in message and "w.h5" in message
+    assert "'first' would take arrays of both 'batch_normalization_1' and " \
+           "'batch_normalization'" in message
+    assert "trainable" in message  # what to do: save it with the layer trainable
+    for v, b in zip(target.weights, before):
+        np.testing.assert_array_equal(v.numpy(), b)
+    report = kt.load_weights_by_name(target, tmp_path / "w.h5", skip_mismatch=True)
+    assert list(report.skipped) == ["block"] and list(report.loaded) == ["Head"]
+    for v, b in zip(target.get_layer("block").weights, before):
+        np.testing.assert_array_equal(v.numpy(), b)
+
+
 def anonymous_file(path, names, shapes, layer="block", seed=0):
     """A by-name file with one layer whose arrays have the given names."""
     rng = np.random.default_rng(seed)
