@@ -255,7 +255,8 @@ def _find_sources(units, groups, source_of, where):
         claimed.add(group_name)
     pending = [u for u in layers if u.name not in found and u.name not in problems]
     inside = _inside_nested_groups(
-        pending, [g for g in by_name.values() if g.name not in claimed], source_of)
+        pending, [g for g in by_name.values() if g.name not in claimed and _nested(g)],
+        source_of)
     rivals = collections.Counter(normalize(source_of(u.name)) for u in pending)
     taken = set()
     for unit in pending:  # 3. inside the group of a nested model
@@ -291,6 +292,24 @@ def _find_sources(units, groups, source_of, where):
             take(unit, TOP_GROUP, None,
                  [(a, relative(a.name, TOP_GROUP)) for a in top.arrays])
     return found, problems
+
+
+def _nested(group):
+    """True if `group` can be a nested model's: it holds arrays of two or more
+    layers (its own weights count as one). A group holding one layer's arrays
+    under another name (`dense/kernel` in group `Dense_a`) is a layer renamed
+    after it was built, not a model holding a layer `dense`. (A nested model
+    group of ours reaches here holding only the model's own weights: its
+    links to its layers' arrays are dropped in `_h5.read_groups`.)"""
+    own = group.name.split("/")
+    layers = set()
+    for array in group.arrays:
+        parts = array.name.split("/")[:-1]
+        # after the group's own name (Keras 3: `base/Dense_a/kernel`), else first
+        after = [parts[k + len(own)] for k in range(len(parts) - len(own))
+                 if parts[k:k + len(own)] == own]
+        layers.update(after[:1] or parts[:1] or [""])
+    return len(layers) > 1
 
 
 def _inside_nested_groups(units, groups, source_of):

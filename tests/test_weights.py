@@ -731,6 +731,28 @@ def test_tf_keras_layer_renamed_after_build_loads(tmp_path, data):
     np.testing.assert_allclose(predict(target, x), source.predict(x, verbose=0), rtol=1e-5, atol=1e-5)
 
 
+def test_a_renamed_layer_does_not_load_into_a_layer_of_its_old_name(tmp_path):
+    # Group 'Dense_a' holding 'dense/kernel:0' is one layer renamed after it
+    # was built, not a nested model holding a layer 'dense': a new head that
+    # Keras happens to name 'dense' must not take its arrays.
+    source = randomize_tf_keras(tf_keras.Sequential([tf_keras.Input((4,)), tf_keras.layers.Dense(2)]))
+    source.layers[0]._name = "Dense_a"  # tf_keras' automatic name was 'dense'
+    source.save_weights(str(tmp_path / "w.h5"))
+    with h5py.File(tmp_path / "w.h5", "r") as f:
+        assert [text(n) for n in f["Dense_a"].attrs["weight_names"]] == [
+            "dense/kernel:0", "dense/bias:0"]
+    target = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2, name="dense")])
+    before = [v.numpy().copy() for v in target.weights]
+    with pytest.raises(kt.NoLayersMatchedError, match="'dense' is not in the source; close: "
+                                                      r"\['Dense_a'\]"):
+        kt.load_weights_by_name(target, tmp_path / "w.h5")
+    for v, b in zip(target.weights, before):
+        np.testing.assert_array_equal(v.numpy(), b)
+    report = kt.load_weights_by_name(target, tmp_path / "w.h5", rename={"dense": "Dense_a"})
+    assert report.how == {"dense": "renamed, by name"}
+    np.testing.assert_array_equal(target.get_layer("dense").kernel.numpy(), source.layers[0].kernel.numpy())
+
+
 def tokens_model(lib, name):
     """A subclassed model (tf_keras or Keras 3) that holds a weight itself, a
     class token, beside its layer."""
