@@ -13,6 +13,8 @@ import dataclasses
 import difflib
 import os
 import re
+import shutil
+import tempfile
 import zipfile
 
 import h5py
@@ -153,7 +155,8 @@ def load_weights_by_name(
         require: target layer names that must load, or a regular expression
             (str or compiled) that every required layer name fully matches.
         sha256: if given, the file's expected sha256 hex digest; a file that
-            does not match is refused before it is read.
+            does not match is refused before it is read. The opening of the file that is checked is the one
+            read, so a file swapped in after the check is never loaded.
         adapt_input_channels: a layer name (or list of names) whose kernel may
             differ from the file's in its input-channel axis (the second to
             last), e.g. a first convolution trained on RGB loaded into a
@@ -191,21 +194,27 @@ def load_weights_by_name(
     """
     path = os.fspath(path)
     _check_model(model, "model")
-    _check_file(path, sha256)
     options = dict(skip_mismatch=skip_mismatch, rename=rename, require=require,
                    adapt_input_channels=adapt_input_channels)
-    if zipfile.is_zipfile(path):
-        source = _load_archive(path, custom_objects, safe_mode)
-        return _transfer(_matching.model_groups(source), model, path, **options)
-    if not h5py.is_hdf5(path):
-        raise errors.WeightFileError(
-            f"{path} is not an HDF5 file (empty, truncated or another format); "
-            "expected a by-name weights file (save_weights_by_name, or Keras 2 "
-            "/ tf_keras save_weights('x.h5')) or a `.keras` archive.")
-    with _h5.reading(path, "the file"):
-        f = h5py.File(path, "r")
-    with f:
-        return _transfer(_h5.read_groups(f, path), model, path, **options)
+    # One opening of the file is hashed, identified and read: a file swapped
+    # in at `path` after the check is never what loads.
+    with _open(path) as f:
+        if sha256 is not None:
+            _check_digest(path, _files.sha256_of(f), sha256)
+        # A `.keras` name and a zip end record make an archive, as in Keras'
+        # load_model; otherwise the HDF5 signature decides, for an array's
+        # bytes can hold a zip end record.
+        if path.endswith(".keras") and zipfile.is_zipfile(f):
+            source = _load_archive(f, path, custom_objects, safe_mode,
+                                   copy=sha256 is not None)
+            return _transfer(_matching.model_groups(source), model, path, **options)
+        if not _h5.is_hdf5(f):
+            raise errors.WeightFileError(_not_hdf5_message(f, path))
+        f.seek(0)
+        with _h5.reading(path, "the file"):
+            h5 = h5py.File(f, "r")
+        with h5:
+            return _transfer(_h5.read_groups(h5, path), model, path, **options)
 
 
 def transfer_weights(source_model, target_model, *, skip_mismatch=False,
@@ -304,14 +313,26 @@ def _check_model(model, argument):
             "(give it an `Input` or call it on data).")
 
 
-def _load_archive(path, custom_objects, safe_mode):
-    if not path.endswith(".keras"):
-        raise errors.WeightFileError(
-            f"{path} is a zip archive; a Keras archive must be named `.keras`, "
-            "and other zip files are not weights files.")
+def _load_archive(f, path, custom_objects, safe_mode, copy):
+    """The model in the `.keras` archive open as `f`, deserialized by Keras.
+
+    Keras' public `load_model` reads a path only; with `copy`, the bytes of `f`
+    (the ones that were checked) are copied to a private folder and read there.
+    """
+    if not copy:
+        return _load_archive_at(path, path, custom_objects, safe_mode)
+    with tempfile.TemporaryDirectory(prefix="keras_transfer.") as folder:
+        checked = os.path.join(folder, "source.keras")
+        f.seek(0)
+        with open(checked, "wb") as out:
+            shutil.copyfileobj(f, out)
+        return _load_archive_at(checked, path, custom_objects, safe_mode)
+
+
+def _load_archive_at(read, path, custom_objects, safe_mode):
     try:
         return keras.saving.load_model(
-            path, custom_objects=custom_objects, compile=False, safe_mode=safe_mode)
+            read, custom_objects=custom_objects, compile=False, safe_mode=safe_mode)
     except ValueError as e:
         if "safe_mode" in str(e):
             raise errors.UnsafeSourceError(
@@ -374,18 +395,33 @@ def adapt_input_conv(kernel, in_channels):
     return (tiled * (source / in_channels)).astype(kernel.dtype)
 
 
-def _check_file(path, sha256):
+def _open(path):
     if not os.path.isfile(path):
         raise errors.WeightFileError(
             f"No weights file at {path!r}: expected an HDF5 file written by "
             "save_weights_by_name or Keras 2's save_weights('x.h5'), or a "
             "`.keras` archive.")
-    if sha256 is not None:
-        actual = _files.sha256_of(path)
-        if actual != sha256.lower():
-            raise errors.ChecksumError(
-                f"{path} has sha256 {actual}, expected {sha256}: the file is "
-                "not the one that was published. Fetch it again.")
+    try:
+        return open(path, "rb")
+    except OSError as e:
+        raise errors.WeightFileError(
+            f"{path} cannot be opened ({type(e).__name__}: {e}). Check that it "
+            "is readable.") from e
+
+
+def _not_hdf5_message(f, path):
+    what = "a zip archive not named `.keras`" if zipfile.is_zipfile(f) else (
+        "not an HDF5 file (empty, truncated or another format)")
+    return (f"{path} is {what}; expected a by-name weights file "
+            "(save_weights_by_name, or Keras 2 / tf_keras save_weights('x.h5')) "
+            "or a Keras archive named `.keras`.")
+
+
+def _check_digest(path, actual, sha256):
+    if actual != sha256.lower():
+        raise errors.ChecksumError(
+            f"{path} has sha256 {actual}, expected {sha256}: the file is "
+            "not the one that was published. Fetch it again.")
 
 
 def _rename_function(rename):

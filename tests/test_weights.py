@@ -1,6 +1,7 @@
 import os
 import re
 import types
+import zipfile
 
 import h5py
 import keras
@@ -268,6 +269,27 @@ def test_other_formats_get_a_clear_error(tmp_path):
     (tmp_path / "junk.h5").write_bytes(os.urandom(1000))
     with pytest.raises(kt.WeightFileError, match="not an HDF5 file"):
         kt.load_weights_by_name(model, tmp_path / "junk.h5")
+    model.save(tmp_path / "m.keras")
+    os.replace(tmp_path / "m.keras", tmp_path / "m.zip")
+    with pytest.raises(kt.WeightFileError, match="zip archive not named `.keras`"):
+        kt.load_weights_by_name(model, tmp_path / "m.zip")
+
+
+def test_an_hdf5_file_whose_data_looks_like_a_zip_loads(tmp_path):
+    # A zip file is recognized by its end record, `PK\x05\x06` and 18 bytes,
+    # anywhere in its last 64 KiB; an array's data can hold those bytes. The
+    # HDF5 signature at the start of the file is what decides.
+    source = keras.Sequential([keras.Input((4,)), keras.layers.Dense(8, name="d")])
+    kernel = source.get_layer("d").kernel
+    raw = bytearray(np.asarray(kernel.numpy(), "float32").tobytes())
+    raw[0:22] = b"PK\x05\x06" + bytes(18)
+    kernel.assign(np.frombuffer(bytes(raw), "float32").reshape(kernel.shape))
+    path = kt.save_weights_by_name(source, tmp_path / "w.h5")
+    assert zipfile.is_zipfile(path) and h5py.is_hdf5(path)
+    target = keras.Sequential([keras.Input((4,)), keras.layers.Dense(8, name="d")])
+    report = kt.load_weights_by_name(target, path)
+    assert report.loaded == {"d": "d"}
+    assert target.get_layer("d").kernel.numpy().tobytes() == bytes(raw)
 
 
 # --- Keras 2 / tf_keras files ---------------------------------------------

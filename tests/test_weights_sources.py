@@ -1,5 +1,9 @@
 """Sources other than weight files: `.keras` archives and models in memory."""
 
+import struct
+import zipfile
+
+import h5py
 import keras
 import numpy as np
 import pytest
@@ -108,3 +112,36 @@ def test_transfer_weights_checks_like_a_file_load():
     with pytest.raises(kt.ArgumentTypeError, match="save_weights"):
         kt.transfer_weights(tf_keras.Sequential([tf_keras.Input((4,)), tf_keras.layers.Dense(2)]),
                             target)
+
+
+def rezip(source, path, compression=zipfile.ZIP_STORED, align=None):
+    """`source`'s members rewritten by Python's zipfile. With `align`, the
+    named member's data starts where HDF5 looks for a signature (512 bytes
+    times a power of two), as it can by chance in an archive Keras wrote."""
+    with zipfile.ZipFile(source) as z:
+        members = [(info.filename, z.read(info)) for info in z.infolist()]
+    with zipfile.ZipFile(path, "w", compression) as z:
+        for name, data in members:
+            info = zipfile.ZipInfo(name, (1980, 1, 1, 0, 0, 0))
+            info.compress_type = compression
+            if name == align:  # pad the local header with an extra field
+                start = z.fp.tell() + 30 + len(name) + 4
+                at = 512
+                while at < start:
+                    at *= 2
+                info.extra = struct.pack("<HH", 0xCAFE, at - start) + bytes(at - start)
+            z.writestr(info, data)
+    return path
+
+
+def test_a_keras_archive_that_is_also_hdf5_by_signature_loads_as_an_archive(tmp_path):
+    source = randomize(tiny_model())
+    source.save(tmp_path / "source.keras")
+    path = rezip(tmp_path / "source.keras", tmp_path / "aligned.keras", align="model.weights.h5")
+    assert zipfile.is_zipfile(path) and h5py.is_hdf5(path)
+    target = tiny_model()
+    report = kt.load_weights_by_name(target, path)
+    assert set(report.loaded) == {"Dense_a", "Bn", "Dense_b", "Head"}
+    for ours, theirs in zip(target.weights, source.weights):
+        np.testing.assert_array_equal(ours.numpy(), theirs.numpy(), err_msg=ours.path)
+
