@@ -16,6 +16,7 @@ import re
 import shutil
 import tempfile
 import zipfile
+import zlib
 
 import h5py
 import keras
@@ -154,8 +155,9 @@ def load_weights_by_name(
             name (or None for the same name). E.g. `{"Dense1_1": "Dense1"}`.
         require: target layer names that must load, or a regular expression
             (str or compiled) that every required layer name fully matches.
-        sha256: if given, the file's expected sha256 hex digest; a file that
-            does not match is refused before it is read. The opening of the file that is checked is the one
+        sha256: if given, the file's expected sha256 hex digest (64
+            hexadecimal digits); a file that does not match is refused before
+            it is read. The opening of the file that is checked is the one
             read, so a file swapped in after the check is never loaded.
         adapt_input_channels: a layer name (or list of names) whose kernel may
             differ from the file's in its input-channel axis (the second to
@@ -183,6 +185,8 @@ def load_weights_by_name(
         NoLayersMatchedError: no layer at all was loaded.
         MissingWeightsError: a layer named by `require` was not loaded.
         LayerSelectionError: `adapt_input_channels` names no layer of `model`.
+        ArgumentTypeError, ArgumentError: an argument of the wrong type or
+            form (`require=5`, `sha256="abc"`).
 
     Example:
 
@@ -194,8 +198,10 @@ def load_weights_by_name(
     """
     path = os.fspath(path)
     _check_model(model, "model")
-    options = dict(skip_mismatch=skip_mismatch, rename=rename, require=require,
-                   adapt_input_channels=adapt_input_channels)
+    _check_sha256(sha256)
+    options = dict(skip_mismatch=skip_mismatch, rename=rename,
+                   require=_checked_require(require),
+                   adapt_input_channels=_checked_adapt(adapt_input_channels))
     # One opening of the file is hashed, identified and read: a file swapped
     # in at `path` after the check is never what loads.
     with _open(path) as f:
@@ -241,7 +247,8 @@ def transfer_weights(source_model, target_model, *, skip_mismatch=False,
         ShapeMismatchError, WeightMatchError, NoLayersMatchedError,
         MissingWeightsError: as for `load_weights_by_name`.
         UnbuiltModelError: a model has no weights yet.
-        ArgumentTypeError: a model is not a Keras 3 model.
+        ArgumentTypeError: a model is not a Keras 3 model, or `require` is
+            neither names nor a regular expression.
 
     Example:
 
@@ -255,7 +262,7 @@ def transfer_weights(source_model, target_model, *, skip_mismatch=False,
     _check_model(target_model, "target_model")
     return _transfer(_matching.model_groups(source_model), target_model,
                      f"model '{source_model.name}'", skip_mismatch=skip_mismatch,
-                     rename=rename, require=require)
+                     rename=rename, require=_checked_require(require))
 
 
 def _transfer(groups, model, where, *, skip_mismatch, rename, require,
@@ -271,7 +278,7 @@ def _transfer(groups, model, where, *, skip_mismatch, rename, require,
     loaded = {m.unit.name: m.source for m in plan.matches}
     _check_required(model, units, require, loaded, plan.skipped, where)
     # Read every array before assigning any, so a damaged file changes nothing.
-    values = [(variable, _value(array, variable))
+    values = [(variable, _value(array, variable, where))
               for m in plan.matches for variable, array in m.pairs]
     for variable, value in values:
         variable.assign(value)
@@ -289,12 +296,15 @@ def _transfer(groups, model, where, *, skip_mismatch, rename, require,
     )
 
 
-def _value(array, variable):
+def _value(array, variable, where):
     value = array.read()
     if value.shape != tuple(array.shape):  # the file changed under us
         raise errors.WeightFileError(
-            f"'{array.name}' was listed with shape {array.shape} but read with "
-            f"shape {value.shape}.")
+            f"{where}: array '{array.name}' of layer '{array.group}' was listed "
+            f"with shape {tuple(array.shape)} but read with shape {value.shape}: "
+            "the file changed while it was read, or is damaged. Nothing was "
+            "loaded; load it again once it is complete (sha256= checks that it "
+            "is the file you expect).")
     if value.shape != tuple(variable.shape):
         value = adapt_input_conv(value, variable.shape[-2])
     return value.astype(_matching.numpy_dtype(variable.dtype), copy=False)
@@ -333,6 +343,10 @@ def _load_archive_at(read, path, custom_objects, safe_mode):
     try:
         return keras.saving.load_model(
             read, custom_objects=custom_objects, compile=False, safe_mode=safe_mode)
+    except (zipfile.BadZipFile, zlib.error, EOFError) as e:
+        raise errors.WeightFileError(
+            f"{path} is a damaged Keras archive ({type(e).__name__}: {e}). "
+            "Nothing was loaded; fetch or save it again.") from e
     except ValueError as e:
         if "safe_mode" in str(e):
             raise errors.UnsafeSourceError(
@@ -340,7 +354,8 @@ def _load_archive_at(read, path, custom_objects, safe_mode):
                 "mode refuses to load. If you trust its source, pass "
                 f"safe_mode=False. Keras said: {e}") from e
         raise errors.WeightFileError(
-            f"{path} could not be loaded as a Keras archive ({e}).") from e
+            f"{path} could not be loaded as a Keras archive ({e}). If it is "
+            "damaged, fetch or save it again.") from e
     except (TypeError, KeyError, OSError) as e:
         raise errors.WeightFileError(
             f"{path} could not be loaded as a Keras archive "
@@ -417,11 +432,55 @@ def _not_hdf5_message(f, path):
             "or a Keras archive named `.keras`.")
 
 
+def _check_sha256(sha256):
+    if sha256 is None:
+        return
+    if not isinstance(sha256, str):
+        raise errors.ArgumentTypeError(
+            f"sha256= must be a string of 64 hexadecimal digits (the file's "
+            f"sha256 hex digest), received {type(sha256).__name__} {sha256!r}.")
+    if not re.fullmatch(r"[0-9a-fA-F]{64}", sha256):
+        raise errors.ArgumentError(
+            f"sha256= must be 64 hexadecimal digits (the file's sha256 hex "
+            f"digest, as `sha256sum` prints it), received {sha256!r}.")
+
+
 def _check_digest(path, actual, sha256):
     if actual != sha256.lower():
         raise errors.ChecksumError(
             f"{path} has sha256 {actual}, expected {sha256}: the file is "
             "not the one that was published. Fetch it again.")
+
+
+def _names(value):
+    """`value` as a tuple of strings, or None if it is not an iterable of them."""
+    try:
+        names = tuple(value)
+    except TypeError:
+        return None
+    return names if all(isinstance(n, str) for n in names) else None
+
+
+def _checked_require(require):
+    if require is None or isinstance(require, (str, re.Pattern)):
+        return require
+    names = _names(require)
+    if names is None:
+        raise errors.ArgumentTypeError(
+            "require= must be a list of layer names or a regular expression "
+            f"(str or compiled), received {type(require).__name__} {require!r}.")
+    return names
+
+
+def _checked_adapt(adapt):
+    if adapt is None or isinstance(adapt, (bool, str)):
+        return adapt
+    names = _names(adapt)
+    if names is None:
+        raise errors.ArgumentTypeError(
+            "adapt_input_channels= must be True, a layer name or a list of layer "
+            f"names, received {type(adapt).__name__} {adapt!r}.")
+    return names
 
 
 def _rename_function(rename):

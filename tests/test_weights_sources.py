@@ -1,5 +1,6 @@
 """Sources other than weight files: `.keras` archives and models in memory."""
 
+import io
 import struct
 import zipfile
 
@@ -145,3 +146,50 @@ def test_a_keras_archive_that_is_also_hdf5_by_signature_loads_as_an_archive(tmp_
     for ours, theirs in zip(target.weights, source.weights):
         np.testing.assert_array_equal(ours.numpy(), theirs.numpy(), err_msg=ours.path)
 
+
+def flip(blob, at):
+    blob = bytearray(blob)
+    blob[at] ^= 0x55
+    return bytes(blob)
+
+
+def member_data(blob, name):
+    """Where member `name`'s data starts in the archive `blob`, and its size."""
+    with zipfile.ZipFile(io.BytesIO(blob)) as z:
+        info = z.getinfo(name)
+    extra = struct.unpack("<HH", blob[info.header_offset + 26:info.header_offset + 30])
+    return info.header_offset + 30 + sum(extra), info.compress_size
+
+
+def damages(keras_written, deflated):
+    """(what, damaged bytes) for the ways a `.keras` archive arrives broken."""
+    config, config_size = member_data(keras_written, "config.json")
+    weights, weights_size = member_data(keras_written, "model.weights.h5")
+    directory = keras_written.rindex(b"PK\x01\x02")
+    deflated_weights, _ = member_data(deflated, "model.weights.h5")
+    invalid_block = bytearray(deflated)
+    invalid_block[deflated_weights] = 0x07  # a final block of type 3, which deflate lacks
+    return [
+        ("config.json", flip(keras_written, config + config_size // 2)),
+        ("model.weights.h5", flip(keras_written, weights + weights_size // 2)),
+        ("central directory", flip(keras_written, directory)),
+        ("deflate stream", bytes(invalid_block)),
+    ]
+
+
+def test_a_damaged_keras_archive_is_a_weight_file_error(tmp_path):
+    source = randomize(tiny_model())
+    source.save(tmp_path / "source.keras")
+    deflated = rezip(tmp_path / "source.keras", tmp_path / "deflated.keras", zipfile.ZIP_DEFLATED)
+    target = tiny_model()
+    kt.load_weights_by_name(target, deflated)  # both archives load undamaged
+    before = [v.numpy().copy() for v in target.weights]
+    for what, blob in damages((tmp_path / "source.keras").read_bytes(), deflated.read_bytes()):
+        path = tmp_path / "damaged.keras"
+        path.write_bytes(blob)
+        with pytest.raises(kt.WeightFileError) as err:
+            kt.load_weights_by_name(target, path)
+        message = str(err.value)
+        assert str(path) in message and "damaged" in message and "again" in message, what
+        for v, b in zip(target.weights, before):
+            np.testing.assert_array_equal(v.numpy(), b, err_msg=what)
