@@ -11,6 +11,7 @@ archives and from models in memory. `_matching` decides which array goes where.
 
 import dataclasses
 import difflib
+import json
 import os
 import re
 import shutil
@@ -545,8 +546,6 @@ def manifest_entry(path):
     Pass `sha256=manifest_entry(path)["sha256"]` to `load_weights_by_name` to
     refuse a file that is not the one recorded.
     """
-    import json
-
     manifest = os.path.join(os.path.dirname(os.path.abspath(path)), MANIFEST_NAME)
     if not os.path.isfile(manifest):
         return None
@@ -560,8 +559,6 @@ def manifest_entry(path):
 
 def record_in_manifest(path, **info):
     """Records `path`'s sha256 and `info` in the `MANIFEST.json` beside it."""
-    import json
-
     manifest = os.path.join(os.path.dirname(os.path.abspath(path)), MANIFEST_NAME)
     entries = {}
     if os.path.isfile(manifest):

@@ -464,6 +464,35 @@ def test_saved_order_ignores_trainable_flags_and_lora():
     assert [v.path for v in frozen.trainable_weights + frozen.non_trainable_weights] != order
 
 
+class Scaled(keras.layers.Layer):
+    """Weights of its own (one created trainable, one not) beside a sublayer
+    that holds a sublayer: `saved_order` must see every level."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.inner = keras.Sequential([keras.layers.BatchNormalization(name="Bn")], name="inner")
+
+    def build(self, shape):
+        self.count = self.add_weight(shape=(4,), name="count", trainable=False)
+        self.scale = self.add_weight(shape=(4,), name="scale")
+        self.inner.build(shape)
+
+    def call(self, x):
+        return self.inner(x) * self.scale + self.count
+
+
+def test_saved_order_sees_the_layer_itself_and_sublayers_at_any_depth():
+    # _layers.saved_order walks Keras' private `_flatten_layers(include_self=True,
+    # recursive=True)`; this fails if Keras drops the layer itself or stops at
+    # the first level of sublayers (the frozen flags would then decide).
+    layer = Scaled(name="scaled")
+    layer.build((None, 4))
+    layer.trainable = False
+    assert [_layers.relative_name(layer, v) for v in _layers.saved_order(layer)] == [
+        "scale", "inner/Bn/gamma", "inner/Bn/beta",
+        "count", "inner/Bn/moving_mean", "inner/Bn/moving_variance"]
+
+
 class Block(keras.layers.Layer):
     """A layer with sublayers whose names another writer did not use."""
 
