@@ -27,6 +27,7 @@ caught, so a bug in this package surfaces as itself.
 
 import contextlib
 import functools
+import os
 import re
 
 import h5py
@@ -39,6 +40,7 @@ from keras_transfer import errors
 
 CONTAINER_ATTR = "keras_transfer_container"
 HEADER_LIMIT = 64512  # bytes an attribute may take; Keras' HDF5_OBJECT_HEADER_LIMIT
+SIGNATURE = b"\x89HDF\r\n\x1a\n"  # the format signature, at the superblock's start
 
 # h5py reports damaged or hostile files with these; they are caught only
 # around h5py calls.
@@ -136,6 +138,20 @@ def read_names(obj, name):
             values.extend(np.atleast_1d(obj.attrs[f"{name}{i}"]))
             i += 1
     return [v.decode("utf8") if isinstance(v, bytes) else str(v) for v in values]
+
+
+def is_hdf5(f):
+    """True if the binary file `f` (open) has an HDF5 signature where the
+    format puts one: at byte 0, or after a user block of 512 bytes times a
+    power of two, as the HDF5 library looks for it."""
+    size = os.fstat(f.fileno()).st_size
+    at = 0
+    while at + len(SIGNATURE) <= size:
+        f.seek(at)
+        if f.read(len(SIGNATURE)) == SIGNATURE:
+            return True
+        at = at * 2 or 512
+    return False
 
 
 def read_groups(f, path):

@@ -48,11 +48,6 @@ def units(model):
     return list(found.values())
 
 
-def legacy_order(layer):
-    """A layer's weights in Keras' legacy HDF5 order: trainable first."""
-    return layer.trainable_weights + layer.non_trainable_weights
-
-
 def relative_name(layer, variable):
     """The variable's name relative to `layer`: `kernel`, `query/kernel`."""
     prefix = f"{layer.path}/" if layer.path else None
@@ -116,8 +111,11 @@ def saved_order(layer):
     """
     # Keras has no public record of how a variable was created once
     # `layer.trainable = False` has reset its flag; each layer's private
-    # `_trainable_variables` list is that record (pinned by a test in
-    # tests/test_weights.py).
+    # `_trainable_variables` list is that record, and the private
+    # `_flatten_layers` the only walk over the layer itself and every sublayer
+    # at any depth (both pinned by tests in tests/test_weights.py:
+    # test_saved_order_ignores_trainable_flags_and_lora and
+    # test_saved_order_sees_the_layer_itself_and_sublayers_at_any_depth).
     created_trainable = {
         id(v)
         for sublayer in layer._flatten_layers(include_self=True, recursive=True)

@@ -12,8 +12,9 @@ keras.applications (`conv1/conv` -> `conv1_conv`, `Conv` -> `conv`,
 `Conv/BatchNorm` -> `conv_bn`), then inside the group of a nested model of the
 source. Within a layer, arrays match by variable name when the names identify
 them; otherwise by Keras' saved order (trainable first, see
-`_layers.saved_order`), accepted only when every shape fits and no array lands
-on a variable whose name belongs to another array.
+`_layers.saved_order`), accepted only when every shape fits, no array lands
+on a variable whose name belongs to another array, and each sublayer takes the
+arrays of one source sublayer.
 """
 
 import collections
@@ -254,7 +255,8 @@ def _find_sources(units, groups, source_of, where):
         claimed.add(group_name)
     pending = [u for u in layers if u.name not in found and u.name not in problems]
     inside = _inside_nested_groups(
-        pending, [g for g in by_name.values() if g.name not in claimed], source_of)
+        pending, [g for g in by_name.values() if g.name not in claimed and _nested(g)],
+        source_of)
     rivals = collections.Counter(normalize(source_of(u.name)) for u in pending)
     taken = set()
     for unit in pending:  # 3. inside the group of a nested model
@@ -290,6 +292,24 @@ def _find_sources(units, groups, source_of, where):
             take(unit, TOP_GROUP, None,
                  [(a, relative(a.name, TOP_GROUP)) for a in top.arrays])
     return found, problems
+
+
+def _nested(group):
+    """True if `group` can be a nested model's: it holds arrays of two or more
+    layers (its own weights count as one). A group holding one layer's arrays
+    under another name (`dense/kernel` in group `Dense_a`) is a layer renamed
+    after it was built, not a model holding a layer `dense`. (A nested model
+    group of ours reaches here holding only the model's own weights: its
+    links to its layers' arrays are dropped in `_h5.read_groups`.)"""
+    own = group.name.split("/")
+    layers = set()
+    for array in group.arrays:
+        parts = array.name.split("/")[:-1]
+        # after the group's own name (Keras 3: `base/Dense_a/kernel`), else first
+        after = [parts[k + len(own)] for k in range(len(parts) - len(own))
+                 if parts[k:k + len(own)] == own]
+        layers.update(after[:1] or parts[:1] or [""])
+    return len(layers) > 1
 
 
 def _inside_nested_groups(units, groups, source_of):
@@ -421,8 +441,9 @@ def _by_order(unit, arrays, source_keys, target_keys, adapt, what, where):
 
 def _order_conflict(unit, arrays, pairs, source_keys, target_keys, adapt):
     """(error class, why) pairing by `pairs` is wrong, or None: an array
-    going into a variable whose name another array has, or a shape that does
-    not fit."""
+    going into a variable whose name another array has, a sublayer taking
+    arrays of two source sublayers (or two taking one's), or a shape that
+    does not fit."""
     source_leaves = {_leaf(k) for k in source_keys}
     target_leaves = {_leaf(k) for k in target_keys}
     for t, s in pairs:
@@ -434,6 +455,9 @@ def _order_conflict(unit, arrays, pairs, source_keys, target_keys, adapt):
             return errors.WeightMatchError, (
                 f"'{arrays[s].name}' would go into '{unit.names[t]}', which the "
                 "names contradict")
+    mixed = _mixed_sublayers(pairs, source_keys, target_keys)
+    if mixed:
+        return errors.WeightMatchError, mixed
     for t, s in pairs:
         variable, array = unit.variables[t], arrays[s]
         if tuple(array.shape) != tuple(variable.shape) and not (
@@ -441,6 +465,39 @@ def _order_conflict(unit, arrays, pairs, source_keys, target_keys, adapt):
             return errors.ShapeMismatchError, (
                 f"'{array.name}' {tuple(array.shape)} would go into "
                 f"'{unit.names[t]}' {tuple(variable.shape)}")
+    return None
+
+
+def _sublayer(key):
+    return key.rpartition("/")[0]
+
+
+def _mixed_sublayers(pairs, source_keys, target_keys):
+    """Why pairing by `pairs` mixes sublayers, or None.
+
+    Each target sublayer must take the arrays of one source sublayer, and each
+    source sublayer give to one target sublayer. A file saved with part of a
+    layer frozen lists it trainable first as flagged then, e.g. `[bn_1/gamma,
+    bn_1/beta, bn/gamma, bn/beta, bn/moving_mean, ...]`; by position a
+    sublayer would take gamma from one sublayer and moving_mean from another.
+    A source whose names hold no sublayers says nothing here.
+    """
+    if len({_sublayer(k) for k in source_keys}) < 2:
+        return None
+    source_of, target_of = {}, {}
+    for t, s in pairs:
+        tp, sp = _sublayer(target_keys[t]), _sublayer(source_keys[s])
+        if source_of.setdefault(tp, sp) != sp:
+            mixed = (f"'{tp or '(the layer itself)'}' would take arrays of both "
+                     f"'{source_of[tp]}' and '{sp}'")
+        elif target_of.setdefault(sp, tp) != tp:
+            mixed = (f"arrays of '{sp}' would go into both '{target_of[sp]}' and "
+                     f"'{tp or '(the layer itself)'}'")
+        else:
+            continue
+        return (f"{mixed}, as when the source was saved with part of the "
+                "layer frozen (Keras then lists its trainable arrays first); "
+                "save the source again with the whole layer trainable")
     return None
 
 

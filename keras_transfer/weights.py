@@ -11,9 +11,13 @@ archives and from models in memory. `_matching` decides which array goes where.
 
 import dataclasses
 import difflib
+import json
 import os
 import re
+import shutil
+import tempfile
 import zipfile
+import zlib
 
 import h5py
 import keras
@@ -152,8 +156,10 @@ def load_weights_by_name(
             name (or None for the same name). E.g. `{"Dense1_1": "Dense1"}`.
         require: target layer names that must load, or a regular expression
             (str or compiled) that every required layer name fully matches.
-        sha256: if given, the file's expected sha256 hex digest; a file that
-            does not match is refused before it is read.
+        sha256: if given, the file's expected sha256 hex digest (64
+            hexadecimal digits); a file that does not match is refused before
+            it is read. The opening of the file that is checked is the one
+            read, so a file swapped in after the check is never loaded.
         adapt_input_channels: a layer name (or list of names) whose kernel may
             differ from the file's in its input-channel axis (the second to
             last), e.g. a first convolution trained on RGB loaded into a
@@ -180,6 +186,8 @@ def load_weights_by_name(
         NoLayersMatchedError: no layer at all was loaded.
         MissingWeightsError: a layer named by `require` was not loaded.
         LayerSelectionError: `adapt_input_channels` names no layer of `model`.
+        ArgumentTypeError, ArgumentError: an argument of the wrong type or
+            form (`require=5`, `sha256="abc"`).
 
     Example:
 
@@ -191,21 +199,29 @@ def load_weights_by_name(
     """
     path = os.fspath(path)
     _check_model(model, "model")
-    _check_file(path, sha256)
-    options = dict(skip_mismatch=skip_mismatch, rename=rename, require=require,
-                   adapt_input_channels=adapt_input_channels)
-    if zipfile.is_zipfile(path):
-        source = _load_archive(path, custom_objects, safe_mode)
-        return _transfer(_matching.model_groups(source), model, path, **options)
-    if not h5py.is_hdf5(path):
-        raise errors.WeightFileError(
-            f"{path} is not an HDF5 file (empty, truncated or another format); "
-            "expected a by-name weights file (save_weights_by_name, or Keras 2 "
-            "/ tf_keras save_weights('x.h5')) or a `.keras` archive.")
-    with _h5.reading(path, "the file"):
-        f = h5py.File(path, "r")
-    with f:
-        return _transfer(_h5.read_groups(f, path), model, path, **options)
+    _check_sha256(sha256)
+    options = dict(skip_mismatch=skip_mismatch, rename=rename,
+                   require=_checked_require(require),
+                   adapt_input_channels=_checked_adapt(adapt_input_channels))
+    # One opening of the file is hashed, identified and read: a file swapped
+    # in at `path` after the check is never what loads.
+    with _open(path) as f:
+        if sha256 is not None:
+            _check_digest(path, _files.sha256_of(f), sha256)
+        # A `.keras` name and a zip end record make an archive, as in Keras'
+        # load_model; otherwise the HDF5 signature decides, for an array's
+        # bytes can hold a zip end record.
+        if path.endswith(".keras") and zipfile.is_zipfile(f):
+            source = _load_archive(f, path, custom_objects, safe_mode,
+                                   copy=sha256 is not None)
+            return _transfer(_matching.model_groups(source), model, path, **options)
+        if not _h5.is_hdf5(f):
+            raise errors.WeightFileError(_not_hdf5_message(f, path))
+        f.seek(0)
+        with _h5.reading(path, "the file"):
+            h5 = h5py.File(f, "r")
+        with h5:
+            return _transfer(_h5.read_groups(h5, path), model, path, **options)
 
 
 def transfer_weights(source_model, target_model, *, skip_mismatch=False,
@@ -232,7 +248,8 @@ def transfer_weights(source_model, target_model, *, skip_mismatch=False,
         ShapeMismatchError, WeightMatchError, NoLayersMatchedError,
         MissingWeightsError: as for `load_weights_by_name`.
         UnbuiltModelError: a model has no weights yet.
-        ArgumentTypeError: a model is not a Keras 3 model.
+        ArgumentTypeError: a model is not a Keras 3 model, or `require` is
+            neither names nor a regular expression.
 
     Example:
 
@@ -246,7 +263,7 @@ def transfer_weights(source_model, target_model, *, skip_mismatch=False,
     _check_model(target_model, "target_model")
     return _transfer(_matching.model_groups(source_model), target_model,
                      f"model '{source_model.name}'", skip_mismatch=skip_mismatch,
-                     rename=rename, require=require)
+                     rename=rename, require=_checked_require(require))
 
 
 def _transfer(groups, model, where, *, skip_mismatch, rename, require,
@@ -262,7 +279,7 @@ def _transfer(groups, model, where, *, skip_mismatch, rename, require,
     loaded = {m.unit.name: m.source for m in plan.matches}
     _check_required(model, units, require, loaded, plan.skipped, where)
     # Read every array before assigning any, so a damaged file changes nothing.
-    values = [(variable, _value(array, variable))
+    values = [(variable, _value(array, variable, where))
               for m in plan.matches for variable, array in m.pairs]
     for variable, value in values:
         variable.assign(value)
@@ -280,12 +297,15 @@ def _transfer(groups, model, where, *, skip_mismatch, rename, require,
     )
 
 
-def _value(array, variable):
+def _value(array, variable, where):
     value = array.read()
     if value.shape != tuple(array.shape):  # the file changed under us
         raise errors.WeightFileError(
-            f"'{array.name}' was listed with shape {array.shape} but read with "
-            f"shape {value.shape}.")
+            f"{where}: array '{array.name}' of layer '{array.group}' was listed "
+            f"with shape {tuple(array.shape)} but read with shape {value.shape}: "
+            "the file changed while it was read, or is damaged. Nothing was "
+            "loaded; load it again once it is complete (sha256= checks that it "
+            "is the file you expect).")
     if value.shape != tuple(variable.shape):
         value = adapt_input_conv(value, variable.shape[-2])
     return value.astype(_matching.numpy_dtype(variable.dtype), copy=False)
@@ -304,14 +324,30 @@ def _check_model(model, argument):
             "(give it an `Input` or call it on data).")
 
 
-def _load_archive(path, custom_objects, safe_mode):
-    if not path.endswith(".keras"):
-        raise errors.WeightFileError(
-            f"{path} is a zip archive; a Keras archive must be named `.keras`, "
-            "and other zip files are not weights files.")
+def _load_archive(f, path, custom_objects, safe_mode, copy):
+    """The model in the `.keras` archive open as `f`, deserialized by Keras.
+
+    Keras' public `load_model` reads a path only; with `copy`, the bytes of `f`
+    (the ones that were checked) are copied to a private folder and read there.
+    """
+    if not copy:
+        return _load_archive_at(path, path, custom_objects, safe_mode)
+    with tempfile.TemporaryDirectory(prefix="keras_transfer.") as folder:
+        checked = os.path.join(folder, "source.keras")
+        f.seek(0)
+        with open(checked, "wb") as out:
+            shutil.copyfileobj(f, out)
+        return _load_archive_at(checked, path, custom_objects, safe_mode)
+
+
+def _load_archive_at(read, path, custom_objects, safe_mode):
     try:
         return keras.saving.load_model(
-            path, custom_objects=custom_objects, compile=False, safe_mode=safe_mode)
+            read, custom_objects=custom_objects, compile=False, safe_mode=safe_mode)
+    except (zipfile.BadZipFile, zlib.error, EOFError) as e:
+        raise errors.WeightFileError(
+            f"{path} is a damaged Keras archive ({type(e).__name__}: {e}). "
+            "Nothing was loaded; fetch or save it again.") from e
     except ValueError as e:
         if "safe_mode" in str(e):
             raise errors.UnsafeSourceError(
@@ -319,7 +355,8 @@ def _load_archive(path, custom_objects, safe_mode):
                 "mode refuses to load. If you trust its source, pass "
                 f"safe_mode=False. Keras said: {e}") from e
         raise errors.WeightFileError(
-            f"{path} could not be loaded as a Keras archive ({e}).") from e
+            f"{path} could not be loaded as a Keras archive ({e}). If it is "
+            "damaged, fetch or save it again.") from e
     except (TypeError, KeyError, OSError) as e:
         raise errors.WeightFileError(
             f"{path} could not be loaded as a Keras archive "
@@ -374,18 +411,77 @@ def adapt_input_conv(kernel, in_channels):
     return (tiled * (source / in_channels)).astype(kernel.dtype)
 
 
-def _check_file(path, sha256):
+def _open(path):
     if not os.path.isfile(path):
         raise errors.WeightFileError(
             f"No weights file at {path!r}: expected an HDF5 file written by "
             "save_weights_by_name or Keras 2's save_weights('x.h5'), or a "
             "`.keras` archive.")
-    if sha256 is not None:
-        actual = _files.sha256_of(path)
-        if actual != sha256.lower():
-            raise errors.ChecksumError(
-                f"{path} has sha256 {actual}, expected {sha256}: the file is "
-                "not the one that was published. Fetch it again.")
+    try:
+        return open(path, "rb")
+    except OSError as e:
+        raise errors.WeightFileError(
+            f"{path} cannot be opened ({type(e).__name__}: {e}). Check that it "
+            "is readable.") from e
+
+
+def _not_hdf5_message(f, path):
+    what = "a zip archive not named `.keras`" if zipfile.is_zipfile(f) else (
+        "not an HDF5 file (empty, truncated or another format)")
+    return (f"{path} is {what}; expected a by-name weights file "
+            "(save_weights_by_name, or Keras 2 / tf_keras save_weights('x.h5')) "
+            "or a Keras archive named `.keras`.")
+
+
+def _check_sha256(sha256):
+    if sha256 is None:
+        return
+    if not isinstance(sha256, str):
+        raise errors.ArgumentTypeError(
+            f"sha256= must be a string of 64 hexadecimal digits (the file's "
+            f"sha256 hex digest), received {type(sha256).__name__} {sha256!r}.")
+    if not re.fullmatch(r"[0-9a-fA-F]{64}", sha256):
+        raise errors.ArgumentError(
+            f"sha256= must be 64 hexadecimal digits (the file's sha256 hex "
+            f"digest, as `sha256sum` prints it), received {sha256!r}.")
+
+
+def _check_digest(path, actual, sha256):
+    if actual != sha256.lower():
+        raise errors.ChecksumError(
+            f"{path} has sha256 {actual}, expected {sha256}: the file is "
+            "not the one that was published. Fetch it again.")
+
+
+def _names(value):
+    """`value` as a tuple of strings, or None if it is not an iterable of them."""
+    try:
+        names = tuple(value)
+    except TypeError:
+        return None
+    return names if all(isinstance(n, str) for n in names) else None
+
+
+def _checked_require(require):
+    if require is None or isinstance(require, (str, re.Pattern)):
+        return require
+    names = _names(require)
+    if names is None:
+        raise errors.ArgumentTypeError(
+            "require= must be a list of layer names or a regular expression "
+            f"(str or compiled), received {type(require).__name__} {require!r}.")
+    return names
+
+
+def _checked_adapt(adapt):
+    if adapt is None or isinstance(adapt, (bool, str)):
+        return adapt
+    names = _names(adapt)
+    if names is None:
+        raise errors.ArgumentTypeError(
+            "adapt_input_channels= must be True, a layer name or a list of layer "
+            f"names, received {type(adapt).__name__} {adapt!r}.")
+    return names
 
 
 def _rename_function(rename):
@@ -450,8 +546,6 @@ def manifest_entry(path):
     Pass `sha256=manifest_entry(path)["sha256"]` to `load_weights_by_name` to
     refuse a file that is not the one recorded.
     """
-    import json
-
     manifest = os.path.join(os.path.dirname(os.path.abspath(path)), MANIFEST_NAME)
     if not os.path.isfile(manifest):
         return None
@@ -465,8 +559,6 @@ def manifest_entry(path):
 
 def record_in_manifest(path, **info):
     """Records `path`'s sha256 and `info` in the `MANIFEST.json` beside it."""
-    import json
-
     manifest = os.path.join(os.path.dirname(os.path.abspath(path)), MANIFEST_NAME)
     entries = {}
     if os.path.isfile(manifest):

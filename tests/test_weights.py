@@ -1,6 +1,7 @@
 import os
 import re
 import types
+import zipfile
 
 import h5py
 import keras
@@ -12,6 +13,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 import keras_transfer as kt
 from helpers import randomize, tiny_base, tiny_model
 from keras_transfer import _files
+from keras_transfer import _h5
 from keras_transfer import _layers
 from tf_keras_helpers import randomize_tf_keras, tf_keras_model
 
@@ -268,6 +270,27 @@ def test_other_formats_get_a_clear_error(tmp_path):
     (tmp_path / "junk.h5").write_bytes(os.urandom(1000))
     with pytest.raises(kt.WeightFileError, match="not an HDF5 file"):
         kt.load_weights_by_name(model, tmp_path / "junk.h5")
+    model.save(tmp_path / "m.keras")
+    os.replace(tmp_path / "m.keras", tmp_path / "m.zip")
+    with pytest.raises(kt.WeightFileError, match="zip archive not named `.keras`"):
+        kt.load_weights_by_name(model, tmp_path / "m.zip")
+
+
+def test_an_hdf5_file_whose_data_looks_like_a_zip_loads(tmp_path):
+    # A zip file is recognized by its end record, `PK\x05\x06` and 18 bytes,
+    # anywhere in its last 64 KiB; an array's data can hold those bytes. The
+    # HDF5 signature at the start of the file is what decides.
+    source = keras.Sequential([keras.Input((4,)), keras.layers.Dense(8, name="d")])
+    kernel = source.get_layer("d").kernel
+    raw = bytearray(np.asarray(kernel.numpy(), "float32").tobytes())
+    raw[0:22] = b"PK\x05\x06" + bytes(18)
+    kernel.assign(np.frombuffer(bytes(raw), "float32").reshape(kernel.shape))
+    path = kt.save_weights_by_name(source, tmp_path / "w.h5")
+    assert zipfile.is_zipfile(path) and h5py.is_hdf5(path)
+    target = keras.Sequential([keras.Input((4,)), keras.layers.Dense(8, name="d")])
+    report = kt.load_weights_by_name(target, path)
+    assert report.loaded == {"d": "d"}
+    assert target.get_layer("d").kernel.numpy().tobytes() == bytes(raw)
 
 
 # --- Keras 2 / tf_keras files ---------------------------------------------
@@ -441,6 +464,35 @@ def test_saved_order_ignores_trainable_flags_and_lora():
     assert [v.path for v in frozen.trainable_weights + frozen.non_trainable_weights] != order
 
 
+class Scaled(keras.layers.Layer):
+    """Weights of its own (one created trainable, one not) beside a sublayer
+    that holds a sublayer: `saved_order` must see every level."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.inner = keras.Sequential([keras.layers.BatchNormalization(name="Bn")], name="inner")
+
+    def build(self, shape):
+        self.count = self.add_weight(shape=(4,), name="count", trainable=False)
+        self.scale = self.add_weight(shape=(4,), name="scale")
+        self.inner.build(shape)
+
+    def call(self, x):
+        return self.inner(x) * self.scale + self.count
+
+
+def test_saved_order_sees_the_layer_itself_and_sublayers_at_any_depth():
+    # _layers.saved_order walks Keras' private `_flatten_layers(include_self=True,
+    # recursive=True)`; this fails if Keras drops the layer itself or stops at
+    # the first level of sublayers (the frozen flags would then decide).
+    layer = Scaled(name="scaled")
+    layer.build((None, 4))
+    layer.trainable = False
+    assert [_layers.relative_name(layer, v) for v in _layers.saved_order(layer)] == [
+        "scale", "inner/Bn/gamma", "inner/Bn/beta",
+        "count", "inner/Bn/moving_mean", "inner/Bn/moving_variance"]
+
+
 class Block(keras.layers.Layer):
     """A layer with sublayers whose names another writer did not use."""
 
@@ -476,6 +528,73 @@ def test_arrays_go_by_saved_order_when_names_differ_whatever_is_frozen(tmp_path,
     report = kt.load_weights_by_name(target, tmp_path / "w.h5")
     assert report.how == {"block": "by order"}
     np.testing.assert_allclose(predict(target, x), source.predict(x, verbose=0), rtol=1e-5, atol=1e-5)
+
+
+class TwoNorms(keras.layers.Layer):
+    """Two BatchNormalization sublayers: every array has one shape."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.first = keras.layers.BatchNormalization(name="first")
+        self.second = keras.layers.BatchNormalization(name="second")
+
+    def build(self, shape):
+        self.first.build(shape)
+        self.second.build(shape)
+
+    def call(self, x):
+        return self.second(self.first(x))
+
+
+class TfTwoNorms(tf_keras.layers.Layer):
+    """The same layer in tf_keras, whose sublayers take automatic names
+    (`batch_normalization`, `batch_normalization_1`)."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.bn1 = tf_keras.layers.BatchNormalization()
+        self.bn2 = tf_keras.layers.BatchNormalization()
+
+    def call(self, x):
+        return self.bn2(self.bn1(x))
+
+
+@pytest.mark.parametrize("frozen", [None, "bn2", "bn1"])
+def test_sublayers_frozen_at_save_time_never_mix_their_arrays(tmp_path, data, frozen):
+    # tf_keras writes a layer's arrays trainable first as flagged at save time.
+    # With bn1 frozen that is [bn_1/gamma, bn_1/beta, bn/gamma, bn/beta,
+    # bn/moving_mean, ..., bn_1/moving_mean, ...]: by position, 'first' would
+    # take gamma and beta from one source sublayer and its statistics from the
+    # other. With nothing frozen, or bn2 frozen, the file's order is a Keras
+    # order and loads.
+    x, _ = data
+    source = tf_keras.Sequential([tf_keras.Input((4,)), TfTwoNorms(name="block"),
+                                  tf_keras.layers.Dense(2, name="Head")])
+    randomize_tf_keras(source)
+    if frozen:
+        getattr(source.get_layer("block"), frozen).trainable = False
+    source.save_weights(str(tmp_path / "w.h5"))
+    target = keras.Sequential([keras.Input((4,)), TwoNorms(name="block"),
+                               keras.layers.Dense(2, name="Head")])
+    if frozen != "bn1":
+        report = kt.load_weights_by_name(target, tmp_path / "w.h5")
+        assert report.how == {"block": "by order", "Head": "by name"}
+        np.testing.assert_allclose(np.asarray(target(x)), np.asarray(source(x)), rtol=1e-5, atol=1e-5)
+        return
+    before = [v.numpy().copy() for v in target.weights]
+    with pytest.raises(kt.WeightMatchError) as err:
+        kt.load_weights_by_name(target, tmp_path / "w.h5")
+    message = str(err.value)
+    assert "'block'" in message and "w.h5" in message
+    assert "'first' would take arrays of both 'batch_normalization_1' and " \
+           "'batch_normalization'" in message
+    assert "trainable" in message  # what to do: save it with the layer trainable
+    for v, b in zip(target.weights, before):
+        np.testing.assert_array_equal(v.numpy(), b)
+    report = kt.load_weights_by_name(target, tmp_path / "w.h5", skip_mismatch=True)
+    assert list(report.skipped) == ["block"] and list(report.loaded) == ["Head"]
+    for v, b in zip(target.get_layer("block").weights, before):
+        np.testing.assert_array_equal(v.numpy(), b)
 
 
 def anonymous_file(path, names, shapes, layer="block", seed=0):
@@ -664,6 +783,28 @@ def test_tf_keras_layer_renamed_after_build_loads(tmp_path, data):
     np.testing.assert_allclose(predict(target, x), source.predict(x, verbose=0), rtol=1e-5, atol=1e-5)
 
 
+def test_a_renamed_layer_does_not_load_into_a_layer_of_its_old_name(tmp_path):
+    # Group 'Dense_a' holding 'dense/kernel:0' is one layer renamed after it
+    # was built, not a nested model holding a layer 'dense': a new head that
+    # Keras happens to name 'dense' must not take its arrays.
+    source = randomize_tf_keras(tf_keras.Sequential([tf_keras.Input((4,)), tf_keras.layers.Dense(2)]))
+    source.layers[0]._name = "Dense_a"  # tf_keras' automatic name was 'dense'
+    source.save_weights(str(tmp_path / "w.h5"))
+    with h5py.File(tmp_path / "w.h5", "r") as f:
+        assert [text(n) for n in f["Dense_a"].attrs["weight_names"]] == [
+            "dense/kernel:0", "dense/bias:0"]
+    target = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2, name="dense")])
+    before = [v.numpy().copy() for v in target.weights]
+    with pytest.raises(kt.NoLayersMatchedError, match="'dense' is not in the source; close: "
+                                                      r"\['Dense_a'\]"):
+        kt.load_weights_by_name(target, tmp_path / "w.h5")
+    for v, b in zip(target.weights, before):
+        np.testing.assert_array_equal(v.numpy(), b)
+    report = kt.load_weights_by_name(target, tmp_path / "w.h5", rename={"dense": "Dense_a"})
+    assert report.how == {"dense": "renamed, by name"}
+    np.testing.assert_array_equal(target.get_layer("dense").kernel.numpy(), source.layers[0].kernel.numpy())
+
+
 def tokens_model(lib, name):
     """A subclassed model (tf_keras or Keras 3) that holds a weight itself, a
     class token, beside its layer."""
@@ -797,6 +938,50 @@ def test_bad_arguments_raise_typed_errors_that_are_also_builtin(tmp_path):
     with pytest.raises(kt.ArgumentTypeError, match="Keras 3") as err:
         kt.load_weights_by_name(tf_keras_model(), path)
     assert isinstance(err.value, TypeError)
+
+
+@pytest.mark.parametrize("argument,value,error,says", [
+    ("require", 5, kt.ArgumentTypeError, "a list of layer names or a regular expression"),
+    ("require", [b"Bn"], kt.ArgumentTypeError, "a list of layer names or a regular expression"),
+    ("adapt_input_channels", 5, kt.ArgumentTypeError, "True, a layer name or a list of"),
+    ("sha256", 123, kt.ArgumentTypeError, "64 hexadecimal digits"),
+    ("sha256", "abc", kt.ArgumentError, "64 hexadecimal digits"),
+])
+def test_arguments_that_do_not_fit_are_named(tmp_path, argument, value, error, says):
+    path = kt.save_weights_by_name(randomize(tiny_model()), tmp_path / "w.h5")
+    model = tiny_model()
+    before = [v.numpy().copy() for v in model.weights]
+    with pytest.raises(error) as err:
+        kt.load_weights_by_name(model, path, **{argument: value})
+    builtin = TypeError if error is kt.ArgumentTypeError else ValueError
+    assert isinstance(err.value, builtin)
+    assert f"{argument}=" in str(err.value) and says in str(err.value)
+    assert repr(value) in str(err.value) or type(value).__name__ in str(err.value)
+    for v, b in zip(model.weights, before):
+        np.testing.assert_array_equal(v.numpy(), b)
+
+
+def test_a_file_changed_while_it_is_read_is_refused_by_name(tmp_path, monkeypatch):
+    # An array read with another shape than the file listed means the file
+    # changed under the loader (it is read in two passes: names and shapes,
+    # then data). Simulated here: a writer cannot be timed between the passes.
+    path = kt.save_weights_by_name(randomize(tiny_model()), tmp_path / "w.h5")
+    real = _h5._read
+
+    def changed(dataset, path, name):
+        value = real(dataset, path, name)
+        return value[:2] if name == "Head/bias" else value
+
+    monkeypatch.setattr(_h5, "_read", changed)
+    model = tiny_model()
+    before = [v.numpy().copy() for v in model.weights]
+    with pytest.raises(kt.WeightFileError) as err:
+        kt.load_weights_by_name(model, path)
+    message = str(err.value)
+    assert str(path) in message and "'Head/bias'" in message and "layer 'Head'" in message
+    assert "(3,)" in message and "(2,)" in message and "again" in message
+    for v, b in zip(model.weights, before):
+        np.testing.assert_array_equal(v.numpy(), b)
 
 
 def test_adapt_input_channels_names_must_exist_and_same_channels_are_not_adapted(tmp_path):

@@ -9,6 +9,9 @@ values that fit the attacked array's shape, so only the refusal stands between
 it and the model.
 """
 
+import hashlib
+import os
+
 import h5py
 import numpy as np
 import pytest
@@ -117,3 +120,52 @@ def test_names_that_climb_out_of_a_group_are_refused(files):
     with h5py.File(path, "r+") as f:  # an absolute name would read another layer's array
         f["Head"].attrs["weight_names"] = np.array([b"/Dense_a/Dense_a/kernel", b"Head/bias"])
     assert_refused(path, "not a plain name")
+
+
+class SwapAfterHashing:
+    """A sha256 digest that, once computed, replaces the file at `path` with
+    `other`: an attacker who swaps a checked file for another between the
+    check and the read."""
+
+    real = staticmethod(hashlib.sha256)
+
+    def __init__(self, path, other):
+        self.path, self.other, self.swapped = path, other, False
+
+    def __call__(self, *args):
+        digest = self.real(*args)
+        swap = self
+
+        class Swapping:
+            def update(self, data):
+                digest.update(data)
+
+            def hexdigest(self):
+                if not swap.swapped:
+                    os.replace(swap.other, swap.path)
+                    swap.swapped = True
+                return digest.hexdigest()
+
+        return Swapping()
+
+
+@pytest.mark.parametrize("suffix", [".h5", ".keras"])
+def test_sha256_vouches_for_the_bytes_that_are_loaded(tmp_path, monkeypatch, suffix):
+    source, other = randomize(tiny_model(), seed=1), randomize(tiny_model(), seed=2)
+    path, swap_in = tmp_path / f"w{suffix}", tmp_path / f"other{suffix}"
+    if suffix == ".h5":
+        kt.save_weights_by_name(source, path)
+        kt.save_weights_by_name(other, swap_in)
+    else:
+        source.save(path)
+        other.save(swap_in)
+    digest = _files.sha256_of(path)
+    swap = SwapAfterHashing(path, swap_in)
+    monkeypatch.setattr(hashlib, "sha256", swap)
+    model = tiny_model()
+    kt.load_weights_by_name(model, path, sha256=digest)
+    assert swap.swapped  # the file at `path` is now the other one
+    monkeypatch.undo()
+    assert _files.sha256_of(path) != digest
+    for ours, theirs in zip(model.weights, source.weights):  # the checked bytes were loaded
+        np.testing.assert_array_equal(ours.numpy(), theirs.numpy(), err_msg=ours.path)

@@ -1,5 +1,10 @@
 """Sources other than weight files: `.keras` archives and models in memory."""
 
+import io
+import struct
+import zipfile
+
+import h5py
 import keras
 import numpy as np
 import pytest
@@ -108,3 +113,83 @@ def test_transfer_weights_checks_like_a_file_load():
     with pytest.raises(kt.ArgumentTypeError, match="save_weights"):
         kt.transfer_weights(tf_keras.Sequential([tf_keras.Input((4,)), tf_keras.layers.Dense(2)]),
                             target)
+
+
+def rezip(source, path, compression=zipfile.ZIP_STORED, align=None):
+    """`source`'s members rewritten by Python's zipfile. With `align`, the
+    named member's data starts where HDF5 looks for a signature (512 bytes
+    times a power of two), as it can by chance in an archive Keras wrote."""
+    with zipfile.ZipFile(source) as z:
+        members = [(info.filename, z.read(info)) for info in z.infolist()]
+    with zipfile.ZipFile(path, "w", compression) as z:
+        for name, data in members:
+            info = zipfile.ZipInfo(name, (1980, 1, 1, 0, 0, 0))
+            info.compress_type = compression
+            if name == align:  # pad the local header with an extra field
+                start = z.fp.tell() + 30 + len(name) + 4
+                at = 512
+                while at < start:
+                    at *= 2
+                info.extra = struct.pack("<HH", 0xCAFE, at - start) + bytes(at - start)
+            z.writestr(info, data)
+    return path
+
+
+def test_a_keras_archive_that_is_also_hdf5_by_signature_loads_as_an_archive(tmp_path):
+    source = randomize(tiny_model())
+    source.save(tmp_path / "source.keras")
+    path = rezip(tmp_path / "source.keras", tmp_path / "aligned.keras", align="model.weights.h5")
+    assert zipfile.is_zipfile(path) and h5py.is_hdf5(path)
+    target = tiny_model()
+    report = kt.load_weights_by_name(target, path)
+    assert set(report.loaded) == {"Dense_a", "Bn", "Dense_b", "Head"}
+    for ours, theirs in zip(target.weights, source.weights):
+        np.testing.assert_array_equal(ours.numpy(), theirs.numpy(), err_msg=ours.path)
+
+
+def flip(blob, at):
+    blob = bytearray(blob)
+    blob[at] ^= 0x55
+    return bytes(blob)
+
+
+def member_data(blob, name):
+    """Where member `name`'s data starts in the archive `blob`, and its size."""
+    with zipfile.ZipFile(io.BytesIO(blob)) as z:
+        info = z.getinfo(name)
+    extra = struct.unpack("<HH", blob[info.header_offset + 26:info.header_offset + 30])
+    return info.header_offset + 30 + sum(extra), info.compress_size
+
+
+def damages(keras_written, deflated):
+    """(what, damaged bytes) for the ways a `.keras` archive arrives broken."""
+    config, config_size = member_data(keras_written, "config.json")
+    weights, weights_size = member_data(keras_written, "model.weights.h5")
+    directory = keras_written.rindex(b"PK\x01\x02")
+    deflated_weights, _ = member_data(deflated, "model.weights.h5")
+    invalid_block = bytearray(deflated)
+    invalid_block[deflated_weights] = 0x07  # a final block of type 3, which deflate lacks
+    return [
+        ("config.json", flip(keras_written, config + config_size // 2)),
+        ("model.weights.h5", flip(keras_written, weights + weights_size // 2)),
+        ("central directory", flip(keras_written, directory)),
+        ("deflate stream", bytes(invalid_block)),
+    ]
+
+
+def test_a_damaged_keras_archive_is_a_weight_file_error(tmp_path):
+    source = randomize(tiny_model())
+    source.save(tmp_path / "source.keras")
+    deflated = rezip(tmp_path / "source.keras", tmp_path / "deflated.keras", zipfile.ZIP_DEFLATED)
+    target = tiny_model()
+    kt.load_weights_by_name(target, deflated)  # both archives load undamaged
+    before = [v.numpy().copy() for v in target.weights]
+    for what, blob in damages((tmp_path / "source.keras").read_bytes(), deflated.read_bytes()):
+        path = tmp_path / "damaged.keras"
+        path.write_bytes(blob)
+        with pytest.raises(kt.WeightFileError) as err:
+            kt.load_weights_by_name(target, path)
+        message = str(err.value)
+        assert str(path) in message and "damaged" in message and "again" in message, what
+        for v, b in zip(target.weights, before):
+            np.testing.assert_array_equal(v.numpy(), b, err_msg=what)
