@@ -25,7 +25,10 @@ from keras_transfer.errors import MissingWeightsError
 from keras_transfer.errors import NoLayersMatchedError
 from keras_transfer.errors import ShapeMismatchError
 from keras_transfer.errors import TransferError
+from keras_transfer.errors import UnbuiltModelError
+from keras_transfer.errors import UnsafeSourceError
 from keras_transfer.errors import WeightFileError
+from keras_transfer.errors import WeightMatchError
 from keras_transfer.freezing import freeze
 from keras_transfer.freezing import select_layers
 from keras_transfer.freezing import trainable_summary
@@ -48,6 +51,7 @@ from keras_transfer.recipes import fit_two_phase
 from keras_transfer.weights import TransferReport
 from keras_transfer.weights import load_weights_by_name
 from keras_transfer.weights import save_weights_by_name
+from keras_transfer.weights import transfer_weights
 
 __version__ = "0.1.0"
 
@@ -74,7 +78,10 @@ __all__ = [
     "TransferError",
     "TransferReport",
     "TwoPhaseSchedule",
+    "UnbuiltModelError",
+    "UnsafeSourceError",
     "WeightFileError",
+    "WeightMatchError",
     "attach_heads",
     "discriminative_optimizer",
     "export_hub_module",
@@ -88,5 +95,6 @@ __all__ = [
     "save_weights_by_name",
     "select_layers",
     "trainable_summary",
+    "transfer_weights",
     "unfreeze",
 ]

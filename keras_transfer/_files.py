@@ -36,12 +36,16 @@ def atomic_write(path):
         raise
 
 
-def sha256_of(path, chunk_size=1 << 20):
-    """Returns the hex sha256 digest of the file at `path`."""
+def sha256_of(source, chunk_size=1 << 20):
+    """Returns the hex sha256 digest of a file: its path, or the file open in
+    binary mode (read from its start; the position is left at the end)."""
+    if not hasattr(source, "read"):
+        with open(source, "rb") as f:
+            return sha256_of(f, chunk_size)
     digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(chunk_size), b""):
-            digest.update(chunk)
+    source.seek(0)
+    for chunk in iter(lambda: source.read(chunk_size), b""):
+        digest.update(chunk)
     return digest.hexdigest()
 
 

@@ -48,11 +48,6 @@ def units(model):
     return list(found.values())
 
 
-def legacy_order(layer):
-    """A layer's weights in Keras' legacy HDF5 order: trainable first."""
-    return layer.trainable_weights + layer.non_trainable_weights
-
-
 def relative_name(layer, variable):
     """The variable's name relative to `layer`: `kernel`, `query/kernel`."""
     prefix = f"{layer.path}/" if layer.path else None
@@ -101,3 +96,46 @@ def lora_frozen_weights(layer):
     adapters = {id(layer.lora_kernel_a), id(layer.lora_kernel_b)}
     return [v for v in layer.weights if id(v) not in adapters
             and v.name in ("kernel", "embeddings")]
+
+
+def saved_order(layer):
+    """A layer's weights in the order Keras writes them for a trainable model.
+
+    Keras and tf_keras write a layer's arrays trainable first, then the
+    others, where "trainable" is each variable's flag at save time. For a
+    checkpoint saved while training (the usual case) that is: the variables
+    created trainable, then those created non-trainable (BatchNormalization's
+    moving statistics), each in `layer.weights` order. This returns that order
+    whatever the current `trainable` flags are, so a frozen layer or a LoRA
+    kernel does not reorder it.
+    """
+    # Keras has no public record of how a variable was created once
+    # `layer.trainable = False` has reset its flag; each layer's private
+    # `_trainable_variables` list is that record, and the private
+    # `_flatten_layers` the only walk over the layer itself and every sublayer
+    # at any depth (both pinned by tests in tests/test_weights.py:
+    # test_saved_order_ignores_trainable_flags_and_lora and
+    # test_saved_order_sees_the_layer_itself_and_sublayers_at_any_depth).
+    created_trainable = {
+        id(v)
+        for sublayer in layer._flatten_layers(include_self=True, recursive=True)
+        for v in sublayer._trainable_variables
+    }
+    weights = layer.weights
+    return ([v for v in weights if id(v) in created_trainable]
+            + [v for v in weights if id(v) not in created_trainable])
+
+
+def own_weights(container):
+    """The weights a model holds itself, not through one of its layers.
+
+    A subclassed model may create variables of its own (a class token, a
+    position embedding) with `add_weight`; `units` does not see them.
+    """
+    held = {id(v) for layer in container.layers for v in layer.weights}
+    return [v for v in saved_order(container) if id(v) not in held]
+
+
+def containers(model):
+    """`model` and every nested model below it, pre-order."""
+    return [model] + [layer for layer, _ in walk(model) if is_container(layer)]

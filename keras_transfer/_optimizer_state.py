@@ -58,16 +58,24 @@ def cover(model, optimizer, variables):
     wanted = {id(v) for v in variables}
     ordered = [v for v in model.variables if id(v) in wanted]
     if len(ordered) != len(wanted):
-        raise errors.TransferError(
-            f"Some variables to train are not variables of model '{model.name}'.")
+        strangers = [v.path for v in variables if id(v) not in {id(o) for o in ordered}]
+        raise errors.ArgumentError(
+            f"Variables {strangers} would train but are not variables of model "
+            f"'{model.name}': a callback's layers must belong to the model it trains.")
     with _scope(model):
+        # Keras keeps which variables an optimizer was built with only in the
+        # private `_trainable_variables_indices`, keyed by `_var_key`
+        # (tests/test_keras_gaps.py pins both).
         if not optimizer.built:
             optimizer.build(ordered)
         elif not all(optimizer._var_key(v) in optimizer._trainable_variables_indices  # noqa: SLF001
                      for v in ordered):
             optimizer = _rebuilt(optimizer, ordered)
     if keras.backend.backend() == "jax":  # the only trainer that calls stateless_apply
-        accept_subsets(optimizer, model)
+        # A LossScaleOptimizer's own stateless_apply takes any list and hands
+        # it to its inner optimizer, which does the update.
+        inner = getattr(optimizer, "inner_optimizer", optimizer)
+        accept_subsets(inner, model)
     return optimizer
 
 
@@ -110,10 +118,12 @@ def accept_subsets(optimizer, model):
             return native(optimizer_variables, grads, trainable_variables)
         current = list(model.trainable_variables)
         if len(current) != len(trainable_variables):
-            raise errors.TransferError(
+            raise errors.ArgumentError(
                 f"Optimizer '{optimizer.name}' received {len(trainable_variables)} "
                 f"trainable values, but model '{model.name}' has {len(current)} "
-                "trainable variables: expected the model's own trainable list.")
+                "trainable variables: this optimizer updates only the model it was "
+                "prepared for by a keras_transfer callback. Compile other models "
+                "with an optimizer of their own.")
         mapping = (list(zip(current, trainable_variables))
                    + list(zip(optimizer.variables, optimizer_variables)))
         with keras.StatelessScope(state_mapping=mapping) as scope:

@@ -8,15 +8,23 @@ phase 2 then trains the rejoined model as usual, since the head's layers are
 the model's own layers.
 """
 
+import inspect
+
 import keras
 import numpy as np
 
+from keras_transfer import _layers
+from keras_transfer import errors
 from keras_transfer import freezing
 from keras_transfer import optimizers
-from keras_transfer.errors import LayerSelectionError
 
-_RANDOM_LAYERS = ("Dropout", "SpatialDropout1D", "SpatialDropout2D", "SpatialDropout3D",
-                  "GaussianNoise", "GaussianDropout", "AlphaDropout")
+# Layers that are random in training by their kind. Keras' own random layers
+# (augmentation, dropout, noise) also hold a `keras.random.SeedGenerator`, which
+# is checked too; a user layer that draws from Keras' global seed holds none,
+# which is why `check_cacheable` also compares outputs.
+_RANDOM_TYPES = (keras.layers.Dropout, keras.layers.GaussianNoise,
+                 keras.layers.GaussianDropout, keras.layers.AlphaDropout)
+_SAMPLE_SIZE = 16  # examples in the behavioural check
 
 
 def split_at(model, cut):
@@ -33,45 +41,169 @@ def split_at(model, cut):
         training the head trains `model`.
 
     Raises:
-        LayerSelectionError: a cut outside the model.
+        LayerSelectionError: a cut outside the model, or a model whose layers
+            are not one chain.
     """
     layers = model.layers
     if isinstance(cut, str):
         names = [layer.name for layer in layers]
         if cut not in names:
-            raise LayerSelectionError(f"No layer named '{cut}' in model '{model.name}'.")
+            raise errors.LayerSelectionError(f"No layer named '{cut}' in model '{model.name}'.")
         cut = names.index(cut) + 1
     if not 0 < cut < len(layers):
-        raise LayerSelectionError(
+        raise errors.LayerSelectionError(
             f"cut={cut} must leave at least one layer on each side of model "
             f"'{model.name}' ({len(layers)} layers).")
-    base = keras.Sequential([keras.Input(model.input_shape[1:]), *layers[:cut]],
-                            name=f"{model.name}_base")
-    head = keras.Sequential([keras.Input(base.output_shape[1:]), *layers[cut:]],
-                            name=f"{model.name}_head")
+    try:
+        base = keras.Sequential([keras.Input(model.input_shape[1:]), *layers[:cut]],
+                                name=f"{model.name}_base")
+        head = keras.Sequential([keras.Input(base.output_shape[1:]), *layers[cut:]],
+                                name=f"{model.name}_head")
+    except (ValueError, TypeError) as e:
+        raise errors.LayerSelectionError(
+            f"Model '{model.name}' cannot be cut at layer {cut}: its layers do not form "
+            f"one chain with a single input ({type(e).__name__}: {e}). Cache features "
+            "for a Sequential model or a functional chain, or train phase 1 without "
+            "caching.") from e
     return base, head
 
 
-def check_cacheable(base):
+def _sublayers(layer, trail=()):
+    """Yields `(sublayer, trail)` for every layer below `layer`, at any depth.
+
+    `trail` is the names of the layers between `layer` and the sublayer.
+    """
+    # Going around Keras: it has no public list of a layer's sublayers (a
+    # plain layer holding a Dropout has no `.layers`); `_flatten_layers` is
+    # what Keras itself walks for `weights` and `trainable`.
+    # tests/test_caching.py (a Dropout inside a plain layer) fails if it changes.
+    for sub in layer._flatten_layers(include_self=False, recursive=False):  # noqa: SLF001
+        yield sub, trail
+        yield from _sublayers(sub, trail + (sub.name,))
+
+
+def _where(trail):
+    return f", in {' > '.join(trail)}" if trail else ""
+
+
+def _is_random_kind(layer):
+    return isinstance(layer, _RANDOM_TYPES) or any(
+        cls.__name__.startswith("Random") and cls.__module__.startswith("keras.")
+        for cls in type(layer).__mro__)
+
+
+def _owners(base, variables):
+    """Each variable's innermost owning layer, as `{id(variable): (layer, trail)}`."""
+    wanted = {id(v) for v in variables}
+    owners = {}
+    for layer, trail in _sublayers(base):  # pre-order: an inner owner comes last
+        for v in layer.variables:
+            if id(v) in wanted:
+                owners[id(v)] = (layer, trail)
+    return owners
+
+
+def check_cacheable(base, sample=None):
     """Refuses a base whose outputs could differ between epochs.
 
+    The plain frozen `fit` calls the base with `training=True`; caching calls
+    it once with `training=False`. Cached features are right only when both
+    give the same output every time. Checked, at any depth (nested models,
+    layers inside layers):
+
+    - by kind: `Dropout` and its subclasses, `GaussianNoise`,
+      `GaussianDropout`, `AlphaDropout`, Keras' `Random*` augmentation
+      layers, and any layer holding a `keras.random.SeedGenerator`;
+    - trainable weights (cached features would go stale as they train);
+    - by behaviour, when `sample` is given: the base called on it with
+      `training=True` twice and with `training=False` must agree. This
+      catches user layers that draw from Keras' global seed or compute
+      something else while training.
+
+    Args:
+        base: the base model (the layers before the cut).
+        sample: optional input batch for the behavioural check.
+
     Raises:
-        ValueError: the base has trainable weights, or a random layer
-            (dropout, noise, augmentation) that would make cached features
-            wrong.
+        LayerSelectionError: the base is not cacheable; the message names the
+            layer (or, for behaviour, the layers taking `training`) and says
+            where to cut instead.
+
+    Example:
+
+    ```python
+    base, head = keras_transfer.caching.split_at(model, 12)
+    keras_transfer.freeze(base)
+    keras_transfer.caching.check_cacheable(base, x[:16])
+    ```
     """
-    for layer in base.layers:
-        kind = type(layer).__name__
-        if kind in _RANDOM_LAYERS or kind.startswith("Random"):
-            raise ValueError(
-                f"Layer '{layer.name}' ({kind}) before the cut is random in training: "
-                "cached features would freeze one draw of it. Move the cut below it, "
-                "or train phase 1 without caching.")
+    everything = list(_sublayers(base))
+    for layer, trail in everything:
+        seeded = [v for v in vars(layer).values() if isinstance(v, keras.random.SeedGenerator)]
+        if _is_random_kind(layer) or seeded:
+            raise errors.LayerSelectionError(
+                f"Layer '{layer.name}' ({type(layer).__name__}{_where(trail)}) before the "
+                "cut is random in training: cached features would freeze one draw of it. "
+                "Move the cut below it, or train phase 1 without caching.")
+    seeds = [v for v in base.variables if id(v) not in {id(w) for w in base.weights}]
+    for layer, trail in _owners(base, seeds).values():
+        raise errors.LayerSelectionError(
+            f"Layer '{layer.name}' ({type(layer).__name__}{_where(trail)}) before the cut "
+            "holds a random seed generator, so it is random in training: cached "
+            "features would freeze one draw of it. Move the cut below it, or train "
+            "phase 1 without caching.")
     if base.trainable_weights:
-        names = sorted({v.path.split("/")[-2] for v in base.trainable_weights})
-        raise ValueError(
-            f"The base has trainable weights ({names}): cached features would go "
+        names = sorted({layer.name for layer, _ in _owners(base, base.trainable_weights).values()})
+        raise errors.LayerSelectionError(
+            f"The base has trainable weights (in {names}): cached features would go "
             "stale as they train. Freeze the base first (keras_transfer.freeze).")
+    if sample is not None:
+        _check_behaviour(base, sample, everything)
+
+
+def _check_behaviour(base, sample, everything):
+    # A layer may update state when called in training (spectral normalization,
+    # a user's running statistics): the probe must leave the base as it was.
+    saved = [(v, keras.ops.convert_to_numpy(v)) for v in base.variables]
+    try:
+        outputs = [keras.ops.convert_to_numpy(base(sample, training=training))
+                   for training in (True, True, False)]
+    finally:
+        for variable, value in saved:
+            variable.assign(value)
+    if all(np.allclose(outputs[0], other, rtol=1e-5, atol=1e-6) for other in outputs[1:]):
+        return
+    # A frozen BatchNormalization runs in inference mode whatever `training`
+    # says; containers only pass `training` on.
+    candidates = [layer.name for layer, _ in everything
+                  if "training" in inspect.signature(layer.call).parameters
+                  and not isinstance(layer, (keras.Model, keras.layers.BatchNormalization))]
+    raise errors.LayerSelectionError(
+        f"The base '{base.name}' gives other outputs with training=True (as the plain "
+        "frozen fit calls it) than with training=False (as caching calls it), or "
+        "differs between two training=True calls: cached features would be wrong. "
+        f"The candidates, layers whose call takes `training`: {candidates}. Move the "
+        "cut below them, make them ignore `training` when frozen, or train phase 1 "
+        "without caching.")
+
+
+def _check_data(data):
+    if isinstance(data, tuple) and len(data) == 2:
+        return
+    if isinstance(data, tuple) or not hasattr(data, "__iter__") or hasattr(data, "shape"):
+        raise errors.ArgumentTypeError(
+            "Expected `(x, y)` arrays or a finite tf.data.Dataset of `(x, y)` batches; "
+            f"received {type(data).__name__}"
+            + (f" of length {len(data)}" if isinstance(data, tuple) else "") + ".")
+
+
+def _first_inputs(data, count):
+    """The first `count` inputs of `(x, y)` arrays or of a dataset's first batch."""
+    if isinstance(data, tuple):
+        return data[0][:count]
+    for x, _ in data:  # a new iterator: the caching pass starts its own
+        return np.asarray(x)[:count]
+    raise errors.ArgumentError("The training dataset is empty: there is nothing to cache.")
 
 
 def cache_features(base, data, batch_size=256):
@@ -85,7 +217,11 @@ def cache_features(base, data, batch_size=256):
 
     Returns:
         `(features, labels)` as numpy arrays.
+
+    Raises:
+        ArgumentTypeError: `data` is neither `(x, y)` nor a dataset of batches.
     """
+    _check_data(data)
     if isinstance(data, tuple):
         x, y = data
         return base.predict(x, batch_size=batch_size, verbose=0), np.asarray(y)
@@ -117,7 +253,10 @@ def fit_head_cached(model, train, *, cut, epochs, validation=None, optimizer="ad
         The head's `History`. The model's head layers hold the trained weights.
 
     Raises:
-        ValueError: the base is not cacheable (see `check_cacheable`).
+        LayerSelectionError: the cut does not fit the model, or the base is
+            not cacheable (see `check_cacheable`).
+        ArgumentTypeError: `train` or `validation` is neither `(x, y)` nor a
+            dataset of batches.
 
     Example:
 
@@ -126,8 +265,17 @@ def fit_head_cached(model, train, *, cut, epochs, validation=None, optimizer="ad
     ```
     """
     base, head = split_at(model, cut)
+    for data in (train, validation):
+        if data is not None:
+            _check_data(data)
+    sample = _first_inputs(train, _SAMPLE_SIZE)
+    restore = _layers.snapshot_trainable(model)
     freezing.freeze(model, upto=len(base.layers))
-    check_cacheable(base)
+    try:
+        check_cacheable(base, sample)
+    except errors.LayerSelectionError:
+        restore()  # a refusal leaves the model as it was
+        raise
     features, labels = cache_features(base, train, batch_size)
     val = cache_features(base, validation, batch_size) if validation is not None else None
     head.compile(optimizer=optimizers.fresh_optimizer(optimizer, learning_rate), loss=loss,

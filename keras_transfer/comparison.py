@@ -14,12 +14,15 @@ A *regime* is a training-set size; `plot_regimes` and `regimes_table` put
 several regimes in one figure and one table.
 """
 
+import json
+import os
 import time
 
 import keras
 import numpy as np
 
 from keras_transfer import _files
+from keras_transfer import errors
 from keras_transfer import freezing
 from keras_transfer import recipes
 from keras_transfer import schedules
@@ -29,63 +32,133 @@ write_json = _files.write_json  # results files are written atomically
 
 
 class PhaseProbe(keras.callbacks.Callback):
-    """Measures what happens in phase 1 of a two-phase run.
+    """Measures a two-phase run, epoch by epoch, across a resume too.
 
-    Place it after the `TwoPhaseSchedule` in the callback list. When epoch 0
-    begins it snapshots the layers of `freeze` that phase 1 froze (a
-    BatchNormalization layer that trains in phase 1 is not watched), and at
-    the end of phase 1 records their largest absolute change (0.0 means
-    bit-identical), the test accuracy (if `test` is given) and the wall time
-    of each phase.
+    Place it after the `TwoPhaseSchedule` and before any
+    `keras.callbacks.BackupAndRestore` in the callback list. It snapshots the
+    layers frozen in phase 1 when training begins (before a backup is
+    restored), records each epoch's logs and wall time, and at the end of
+    phase 1 records the frozen layers' largest absolute change (0.0 means
+    bit-identical) and the test accuracy (if `test` is given).
+
+    With `record=PATH` it writes all of that to PATH after every epoch, before
+    the backup of that epoch is written, with the model's random-seed states
+    (dropout masks), which Keras' `BackupAndRestore` does not keep; a run
+    resumed from the backup reads it back, so the arm reports the whole run and
+    its resumed epochs draw the random numbers an uninterrupted run drew.
 
     Args:
         freeze: the phase-1 freeze selector (as `TwoPhaseSchedule` takes it).
         switch_epoch: the first epoch of phase 2.
         test: optional test data (a `tf.data.Dataset`) to evaluate at the end
             of phase 1.
+        record: optional JSON path to keep the measures in across a resume.
 
     Attributes:
+        history: per-epoch logs of the whole run, `{name: [value, ...]}`.
         frozen_max_change: largest absolute change of any frozen weight over
             phase 1 (None until phase 1 ends; 0.0 if nothing was frozen).
         test_accuracy_phase1: test accuracy at the end of phase 1.
-        seconds: wall time per phase, `{"phase1": s, "phase2": s}`.
+        seconds: wall time of each phase's epochs (training and validation),
+            `{"phase1": s, "phase2": s}`.
+
+    Raises:
+        ArgumentError: (at train begin) `record` was written for a model with
+            another number of random-seed states.
+
+    Example:
+
+    ```python
+    probe = PhaseProbe(12, switch_epoch=5, record="backup/arm/record.json")
+    model.fit(train, epochs=10, callbacks=[
+        schedule, probe, keras.callbacks.BackupAndRestore("backup/arm")])
+    ```
     """
 
-    def __init__(self, freeze, switch_epoch, test=None):
+    def __init__(self, freeze, switch_epoch, test=None, record=None):
         super().__init__()
         self.freeze = freeze
         self.switch_epoch = switch_epoch
         self.test = test
+        self.record = record
         self.frozen_max_change = None
         self.test_accuracy_phase1 = None
-        self.seconds = {}
-        self._start = None
+        self._epochs = {}  # epoch -> {"logs", "seconds", "seed_states"}
         self._frozen = None
+        self._first_epoch = True
+
+    @property
+    def history(self):
+        keys = sorted({k for entry in self._epochs.values() for k in entry["logs"]})
+        return {k: [self._epochs[e]["logs"][k] for e in sorted(self._epochs)] for k in keys}
+
+    @property
+    def seconds(self):
+        totals = {}
+        for epoch, entry in self._epochs.items():
+            phase = "phase1" if epoch < self.switch_epoch else "phase2"
+            totals[phase] = totals.get(phase, 0.0) + entry["seconds"]
+        return totals
 
     def on_train_begin(self, logs=None):
-        self._start = time.perf_counter()
+        # what phase 1 froze: a BatchNormalization layer that trains in phase 1
+        # (fine_tune's train_batchnorm=True) is not watched
+        layers = [layer for layer in freezing.select_layers(self.model, self.freeze)
+                  if not layer.trainable]
+        self._frozen = [(v, v.numpy().copy()) for layer in layers for v in layer.weights]
+        self._first_epoch = True
+        if self.record is not None and os.path.isfile(self.record):
+            with open(self.record) as f:
+                kept = json.load(f)
+            self._epochs = {int(e): entry for e, entry in kept["epochs"].items()}
+            self.frozen_max_change = kept["frozen_max_change_phase1"]
+            self.test_accuracy_phase1 = kept["test_accuracy_phase1"]
 
     def on_epoch_begin(self, epoch, logs=None):
-        if epoch == 0:
-            layers = [layer for layer in freezing.select_layers(self.model, self.freeze)
-                      if not layer.trainable]
-            self._frozen = [(v, v.numpy().copy()) for layer in layers for v in layer.weights]
+        if self._first_epoch and epoch - 1 in self._epochs:  # resumed after epoch - 1
+            _restore_seed_states(self.model, self._epochs[epoch - 1]["seed_states"],
+                                 self.record)
+        self._first_epoch = False
+        self._epochs = {e: entry for e, entry in self._epochs.items() if e < epoch}
+        self._epoch_start = time.perf_counter()
 
     def on_epoch_end(self, epoch, logs=None):
+        seconds = time.perf_counter() - self._epoch_start
         if epoch == self.switch_epoch - 1:
-            now = time.perf_counter()
-            self.seconds["phase1"] = now - self._start
-            self._start = now
-            if self._frozen is not None:
-                self.frozen_max_change = max(
-                    [float(np.max(np.abs(v.numpy() - before))) for v, before in self._frozen],
-                    default=0.0)
+            self.frozen_max_change = max(
+                [float(np.max(np.abs(v.numpy() - before))) for v, before in self._frozen],
+                default=0.0)
             if self.test is not None:
                 self.test_accuracy_phase1 = _accuracy(self.model, self.test)
+        self._epochs[epoch] = {"logs": {k: float(v) for k, v in (logs or {}).items()},
+                               "seconds": seconds, "seed_states": _seed_states(self.model)}
+        if self.record is not None:
+            write_json({"epochs": self._epochs, "frozen_max_change_phase1": self.frozen_max_change,
+                        "test_accuracy_phase1": self.test_accuracy_phase1}, self.record)
 
-    def on_train_end(self, logs=None):
-        self.seconds["phase2" if "phase1" in self.seconds else "phase1"] = (
-            time.perf_counter() - self._start)
+
+def _seed_variables(model):
+    # A SeedGenerator's state is in `model.variables` but not in `model.weights`,
+    # and `model.save_weights` (so BackupAndRestore) does not save it: a resumed
+    # fit would draw epoch 0's dropout masks again. tests/test_comparison.py
+    # fails if Keras starts keeping it.
+    weights = {id(w) for w in model.weights}
+    return [v for v in model.variables if id(v) not in weights]
+
+
+def _seed_states(model):
+    return [keras.ops.convert_to_numpy(v).tolist() for v in _seed_variables(model)]
+
+
+def _restore_seed_states(model, states, record):
+    variables = _seed_variables(model)
+    if len(variables) != len(states):
+        raise errors.ArgumentError(
+            f"{record} holds {len(states)} random-seed states but model '{model.name}' has "
+            f"{len(variables)}: it was written for another model. Delete it (and the "
+            "backup beside it) to train this arm from the start.")
+    for variable, state in zip(variables, states):
+        variable.assign(np.asarray(state, dtype=variable.dtype))
 
 
 def _accuracy(model, data):
@@ -93,7 +166,7 @@ def _accuracy(model, data):
 
 
 def run_arm(model, train, *, validation, test, train_eval, freeze, head_epochs, epochs,
-            head_lr, finetune_lr, callbacks=(), verbose=1):
+            head_lr, finetune_lr, callbacks=(), backup_dir=None, verbose=1):
     """Compiles and trains one arm with the two-phase plan, then measures it.
 
     Args:
@@ -105,8 +178,13 @@ def run_arm(model, train, *, validation, test, train_eval, freeze, head_epochs, 
         freeze: the phase-1 freeze selector (`[]` freezes nothing).
         head_epochs: phase-1 epochs; epochs: total epochs.
         head_lr, finetune_lr: the phases' learning rates (Adam).
-        callbacks: more callbacks, run after the schedule (e.g.
-            `keras.callbacks.BackupAndRestore`).
+        callbacks: more callbacks, run after the schedule (e.g. the
+            `datasets.EpochOrder` of `train`).
+        backup_dir: if set, the training state is backed up there every epoch
+            (`keras.callbacks.BackupAndRestore`, with the `PhaseProbe` record):
+            calling `run_arm` again the same way after an interruption resumes
+            the arm and returns what an uninterrupted run returns (seconds
+            aside), given a data order that depends only on the epoch.
         verbose: Keras progress output.
 
     Returns:
@@ -119,16 +197,17 @@ def run_arm(model, train, *, validation, test, train_eval, freeze, head_epochs, 
     schedule = schedules.TwoPhaseSchedule(
         freeze=freeze, switch_epoch=head_epochs, head_lr=head_lr,
         finetune_lr=finetune_lr, verbose=verbose)
-    probe = PhaseProbe(freeze, head_epochs, test)
-    history = model.fit(train, validation_data=validation, epochs=epochs,
-                        callbacks=[schedule, probe, *callbacks],
-                        shuffle=False,  # tf.data shuffles
-                        verbose=verbose)
-    return _measured(model, history, probe, test, train_eval)
+    backup, probe = _backup(backup_dir, freeze, head_epochs, test)
+    model.fit(train, validation_data=validation, epochs=epochs,
+              callbacks=[schedule, probe, *callbacks, *backup],
+              shuffle=False,  # tf.data shuffles
+              verbose=verbose)
+    return _measured(model, probe, test, train_eval)
 
 
 def run_fine_tune_arm(model, train, *, validation, test, train_eval, scratch, epochs,
-                      freeze_epochs, freeze, callbacks=(), verbose=1, **options):
+                      freeze_epochs, freeze, callbacks=(), backup_dir=None, verbose=1,
+                      **options):
     """Trains one arm with `fine_tune`, then measures it as `run_arm` does.
 
     Args:
@@ -140,7 +219,9 @@ def run_fine_tune_arm(model, train, *, validation, test, train_eval, scratch, ep
             its test accuracy is still taken after `freeze_epochs` epochs.
         epochs: total epochs; freeze_epochs: the transfer arm's phase 1.
         freeze: the transfer arm's phase-1 freeze selector.
-        callbacks, verbose: as for `run_arm`.
+        callbacks, backup_dir, verbose: as for `run_arm`. A resumed arm
+            runs the finder again (it is restored bit for bit, so the
+            suggestion is the same).
         **options: more `fine_tune` arguments (`base_lr`, `lr_mult`, ...).
 
     Returns:
@@ -148,15 +229,15 @@ def run_fine_tune_arm(model, train, *, validation, test, train_eval, scratch, ep
         finder ran, `learning_rate_curve` (rates, smoothed losses,
         suggestion).
     """
-    probe = PhaseProbe([] if scratch else freeze, freeze_epochs, test)
+    backup, probe = _backup(backup_dir, [] if scratch else freeze, freeze_epochs, test)
     if scratch:
         freeze, freeze_epochs, options["lr_mult"] = [], 0, 1.0
     history = recipes.fine_tune(model, train, validation=validation, freeze=freeze,
                                 epochs=epochs, freeze_epochs=freeze_epochs,
-                                callbacks=[probe, *callbacks], verbose=verbose,
+                                callbacks=[probe, *callbacks, *backup], verbose=verbose,
                                 shuffle=False,  # tf.data shuffles
                                 **options)
-    arm = _measured(model, history, probe, test, train_eval)
+    arm = _measured(model, probe, test, train_eval)
     arm["base_lr"] = history.base_lr
     curve = history.learning_rate_curve
     if curve is not None:
@@ -166,9 +247,18 @@ def run_fine_tune_arm(model, train, *, validation, test, train_eval, scratch, ep
     return arm
 
 
-def _measured(model, history, probe, test, train_eval):
+def _backup(backup_dir, freeze, switch_epoch, test):
+    """The BackupAndRestore callback (if backup_dir) and the PhaseProbe recording beside it."""
+    if backup_dir is None:
+        return [], PhaseProbe(freeze, switch_epoch, test)
+    return ([keras.callbacks.BackupAndRestore(os.fspath(backup_dir))],
+            PhaseProbe(freeze, switch_epoch, test,
+                       record=os.path.join(backup_dir, "record.json")))
+
+
+def _measured(model, probe, test, train_eval):
     return {
-        "history": {k: [float(v) for v in vs] for k, vs in history.history.items()},
+        "history": probe.history,
         "test_accuracy_phase1": probe.test_accuracy_phase1,
         "test_accuracy": _accuracy(model, test),
         "train_accuracy": _accuracy(model, train_eval),
@@ -188,6 +278,10 @@ def plot_comparison(arms, switch_epoch, path, title="Transfer vs. scratch"):
 
     Returns:
         The path written.
+
+    Raises:
+        ArgumentError: an arm has no per-epoch validation accuracy and loss
+            (it was trained without validation data).
     """
     return plot_regimes({None: (arms, switch_epoch)}, path, title=title)
 
@@ -205,6 +299,9 @@ def plot_regimes(regimes, path, title="Transfer vs. scratch"):
     Returns:
         The path written.
 
+    Raises:
+        ArgumentError: an arm has no per-epoch validation accuracy and loss.
+
     Example:
 
     ```python
@@ -212,6 +309,14 @@ def plot_regimes(regimes, path, title="Transfer vs. scratch"):
                             "comparison.png", title="Fashion-MNIST -> MNIST")
     ```
     """
+    for arms, _ in regimes.values():
+        for name, arm in arms.items():
+            missing = {"val_accuracy", "val_loss"} - set(arm.get("history", {}))
+            if missing:
+                raise errors.ArgumentError(
+                    f"Arm '{name}' has no {sorted(missing)} in its history: the plot "
+                    "draws validation curves; train the arm with validation data "
+                    "(run_arm's `validation=`).")
     import matplotlib
 
     matplotlib.use("Agg")

@@ -29,6 +29,7 @@ import sys
 import tempfile
 import zipfile
 
+import keras
 import numpy as np
 
 from keras_transfer import _files
@@ -82,6 +83,7 @@ def load(name, data_dir=None, *, allow_download=True):
         and labels of shape `(n,)`, all uint8.
 
     Raises:
+        ArgumentError: an unknown data set name.
         DataNotFoundError: no local copy, and the download failed or was not
             allowed.
         DataFormatError: a local file is truncated or malformed.
@@ -93,7 +95,8 @@ def load(name, data_dir=None, *, allow_download=True):
     ```
     """
     if name not in _SUBFOLDERS:
-        raise ValueError(f"Unknown data set {name!r}; expected one of {list(_SUBFOLDERS)}.")
+        raise errors.ArgumentError(
+            f"Unknown data set {name!r}; expected one of {list(_SUBFOLDERS)}.")
     tried = []
     for folder in search_dirs(name, data_dir):
         for place in [folder] + [folder / sub for sub in _SUBFOLDERS[name]]:
@@ -128,6 +131,145 @@ def _load_from(place, name, tried):
     tried.append(f"{npz} or the IDX files {list(_IDX_NAMES.values())} in {place}"
                  + (f" (only {sorted(p.name for p in paths.values())})" if paths else ""))
     return None
+
+
+def load_target(name, data_dir=None, *, tfds_data_dir=None, allow_download=True):
+    """Loads the reference pipeline's target: MNIST, or any TFDS image-classification set.
+
+    `"mnist"` and `"fashion_mnist"` come from `load` (offline first). Any other
+    name is a TensorFlow Datasets name (`"cifar10"`, `"emnist/letters"`,
+    `"kmnist"`, ...) loaded with `load_tfds`: its images are converted to the
+    reference CNN's input, 28x28 grayscale.
+
+    Args:
+        name: the data set's name.
+        data_dir: for MNIST / Fashion-MNIST, a folder to look in first.
+        tfds_data_dir: for TFDS sets, TFDS' data folder (default: TFDS' own,
+            `~/tensorflow_datasets`).
+        allow_download: fetch what is not there yet.
+
+    Returns:
+        `((x_train, y_train), (x_test, y_test), num_classes)`, images uint8 of
+        shape `(n, 28, 28)`.
+
+    Raises:
+        DataNotFoundError, DataFormatError: as `load` and `load_tfds`.
+        ArgumentError: a TFDS set that is not image classification.
+
+    Example:
+
+    ```python
+    (x, y), (x_test, y_test), classes = keras_transfer.datasets.load_target("kmnist")
+    ```
+    """
+    if name in _SUBFOLDERS:
+        train, test = load(name, data_dir, allow_download=allow_download)
+        return train, test, 10
+    return load_tfds(name, tfds_data_dir, allow_download=allow_download)
+
+
+def load_tfds(name, data_dir=None, *, allow_download=True, image_size=28):
+    """Loads a TFDS image-classification data set as small grayscale uint8 arrays.
+
+    The image and label features are the data set's supervised keys, or else
+    its one `Image` and one `ClassLabel` feature. Each image is made grayscale
+    (`tf.image.rgb_to_grayscale` for RGB, the alpha channel dropped) and resized
+    to `image_size` x `image_size` (bilinear, antialiased), in the data set's
+    own order. Without a `test` split, the last 20% of `train` is the test set.
+    The arrays are held in memory: meant for sets of up to a few hundred
+    thousand images.
+
+    Args:
+        name: a TFDS name, with a config or version if wanted
+            (`"emnist/letters"`); also a data set prepared in `data_dir`
+            without its code.
+        data_dir: TFDS' data folder (default: TFDS' own).
+        allow_download: download and prepare the set when it is not there.
+        image_size: the side of the square output images.
+
+    Returns:
+        `((x_train, y_train), (x_test, y_test), num_classes)`: images uint8 of
+        shape `(n, image_size, image_size)`, labels int32.
+
+    Raises:
+        DataNotFoundError: TFDS knows no such set, or it is not prepared and
+            could not (or may not) be downloaded.
+        ArgumentError: the set is not image classification (no image or no
+            class label), or has no `train` split.
+
+    Example:
+
+    ```python
+    (x, y), (x_test, y_test), classes = keras_transfer.datasets.load_tfds("cifar10")
+    ```
+    """
+    import tensorflow as tf
+    import tensorflow_datasets as tfds
+
+    where = data_dir or "TFDS' default data folder (~/tensorflow_datasets)"
+    build = (f"prepare it online with `tfds build {name}"
+             + (f" --data_dir {data_dir}`" if data_dir else "`") + ", then run offline")
+    try:
+        builder = tfds.builder(name, data_dir=None if data_dir is None else os.fspath(data_dir))
+    except Exception as e:  # TFDS' message lists every data set it knows: too long
+        raise errors.DataNotFoundError(
+            f"TFDS has no data set {name!r}, neither registered nor prepared in {where}. "
+            f"Check the name (https://www.tensorflow.org/datasets/catalog), or {build}.") from e
+    if not builder.is_prepared():
+        if not allow_download:
+            raise errors.DataNotFoundError(
+                f"TFDS data set {name!r} is not prepared in {where}, and downloading was "
+                f"not allowed: {build}.")
+        try:
+            builder.download_and_prepare()
+        except Exception as e:  # no network, a server down, a manual download
+            raise errors.DataNotFoundError(
+                f"TFDS data set {name!r} is not prepared in {where} and could not be "
+                f"downloaded ({type(e).__name__}: {str(e)[:300]}); {build}.") from e
+    image_key, label_key = _image_and_label(builder.info, name)
+    splits = builder.info.splits
+    if "train" not in splits:
+        raise errors.ArgumentError(
+            f"TFDS data set {name!r} has no 'train' split (it has {sorted(splits)}).")
+    parts = ("train", "test") if "test" in splits else ("train[:80%]", "train[80%:]")
+    size = (image_size, image_size)
+
+    def convert(example):
+        image = tf.cast(example[image_key], tf.float32)
+        if image.shape[-1] in (3, 4):
+            image = tf.image.rgb_to_grayscale(image[..., :3])
+        image = tf.image.resize(image[..., :1], size, antialias=True)
+        return tf.cast(tf.clip_by_value(tf.round(image[..., 0]), 0, 255), tf.uint8), \
+            tf.cast(example[label_key], tf.int32)
+
+    arrays = []
+    for split in parts:
+        ds = builder.as_dataset(split=split, shuffle_files=False)
+        ds = ds.map(convert, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).batch(1024)
+        batches = list(ds.as_numpy_iterator())
+        arrays.append((np.concatenate([x for x, _ in batches]),
+                       np.concatenate([y for _, y in batches])))
+    return arrays[0], arrays[1], builder.info.features[label_key].num_classes
+
+
+def _image_and_label(info, name):
+    """The keys of the image and class-label features of a TFDS data set."""
+    import tensorflow_datasets as tfds
+
+    features = info.features
+    keys = info.supervised_keys
+    if not (isinstance(keys, tuple) and len(keys) == 2 and all(isinstance(k, str) for k in keys)):
+        images = [k for k, f in features.items() if isinstance(f, tfds.features.Image)]
+        labels = [k for k, f in features.items() if isinstance(f, tfds.features.ClassLabel)]
+        keys = (images[0], labels[0]) if len(images) == 1 and len(labels) == 1 else None
+    if (keys is None or not isinstance(features[keys[0]], tfds.features.Image)
+            or not isinstance(features[keys[1]], tfds.features.ClassLabel)):
+        raise errors.ArgumentError(
+            f"{name} is not an image-classification data set: expected an Image "
+            f"feature and a ClassLabel feature, found "
+            f"{ {k: type(f).__name__ for k, f in features.items()} }. Pick an image "
+            "classification set from https://www.tensorflow.org/datasets/catalog.")
+    return keys
 
 
 def read_idx(path):
@@ -184,14 +326,45 @@ def _check_pairs(arrays, where):
 
 
 def _download(name):
-    import keras
-
     module = getattr(keras.datasets, name)
     (x_train, y_train), (x_test, y_test) = module.load_data()
     return (x_train, y_train.astype(np.uint8)), (x_test, y_test.astype(np.uint8))
 
 
-def as_dataset(x, y, batch_size, *, shuffle=False, seed=None):
+class EpochOrder(keras.callbacks.Callback):
+    """Makes the shuffle order of `as_dataset` pipelines a function of the epoch.
+
+    `tf.data`'s `shuffle(seed=s, reshuffle_each_iteration=True)` draws each
+    epoch's order from a sequence that starts again in every process, so a fit
+    resumed by `keras.callbacks.BackupAndRestore` at epoch k sees the order of
+    epoch 0, not the one an uninterrupted run saw at epoch k. Passed to
+    `as_dataset(..., epoch_order=)` and to `fit`'s callbacks, it holds the
+    epoch number in a variable the pipeline reads: epoch k's order is a
+    function of the seed and k only, in any process.
+
+    Example:
+
+    ```python
+    order = keras_transfer.datasets.EpochOrder()
+    train = keras_transfer.datasets.as_dataset(x, y, 256, shuffle=True, seed=0,
+                                               epoch_order=order)
+    model.fit(train, epochs=10, callbacks=[
+        order, keras.callbacks.BackupAndRestore("backup")])
+    ```
+    """
+
+    def __init__(self):
+        super().__init__()
+        import tensorflow as tf
+
+        self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch_order")
+
+    def on_epoch_begin(self, epoch, logs=None):
+        # Keras makes the epoch's iterator after the callbacks' epoch begin.
+        self.epoch.assign(epoch)
+
+
+def as_dataset(x, y, batch_size, *, shuffle=False, seed=None, epoch_order=None):
     """A `tf.data` pipeline of `(image, label)` batches.
 
     Images become float32 in [0, 1] with a channel axis, `(28, 28, 1)`.
@@ -202,16 +375,42 @@ def as_dataset(x, y, batch_size, *, shuffle=False, seed=None):
         batch_size: batch size.
         shuffle: reshuffle every epoch (with `seed`, reproducibly).
         seed: the shuffle seed.
+        epoch_order: an `EpochOrder` callback: each epoch's order is then a
+            function of `seed` and the epoch number, so a resumed fit sees the
+            orders of an uninterrupted one (pass the callback to `fit` too).
 
     Returns:
         A batched, prefetched `tf.data.Dataset`.
+
+    Raises:
+        ArgumentError: `x` is not a stack of 2-D images, or `x` and `y` differ
+            in length.
     """
     import tensorflow as tf
 
-    ds = tf.data.Dataset.from_tensor_slices((x, y.astype(np.int32)))
-    if shuffle:
-        ds = ds.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
-    ds = ds.batch(batch_size).map(
+    x, y = np.asarray(x), np.asarray(y)
+    if x.ndim != 3 or len(x) != len(y):
+        raise errors.ArgumentError(
+            f"Expected images (n, height, width) and n labels; received images of "
+            f"shape {x.shape} and labels of shape {y.shape}.")
+    y = y.astype(np.int32)
+    if shuffle and epoch_order is not None:
+        images, labels = tf.constant(x), tf.constant(y)
+        key = tf.constant(np.random.randint(2**31) if seed is None else seed, tf.int64)
+
+        def permutation(_):
+            order = tf.random.experimental.stateless_shuffle(
+                tf.range(len(x)), seed=tf.stack([key, epoch_order.epoch.read_value()]))
+            return tf.data.Dataset.from_tensor_slices(order)
+
+        ds = tf.data.Dataset.range(1).flat_map(permutation).batch(batch_size).map(
+            lambda indices: (tf.gather(images, indices), tf.gather(labels, indices)))
+    else:
+        ds = tf.data.Dataset.from_tensor_slices((x, y))
+        if shuffle:
+            ds = ds.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
+        ds = ds.batch(batch_size)
+    ds = ds.map(
         lambda images, labels: (tf.cast(images, tf.float32)[..., None] / 255.0, labels),
         num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     return ds.prefetch(tf.data.AUTOTUNE)
@@ -228,12 +427,13 @@ def holdout_split(x, y, *, train_examples=0, val_examples=5000, seed=0):
         `((x_train, y_train), (x_val, y_val))`.
 
     Raises:
-        ValueError: more images are asked for than there are.
+        ArgumentError: more images are asked for than there are.
     """
     pool = len(x) - val_examples
     if pool <= 0 or train_examples > pool:
-        raise ValueError(
-            f"Cannot hold out {val_examples} and draw {train_examples} images from {len(x)}.")
+        raise errors.ArgumentError(
+            f"Cannot hold out {val_examples} and draw {train_examples} images from "
+            f"{len(x)}: lower train_examples or val_examples.")
     chosen = np.arange(pool)
     if train_examples:
         chosen = np.sort(np.random.default_rng(seed).permutation(pool)[:train_examples])

@@ -61,3 +61,15 @@ class ArgumentTypeError(TransferError, TypeError):
 
 class BackendError(TransferError, RuntimeError):
     """A feature needs another Keras backend (TensorFlow for TF Hub modules)."""
+
+
+class WeightMatchError(TransferError, ValueError):
+    """A source layer's arrays cannot be matched to a target layer unambiguously."""
+
+
+class UnbuiltModelError(TransferError, ValueError):
+    """A model has no weights yet: it must be built before its weights move."""
+
+
+class UnsafeSourceError(WeightFileError):
+    """A `.keras` archive holds code that Keras' safe mode refuses to load."""

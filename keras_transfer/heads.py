@@ -20,6 +20,16 @@ def _inputs(model):
     return model.inputs[0] if len(model.inputs) == 1 else model.inputs
 
 
+def _output(model):
+    # `model.output` raises for a Sequential model that was never called;
+    # `model.outputs` is set from its Input.
+    if len(model.outputs) != 1:
+        raise errors.ArgumentError(
+            f"Model '{model.name}' has {len(model.outputs)} outputs; the heads need one "
+            "feature output to share. Pass a base model with a single output.")
+    return model.outputs[0]
+
+
 def _final_dense(model):
     for layer in reversed(model.layers):
         if isinstance(layer, keras.layers.Dense):
@@ -64,7 +74,8 @@ def replace_head(model, num_classes, *, cut=None, activation="same", name=None,
 
     Raises:
         LayerSelectionError: no Dense layer to replace, or an unknown `cut`.
-        ValueError: `class_subset` does not fit the source head.
+        ArgumentError: `num_classes` is not a positive int, or `class_subset`
+            does not fit the source head.
 
     Example:
 
@@ -72,6 +83,10 @@ def replace_head(model, num_classes, *, cut=None, activation="same", name=None,
     target = keras_transfer.replace_head(source, 3, class_subset=[0, 4, 6])
     ```
     """
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
+        raise errors.ArgumentError(
+            f"num_classes must be a positive int (the new head's units); received "
+            f"num_classes={num_classes!r}.")
     old = _final_dense(model)
     if activation == "same":
         activation = old.activation
@@ -83,12 +98,15 @@ def replace_head(model, num_classes, *, cut=None, activation="same", name=None,
         subset = np.asarray(class_subset, dtype=int)
         kernel = keras.ops.convert_to_numpy(old.kernel)
         if cut is not None:
-            raise ValueError("class_subset needs the default cut (the final Dense layer's input).")
+            raise errors.ArgumentError(
+                f"class_subset needs the default cut (the input of the final Dense layer "
+                f"'{old.name}'), but cut={cut!r} was given; drop one of the two.")
         if len(subset) != num_classes:
-            raise ValueError(
-                f"class_subset has {len(subset)} classes but num_classes={num_classes}.")
+            raise errors.ArgumentError(
+                f"class_subset has {len(subset)} classes but num_classes={num_classes}; "
+                "give one source class per new class.")
         if subset.min() < 0 or subset.max() >= kernel.shape[1]:
-            raise ValueError(
+            raise errors.ArgumentError(
                 f"class_subset {subset.tolist()} is out of range for the source head "
                 f"'{old.name}' with {kernel.shape[1]} classes.")
         head.kernel.assign(kernel[:, subset])
@@ -110,6 +128,10 @@ def attach_heads(base, heads):
         with `loss={name: ...}` and `loss_weights={name: ...}`; per-head
         metrics appear in the logs as `<name>_<metric>`.
 
+    Raises:
+        ArgumentTypeError: a head is neither `(units, activation)` nor a layer.
+        ArgumentError: the base has more than one output.
+
     Example:
 
     ```python
@@ -117,13 +139,17 @@ def attach_heads(base, heads):
                                               "attributes": (5, "sigmoid")})
     ```
     """
-    features = base.output
+    features = _output(base)
     outputs = {}
     for head_name, spec in heads.items():
         if isinstance(spec, keras.layers.Layer):
             layer = spec
-        else:
+        elif isinstance(spec, (tuple, list)) and len(spec) == 2:
             units, activation = spec
             layer = keras.layers.Dense(units, activation=activation, name=head_name)
+        else:
+            raise errors.ArgumentTypeError(
+                f"Head '{head_name}': expected `(units, activation)` or a keras Layer, "
+                f"received {spec!r}.")
         outputs[head_name] = layer(features)
     return keras.Model(_inputs(base), outputs, name=f"{base.name}_heads")

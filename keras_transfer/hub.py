@@ -23,6 +23,7 @@ import re
 import keras
 
 from keras_transfer.errors import ArgumentError
+from keras_transfer.errors import ArgumentTypeError
 from keras_transfer.errors import BackendError
 from keras_transfer.errors import HubModuleError
 
@@ -54,7 +55,7 @@ def resolve_handle(handle):
             handle could not be resolved.
     """
     tf = _tensorflow("A TF Hub handle")
-    handle = os.fspath(handle)
+    handle = _handle_path(handle)
     if os.path.isdir(handle):
         path = handle
     elif "://" in handle:
@@ -76,6 +77,16 @@ def resolve_handle(handle):
             f"{path!r} is a folder but not a SavedModel (no saved_model.pb or "
             "saved_model.pbtxt in it).")
     return path
+
+
+def _handle_path(handle):
+    """`handle` as a str, or an `ArgumentTypeError` saying what a handle is."""
+    try:
+        return os.fspath(handle)
+    except TypeError as e:
+        raise ArgumentTypeError(
+            f"Expected a handle: a SavedModel folder (str or path) or a TF Hub URL; "
+            f"received {handle!r} of type {type(handle).__name__}.") from e
 
 
 def _keras_name(variable):
@@ -129,6 +140,8 @@ class HubLayer(keras.layers.Layer):
     Raises:
         HubModuleError: the handle does not lead to a SavedModel, or the module
             has neither a callable nor the requested signature.
+        ArgumentTypeError: `handle` is not a path or URL, or `arguments` is
+            not a dict.
         BackendError: Keras runs another backend than TensorFlow.
 
     Example:
@@ -144,8 +157,13 @@ class HubLayer(keras.layers.Layer):
     def __init__(self, handle, trainable=False, signature=None, output_key=None,
                  arguments=None, **kwargs):
         tf = _tensorflow("HubLayer")
+        handle = _handle_path(handle)
+        if arguments is not None and not isinstance(arguments, dict):
+            raise ArgumentTypeError(
+                f"arguments= must be a dict of keyword arguments for the module; "
+                f"received {type(arguments).__name__}: {arguments!r}.")
         super().__init__(trainable=trainable, **kwargs)
-        self.handle = os.fspath(handle)
+        self.handle = handle
         self.signature = signature
         self.output_key = output_key
         self.arguments = dict(arguments or {})

@@ -81,6 +81,8 @@ class DiscriminativeOptimizer(keras.optimizers.MultiOptimizer):
             return super().apply(grads, trainable_variables)
         # Unlike MultiOptimizer, accept any subset of the built variables: a
         # frozen group has no gradients and its sub-optimizer does not step.
+        # Going around Keras: MultiOptimizer keeps its variable -> group map in
+        # private attributes (pinned in tests/test_keras_gaps.py).
         trainable_variables = list(trainable_variables)
         self._check_variables_are_known(trainable_variables)
         per_opt = [[] for _ in self.optimizers]
@@ -206,6 +208,7 @@ def set_learning_rate(optimizer, learning_rate, *, steps_into_phase=0):
             already (0 when the phase begins now; more when a run resumes or
             starts with `initial_epoch` inside the phase).
     """
+    optimizer = _inner(optimizer)
     if isinstance(optimizer, DiscriminativeOptimizer):
         optimizer.set_learning_rate(learning_rate, steps_into_phase=steps_into_phase)
         return
@@ -229,10 +232,18 @@ def hold_schedules(optimizer):
         optimizer: a Keras optimizer (every group of a
             `DiscriminativeOptimizer`).
     """
+    optimizer = _inner(optimizer)
     inner = optimizer.optimizers if isinstance(optimizer, DiscriminativeOptimizer) else [optimizer]
     for opt in inner:
         if not isinstance(opt._learning_rate, Schedule):  # noqa: SLF001
             opt.learning_rate = PhaseLearningRate(current_learning_rate(opt))
+
+
+def _inner(optimizer):
+    """The optimizer that holds the learning rate: a LossScaleOptimizer's inner one."""
+    if isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
+        return optimizer.inner_optimizer
+    return optimizer
 
 
 def current_learning_rate(optimizer):

@@ -15,6 +15,8 @@ frozen and keep the source's statistics.
 
 import keras
 
+from keras_transfer import errors
+
 FEATURE_LAYERS = (
     "Conv1", "Bn1", "Relu1", "Maxpool1",
     "Conv2", "Bn2", "Relu2", "Maxpool2",
@@ -39,6 +41,10 @@ def feature_layers():
 
 
 def _cnn(head_names, num_classes, name):
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
+        raise errors.ArgumentError(
+            f"The reference CNN is a softmax classifier: num_classes must be an int "
+            f">= 2; received num_classes={num_classes!r}.")
     dense, out = head_names
     return keras.Sequential(
         [keras.Input((28, 28, 1)), *feature_layers(),
@@ -51,6 +57,15 @@ def _cnn(head_names, num_classes, name):
 def source_cnn(num_classes=10):
     """The source CNN: feature layers, then `Dense1` (128), `Dropout`, `Dense2`.
 
+    Args:
+        num_classes: the classes of the softmax output.
+
+    Returns:
+        A `keras.Sequential` on `(28, 28, 1)` inputs.
+
+    Raises:
+        ArgumentError: `num_classes` is not an int >= 2.
+
     Example:
 
     ```python
@@ -61,5 +76,21 @@ def source_cnn(num_classes=10):
 
 
 def target_cnn(num_classes=10):
-    """The target CNN: the same feature layers, a new head `Dense1_1`, `Dense2_2`."""
+    """The target CNN: the same feature layers, a new head `Dense1_1`, `Dense2_2`.
+
+    Args:
+        num_classes: the classes of the softmax output.
+
+    Returns:
+        A `keras.Sequential` on `(28, 28, 1)` inputs.
+
+    Raises:
+        ArgumentError: `num_classes` is not an int >= 2.
+
+    Example:
+
+    ```python
+    model = keras_transfer.reference.target_cnn()
+    ```
+    """
     return _cnn(("Dense1_1", "Dense2_2"), num_classes, "mnist_cnn")

@@ -30,6 +30,7 @@ import math
 import warnings
 
 import keras
+import numpy as np
 
 from keras_transfer import _layers
 from keras_transfer import _optimizer_state
@@ -84,20 +85,34 @@ class FinetuningSchedule(keras.callbacks.Callback):
         return None
 
     def prepare(self, model):
-        """Called once at train begin, before the optimizer is checked."""
+        """Called before training, before the optimizer is checked; may repeat."""
+
+    def entered(self, model, state, resumed):
+        """Called after `apply` when `state` begins (`resumed`: mid-state)."""
 
     # -- mechanism ----------------------------------------------------------
+    def set_model(self, model):
+        super().set_model(model)
+        # `fit` gives every callback the model before any `on_train_begin`:
+        # the optimizer's layout is fixed here, so a BackupAndRestore listed
+        # before this callback loads its checkpoint into the final layout.
+        if getattr(model, "optimizer", None) is not None:
+            self._prepare_optimizer()
+
     def on_train_begin(self, logs=None):
         self.state = None
-        model = self.model
-        if model.optimizer is None:
+        if getattr(self.model, "optimizer", None) is None:
             raise errors.ArgumentError(
                 f"{type(self).__name__} needs a compiled model: call "
                 "model.compile(optimizer=...) before fit.")
+        self._prepare_optimizer()  # done already when `fit` set the model
+
+    def _prepare_optimizer(self):
+        model = self.model
         self.prepare(model)
         if any(isinstance(self.learning_rate_of(s), Schedule) for s in self.states()):
-            # Fix the optimizer's variable layout before any checkpoint loads
-            # (BackupAndRestore runs after this callback): see `hold_schedules`.
+            # Fix the optimizer's variable layout before any checkpoint loads:
+            # see `hold_schedules`.
             optimizers.hold_schedules(model.optimizer)
         model.optimizer = _optimizer_state.cover(model, model.optimizer, self._every_variable())
 
@@ -114,10 +129,11 @@ class FinetuningSchedule(keras.callbacks.Callback):
     def _enter(self, state, epoch):
         model = self.model
         self.apply(model, state)
+        steps_into = self._steps_into(state, epoch)
+        self.entered(model, state, resumed=steps_into > 0)
         lr = self.learning_rate_of(state)
         if lr is not None:
-            optimizers.set_learning_rate(
-                model.optimizer, lr, steps_into_phase=self._steps_into(state, epoch))
+            optimizers.set_learning_rate(model.optimizer, lr, steps_into_phase=steps_into)
         # The train function was traced with the old trainable set; Keras
         # builds a new one on request. The optimizer already holds state for
         # every variable of every state (see `on_train_begin`).
@@ -218,7 +234,7 @@ class TwoPhaseSchedule(FinetuningSchedule):
     def __init__(self, freeze, switch_epoch, head_lr=1e-3, finetune_lr=1e-4, *,
                  unfreeze=None, train_batchnorm=False, lora_rank=None, verbose=1):
         super().__init__(verbose=verbose)
-        if not isinstance(switch_epoch, int) or switch_epoch < 0:
+        if isinstance(switch_epoch, bool) or not isinstance(switch_epoch, int) or switch_epoch < 0:
             raise errors.ArgumentError(
                 f"switch_epoch must be an int >= 0, received {switch_epoch!r}.")
         self.freeze = freeze
@@ -271,6 +287,27 @@ class TwoPhaseSchedule(FinetuningSchedule):
                 if id(variable) not in adapters:
                     variable.trainable = False
 
+    def entered(self, model, phase, resumed):
+        if phase != 2 or not resumed:
+            return
+        # Keras saves a LoRA layer with the adapters merged into its kernel and
+        # loads it back with both adapters at zero (`Dense.load_own_variables`),
+        # where their gradients are zero too: a run resumed inside phase 2
+        # would train nothing. Start the adapters again on the merged kernel,
+        # as `enable_lora` does (A random, B zero: the model is unchanged).
+        restarted = []
+        for layer in self._lora_layers:
+            a, b = layer.lora_kernel_a, layer.lora_kernel_b
+            if not np.any(keras.ops.convert_to_numpy(a)) and not np.any(keras.ops.convert_to_numpy(b)):
+                a.assign(keras.initializers.HeUniform()(a.shape, a.dtype))
+                restarted.append(layer.name)
+        if restarted:
+            warnings.warn(
+                f"TwoPhaseSchedule: the LoRA adapters of {restarted} were restored merged "
+                "into their kernels (Keras saves LoRA layers merged); they start again "
+                "on the merged kernels, so this resumed run goes on training but does "
+                "not repeat an uninterrupted one exactly.", stacklevel=2)
+
 
 class GradualUnfreezing(FinetuningSchedule):
     """Unfreezes one block of layers per epoch, from the top (ULMFiT).
@@ -311,6 +348,9 @@ class GradualUnfreezing(FinetuningSchedule):
             raise errors.ArgumentError(
                 f"learning_rates needs {len(self.blocks) + 1} entries (0 to "
                 f"{len(self.blocks)} unfrozen blocks), received {len(learning_rates)}.")
+        if isinstance(start_epoch, bool) or not isinstance(start_epoch, int) or start_epoch < 0:
+            raise errors.ArgumentError(
+                f"start_epoch must be an int >= 0, received {start_epoch!r}.")
         self.start_epoch = start_epoch
         self.learning_rates = learning_rates
         self.train_batchnorm = train_batchnorm

@@ -1,53 +1,47 @@
-"""Save and load Keras 3 weights by layer name.
+"""Save and load Keras 3 weights by layer name; move weights between models.
 
 Keras 3 writes `.weights.h5` files keyed by automatic paths (`layers/conv2d`),
 so a target model with other layers cannot take weights from them by name, and
-`model.load_weights(path, by_name=True)` reads only legacy Keras-2 files. This
-module writes that legacy by-name layout from Keras 3 and reads it (and files
-written by Keras 2 / tf_keras) back into any model that shares layer names.
-
-File layout (the legacy Keras by-name HDF5 layout, readable by Keras 3's own
-`model.load_weights(path, by_name=True)` and by tf_keras):
-
-- root attributes `layer_names`, `backend`, `keras_version`;
-- one group per layer that holds weights, named after the layer, with a
-  `weight_names` attribute (`"Conv1/kernel"`, ...) and one dataset per weight,
-  in Keras' legacy order (trainable weights first); BatchNormalization moving
-  statistics included;
-- for each nested model, a group of its own name whose datasets are HDF5 hard
-  links to its layers' datasets (no copy), so that Keras' loader, which only
-  looks at top-level layers, also fills a nested base model. Such groups carry
-  the attribute `keras_transfer_container`.
+`model.load_weights(path, by_name=True)` reads only legacy Keras 2 files. This
+module writes that legacy by-name layout from Keras 3 (see `_h5` for the
+layout) and loads by name from it, from files written by Keras 2 / tf_keras
+(the layout of the official keras.applications weights), from `.keras`
+archives and from models in memory. `_matching` decides which array goes where.
 """
 
 import dataclasses
 import difflib
+import json
 import os
 import re
+import shutil
+import tempfile
 import zipfile
+import zlib
 
 import h5py
 import keras
 import numpy as np
 
 from keras_transfer import _files
-from keras_transfer import _layers
+from keras_transfer import _h5
+from keras_transfer import _matching
 from keras_transfer import errors
-
-_CONTAINER_ATTR = "keras_transfer_container"
-_HDF5_ATTR_LIMIT = 64000  # bytes; HDF5 object headers hold at most 64 KiB
 
 
 def save_weights_by_name(model, path):
     """Saves `model`'s weights to an HDF5 file keyed by layer name.
 
-    The write is atomic: the file is written beside `path` under a temporary
-    name and moved into place only when complete, so a failure never leaves a
-    truncated file where a good one was.
+    The file is in the legacy Keras by-name layout, which Keras 3's
+    `model.load_weights(path, by_name=True)` and tf_keras read too. The write
+    is atomic: the file is written beside `path` under a temporary name and
+    moved into place only when complete, so a failure never leaves a truncated
+    file where a good one was.
 
     Args:
         model: a built `keras.Model`. Layers inside nested models are saved
-            under their own names.
+            under their own names; weights a model holds itself (a class
+            token) are saved too.
         path: where to write, conventionally ending in `.h5`.
 
     Returns:
@@ -55,7 +49,8 @@ def save_weights_by_name(model, path):
 
     Raises:
         DuplicateLayerNameError: two layers holding weights share a name.
-        ValueError: the model is not built (it has no weights yet).
+        UnbuiltModelError: the model is not built (it has no weights yet).
+        ArgumentTypeError: `model` is not a Keras 3 model.
 
     Example:
 
@@ -65,79 +60,11 @@ def save_weights_by_name(model, path):
     ```
     """
     path = os.fspath(path)
-    if not model.weights:
-        raise ValueError(
-            f"Model '{model.name}' has no weights to save: build it first "
-            "(give it an `Input` or call it on data)."
-        )
-    units = _layers.units(model)
+    _check_model(model, "model")
     with _files.atomic_write(path) as tmp:
         with h5py.File(tmp, "w") as f:
-            _write_file(f, model, units)
+            _h5.write_model(f, model)
     return path
-
-
-def _write_file(f, model, units):
-    dataset_of = {}  # id(variable) -> dataset path, for container hard links
-    layer_names = []
-    for layer in units:
-        group = f.create_group(layer.name)
-        names = []
-        for variable in _layers.legacy_order(layer):
-            name = f"{layer.name}/{_layers.relative_name(layer, variable)}"
-            dataset = group.create_dataset(
-                name, data=keras.ops.convert_to_numpy(variable)
-            )
-            dataset_of[id(variable)] = dataset.name
-            names.append(name)
-        _write_attr(group, "weight_names", names)
-        layer_names.append(layer.name)
-    for layer, _ in _layers.walk(model):
-        if not _layers.is_container(layer) or not layer.weights:
-            continue
-        if layer.name in f:
-            raise errors.DuplicateLayerNameError(
-                f"Nested model '{layer.name}' has the same name as a layer of "
-                f"model '{model.name}'. Give each a unique `name=`."
-            )
-        group = f.create_group(layer.name)
-        group.attrs[_CONTAINER_ATTR] = True
-        names = []
-        for variable in _layers.legacy_order(layer):
-            source = f[dataset_of[id(variable)]]
-            name = source.name.split("/", 2)[2]  # drop "/<unit group>/"
-            group[name] = source  # an HDF5 hard link, not a copy
-            names.append(name)
-        _write_attr(group, "weight_names", names)
-        layer_names.append(layer.name)
-    _write_attr(f, "layer_names", layer_names)
-    f.attrs["backend"] = keras.backend.backend().encode("utf8")
-    f.attrs["keras_version"] = keras.__version__.encode("utf8")
-
-
-def _write_attr(obj, name, values):
-    """Writes a list of strings as an attribute, chunked as Keras does."""
-    data = np.array([v.encode("utf8") for v in values])
-    chunks = 1
-    while data.nbytes / chunks > _HDF5_ATTR_LIMIT:
-        chunks += 1
-    if chunks == 1:
-        obj.attrs[name] = data
-        return
-    for i, part in enumerate(np.array_split(data, chunks)):
-        obj.attrs[f"{name}{i}"] = part
-
-
-def _read_attr(obj, name):
-    """Reads a (possibly chunked) list-of-strings attribute."""
-    if name in obj.attrs:
-        values = list(obj.attrs[name])
-    else:
-        values, i = [], 0
-        while f"{name}{i}" in obj.attrs:
-            values.extend(obj.attrs[f"{name}{i}"])
-            i += 1
-    return [v.decode("utf8") if hasattr(v, "decode") else str(v) for v in values]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -145,15 +72,25 @@ class TransferReport:
     """What a by-name load did, as data and as a table (`str(report)`).
 
     Attributes:
-        path: the file that was read.
-        loaded: target layer name -> the source layer name it loaded from.
-        skipped: target layer name -> why it was not loaded (shape mismatch
-            under `skip_mismatch=True`).
-        missing: target layers holding weights that the file does not have;
+        path: the source that was read (a file, or "model '<name>'").
+        loaded: target layer name -> the source layer it loaded from
+            (`base/Dense_a` for a layer found inside a nested model's group).
+        skipped: target layer name -> why it was not loaded (under
+            `skip_mismatch=True`).
+        missing: target layers holding weights that the source does not have;
             they keep their fresh initial values (a new head, typically).
-        unused: layers in the file that no target layer loaded from.
+        unused: source layers that no target layer loaded from
+            (`group/layer` for part of a nested model's group).
         adapted: target layer name -> how its kernel was adapted
             (`adapt_input_channels`).
+        how: target layer name -> how it was matched: "by name" (layer and
+            array names agree), "by order" (arrays in Keras' saved order, every
+            shape checked, because their names differ), prefixed by
+            "renamed" (`rename=`), "normalized" (a Keras 2 name such as
+            `conv1/conv` for `conv1_conv`) or "in '<group>'" (inside a nested
+            model's group).
+        cast: target layer name -> a dtype narrowing done while loading,
+            e.g. "float64 -> float16".
     """
 
     path: str
@@ -162,79 +99,95 @@ class TransferReport:
     missing: tuple
     unused: tuple
     adapted: dict = dataclasses.field(default_factory=dict)
+    how: dict = dataclasses.field(default_factory=dict)
+    cast: dict = dataclasses.field(default_factory=dict)
 
     def __str__(self):
-        rows = [(t, s, "loaded", self.adapted.get(t, "")) for t, s in self.loaded.items()]
+        def detail(t):
+            parts = [self.how.get(t), self.adapted.get(t)]
+            if t in self.cast:
+                parts.append(f"cast {self.cast[t]}")
+            return "; ".join(p for p in parts if p)
+
+        rows = [(t, s, "loaded", detail(t)) for t, s in self.loaded.items()]
         rows += [(t, "", "skipped", why) for t, why in self.skipped.items()]
-        rows += [(t, "", "missing", "not in file; keeps its initial value")
+        rows += [(t, "", "missing", "not in source; keeps its initial value")
                  for t in self.missing]
         header = ("layer", "from", "status", "detail")
         widths = [max(len(r[i]) for r in rows + [header]) for i in range(3)]
         lines = [
             f"Transfer report for {self.path}: {len(self.loaded)} loaded, "
             f"{len(self.skipped)} skipped, {len(self.missing)} missing, "
-            f"{len(self.unused)} unused in file"
+            f"{len(self.unused)} unused in source"
         ]
         for row in [header] + rows:
             cells = [c.ljust(w) for c, w in zip(row[:3], widths)] + [row[3]]
             lines.append("  " + "  ".join(cells).rstrip())
         if self.unused:
-            lines.append("  unused in file: " + ", ".join(self.unused))
+            lines.append("  unused in source: " + ", ".join(self.unused))
         return "\n".join(lines)
-
-
-@dataclasses.dataclass
-class _Entry:
-    group: str
-    name: str  # weight name without the ":0" suffix
-    dataset: h5py.Dataset
-    used: bool = False
 
 
 def load_weights_by_name(
     model, path, *, skip_mismatch=False, rename=None, require=None, sha256=None,
-    adapt_input_channels=None,
+    adapt_input_channels=None, custom_objects=None, safe_mode=True,
 ):
     """Loads weights into the layers of `model` whose names are in `path`.
 
-    Reads files written by `save_weights_by_name` and legacy by-name files
-    written by Keras 2 / tf_keras `model.save_weights("x.h5")` or
-    `model.save("x.h5")`. Layers are matched by name, inside nested models too;
-    within a layer each array is matched to its variable by name (`kernel`,
-    `bias`, `moving_mean`, ...), never by position, so a partly frozen layer
-    cannot receive values in the wrong variables. A layer loads whole or not at
-    all, and nothing is assigned unless every check passes.
+    Reads files written by `save_weights_by_name`, legacy by-name files written
+    by Keras 2 / tf_keras `model.save_weights("x.h5")` or `model.save("x.h5")`
+    (the layout of the official keras.applications weights, Keras 2.0-era
+    files included), and `.keras` archives. Layers are matched by name, inside
+    nested models too, across the renames Keras 3 made (`conv1/conv` ->
+    `conv1_conv`, `Conv` -> `conv`). Within a layer, arrays match by variable
+    name where the names identify them, else by Keras' saved order (trainable
+    first, whatever the current `trainable` flags), with every shape checked.
+    A layer loads whole or not at all, and nothing is assigned unless every
+    check passes. The file is read only inside itself: external links and
+    external or virtual datasets are refused.
 
     Args:
         model: a built `keras.Model` (the target).
-        path: the weights file.
-        skip_mismatch: if True, layers whose shapes do not match are skipped
-            and reported instead of raising.
+        path: the weights file (`.h5`) or a `.keras` archive.
+        skip_mismatch: if True, layers whose arrays do not fit (shape, count,
+            ambiguous order) are skipped and reported instead of raising.
         rename: maps target layer names to source layer names: a dict (names
             not in it map to themselves) or a callable returning the source
             name (or None for the same name). E.g. `{"Dense1_1": "Dense1"}`.
         require: target layer names that must load, or a regular expression
             (str or compiled) that every required layer name fully matches.
-        sha256: if given, the file's expected sha256 hex digest; a file that
-            does not match is refused before it is read.
+        sha256: if given, the file's expected sha256 hex digest (64
+            hexadecimal digits); a file that does not match is refused before
+            it is read. The opening of the file that is checked is the one
+            read, so a file swapped in after the check is never loaded.
         adapt_input_channels: a layer name (or list of names) whose kernel may
             differ from the file's in its input-channel axis (the second to
             last), e.g. a first convolution trained on RGB loaded into a
             grayscale model; the kernel is adapted with `adapt_input_conv`.
             True means the target's first Conv layer.
+        custom_objects: for a `.keras` archive, passed to
+            `keras.saving.load_model`.
+        safe_mode: for a `.keras` archive, Keras' safe mode: an archive holding
+            code (a `Lambda` layer) is refused unless this is False.
 
     Returns:
         A `TransferReport`.
 
     Raises:
-        WeightFileError: the file is missing, not HDF5, or in another layout
-            (a `.keras` archive, a native `.weights.h5`); the message says what
-            would load it.
+        WeightFileError: the file is missing, damaged, not in a by-name layout
+            (a native `.weights.h5`: the message says how to get one), or
+            points outside itself.
+        UnsafeSourceError: a `.keras` archive holds code and `safe_mode` is on.
         ChecksumError: `sha256` was given and the file does not match.
-        ShapeMismatchError: a matched array has the wrong shape (unless
-            `skip_mismatch`), or a layer's arrays are only partly in the file.
+        ShapeMismatchError: a layer's arrays do not fit its variables (shape or
+            count), unless `skip_mismatch`.
+        WeightMatchError: a layer's arrays cannot be matched unambiguously,
+            unless `skip_mismatch`.
         NoLayersMatchedError: no layer at all was loaded.
         MissingWeightsError: a layer named by `require` was not loaded.
+        LayerSelectionError: `adapt_input_channels` names no layer of `model`.
+        ArgumentTypeError, ArgumentError: an argument of the wrong type or
+            form (`require=5`, `sha256="abc"`).
 
     Example:
 
@@ -245,31 +198,190 @@ def load_weights_by_name(
     ```
     """
     path = os.fspath(path)
-    _check_file(path, sha256)
+    _check_model(model, "model")
+    _check_sha256(sha256)
+    options = dict(skip_mismatch=skip_mismatch, rename=rename,
+                   require=_checked_require(require),
+                   adapt_input_channels=_checked_adapt(adapt_input_channels))
+    # One opening of the file is hashed, identified and read: a file swapped
+    # in at `path` after the check is never what loads.
+    with _open(path) as f:
+        if sha256 is not None:
+            _check_digest(path, _files.sha256_of(f), sha256)
+        # A `.keras` name and a zip end record make an archive, as in Keras'
+        # load_model; otherwise the HDF5 signature decides, for an array's
+        # bytes can hold a zip end record.
+        if path.endswith(".keras") and zipfile.is_zipfile(f):
+            source = _load_archive(f, path, custom_objects, safe_mode,
+                                   copy=sha256 is not None)
+            return _transfer(_matching.model_groups(source), model, path, **options)
+        if not _h5.is_hdf5(f):
+            raise errors.WeightFileError(_not_hdf5_message(f, path))
+        f.seek(0)
+        with _h5.reading(path, "the file"):
+            h5 = h5py.File(f, "r")
+        with h5:
+            return _transfer(_h5.read_groups(h5, path), model, path, **options)
+
+
+def transfer_weights(source_model, target_model, *, skip_mismatch=False,
+                     rename=None, require=None):
+    """Copies weights from one model in memory to another, by layer name.
+
+    The same matching as `load_weights_by_name`, with a model as the source:
+    a keras.applications model, a KerasHub backbone, a model loaded from a
+    `.keras` file. Nothing is assigned unless every check passes.
+
+    Args:
+        source_model: a built Keras 3 model to copy from.
+        target_model: a built Keras 3 model to copy into.
+        skip_mismatch: if True, layers whose arrays do not fit are skipped and
+            reported instead of raising.
+        rename: target layer name -> source layer name, a dict or a callable
+            (see `load_weights_by_name`).
+        require: target layer names (or a regular expression) that must load.
+
+    Returns:
+        A `TransferReport` whose `path` is "model '<source name>'".
+
+    Raises:
+        ShapeMismatchError, WeightMatchError, NoLayersMatchedError,
+        MissingWeightsError: as for `load_weights_by_name`.
+        UnbuiltModelError: a model has no weights yet.
+        ArgumentTypeError: a model is not a Keras 3 model, or `require` is
+            neither names nor a regular expression.
+
+    Example:
+
+    ```python
+    base = keras.applications.MobileNetV2(weights="imagenet", include_top=False)
+    target = build_my_model()   # holds layers of the same names
+    print(keras_transfer.transfer_weights(base, target))
+    ```
+    """
+    _check_model(source_model, "source_model")
+    _check_model(target_model, "target_model")
+    return _transfer(_matching.model_groups(source_model), target_model,
+                     f"model '{source_model.name}'", skip_mismatch=skip_mismatch,
+                     rename=rename, require=_checked_require(require))
+
+
+def _transfer(groups, model, where, *, skip_mismatch, rename, require,
+              adapt_input_channels=None):
     source_of = _rename_function(rename)
-    try:
-        with h5py.File(path, "r") as f:
-            return _load(f, model, path, skip_mismatch, source_of, require,
-                         _adapt_set(model, adapt_input_channels))
-    except errors.TransferError:
-        raise
-    except Exception as e:  # h5py reports corruption as OSError, KeyError, ...
+    units = _matching.target_units(model)
+    adapt = _adapt_set(model, units, adapt_input_channels)
+    plan = _matching.plan(units, groups, source_of, skip_mismatch=skip_mismatch,
+                          adapt=adapt, where=where)
+    if not plan.matches:
+        raise errors.NoLayersMatchedError(_zero_match_message(
+            model, where, groups, plan, source_of))
+    loaded = {m.unit.name: m.source for m in plan.matches}
+    _check_required(model, units, require, loaded, plan.skipped, where)
+    # Read every array before assigning any, so a damaged file changes nothing.
+    values = [(variable, _value(array, variable, where))
+              for m in plan.matches for variable, array in m.pairs]
+    for variable, value in values:
+        variable.assign(value)
+    for m in plan.matches:
+        # As Keras' loaders do: a layer may cache what it derives from its
+        # weights (Normalization's broadcast mean and variance).
+        if hasattr(m.unit.layer, "finalize_state"):
+            m.unit.layer.finalize_state()
+    return TransferReport(
+        path=where, loaded=loaded, skipped=plan.skipped,
+        missing=tuple(plan.missing), unused=tuple(plan.unused),
+        adapted={m.unit.name: m.adapted for m in plan.matches if m.adapted},
+        how={m.unit.name: m.how for m in plan.matches},
+        cast={m.unit.name: m.cast for m in plan.matches if m.cast},
+    )
+
+
+def _value(array, variable, where):
+    value = array.read()
+    if value.shape != tuple(array.shape):  # the file changed under us
         raise errors.WeightFileError(
-            f"{path} could not be read as a by-name weights file "
-            f"({type(e).__name__}: {e}).") from e
+            f"{where}: array '{array.name}' of layer '{array.group}' was listed "
+            f"with shape {tuple(array.shape)} but read with shape {value.shape}: "
+            "the file changed while it was read, or is damaged. Nothing was "
+            "loaded; load it again once it is complete (sha256= checks that it "
+            "is the file you expect).")
+    if value.shape != tuple(variable.shape):
+        value = adapt_input_conv(value, variable.shape[-2])
+    return value.astype(_matching.numpy_dtype(variable.dtype), copy=False)
 
 
+def _check_model(model, argument):
+    if not isinstance(model, keras.Model):
+        raise errors.ArgumentTypeError(
+            f"{argument} must be a Keras 3 `keras.Model`, received "
+            f"{type(model).__module__}.{type(model).__name__}. For a tf_keras "
+            "model, save it with model.save_weights('x.h5') and load that file "
+            "by name.")
+    if not model.weights:
+        raise errors.UnbuiltModelError(
+            f"Model '{model.name}' has no weights yet: build it first "
+            "(give it an `Input` or call it on data).")
 
-def _adapt_set(model, adapt):
+
+def _load_archive(f, path, custom_objects, safe_mode, copy):
+    """The model in the `.keras` archive open as `f`, deserialized by Keras.
+
+    Keras' public `load_model` reads a path only; with `copy`, the bytes of `f`
+    (the ones that were checked) are copied to a private folder and read there.
+    """
+    if not copy:
+        return _load_archive_at(path, path, custom_objects, safe_mode)
+    with tempfile.TemporaryDirectory(prefix="keras_transfer.") as folder:
+        checked = os.path.join(folder, "source.keras")
+        f.seek(0)
+        with open(checked, "wb") as out:
+            shutil.copyfileobj(f, out)
+        return _load_archive_at(checked, path, custom_objects, safe_mode)
+
+
+def _load_archive_at(read, path, custom_objects, safe_mode):
+    try:
+        return keras.saving.load_model(
+            read, custom_objects=custom_objects, compile=False, safe_mode=safe_mode)
+    except (zipfile.BadZipFile, zlib.error, EOFError) as e:
+        raise errors.WeightFileError(
+            f"{path} is a damaged Keras archive ({type(e).__name__}: {e}). "
+            "Nothing was loaded; fetch or save it again.") from e
+    except ValueError as e:
+        if "safe_mode" in str(e):
+            raise errors.UnsafeSourceError(
+                f"{path} holds code (a `Lambda` layer, say) that Keras' safe "
+                "mode refuses to load. If you trust its source, pass "
+                f"safe_mode=False. Keras said: {e}") from e
+        raise errors.WeightFileError(
+            f"{path} could not be loaded as a Keras archive ({e}). If it is "
+            "damaged, fetch or save it again.") from e
+    except (TypeError, KeyError, OSError) as e:
+        raise errors.WeightFileError(
+            f"{path} could not be loaded as a Keras archive "
+            f"({type(e).__name__}: {e}). If it holds custom layers, pass "
+            "custom_objects={'Name': cls}.") from e
+
+
+def _adapt_set(model, units, adapt):
     if adapt is None or adapt is False:
-        return set()
+        return frozenset()
     if adapt is True:
-        for layer in _layers.units(model):
-            if isinstance(layer, (keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Conv3D)):
-                return {layer.name}
+        for unit in units:
+            if isinstance(unit.layer, (keras.layers.Conv1D, keras.layers.Conv2D,
+                                       keras.layers.Conv3D)):
+                return frozenset([unit.name])
         raise errors.LayerSelectionError(
             f"adapt_input_channels=True, but model '{model.name}' has no Conv layer.")
-    return {adapt} if isinstance(adapt, str) else set(adapt)
+    names = {adapt} if isinstance(adapt, str) else set(adapt)
+    unknown = sorted(names - {u.name for u in units})
+    if unknown:
+        raise errors.LayerSelectionError(
+            f"adapt_input_channels names {unknown}, which are not layers with "
+            f"weights of model '{model.name}'. Its layers: "
+            f"{[u.name for u in units][:20]}.")
+    return frozenset(names)
 
 
 def adapt_input_conv(kernel, in_channels):
@@ -299,168 +411,77 @@ def adapt_input_conv(kernel, in_channels):
     return (tiled * (source / in_channels)).astype(kernel.dtype)
 
 
-def _load(f, model, path, skip_mismatch, source_of, require, adapt):
-    root = f
-    if "layer_names" not in f.attrs and "model_weights" in f:
-        root = f["model_weights"]
-    entries = _read_entries(root, path)
-    by_suffix = {}
-    for entry in entries:
-        parts = entry.name.split("/")
-        for i in range(len(parts) - 1):
-            by_suffix.setdefault("/".join(parts[i:]), []).append(entry)
-
-    plans, loaded, skipped, missing, adapted = [], {}, {}, [], {}
-    for layer in _layers.units(model):
-        source = source_of(layer.name)
-        found, absent = [], []
-        for variable in _layers.legacy_order(layer):
-            key = f"{source}/{_layers.relative_name(layer, variable)}"
-            entry = _pick(by_suffix.get(key, []), source, key, path)
-            (found if entry else absent).append((variable, key, entry))
-        if not found:
-            missing.append(layer.name)
-            continue
-        problem = None
-        if absent:
-            problem = (
-                f"the file has {', '.join(k for _, k, _ in found)} but "
-                f"not {', '.join(k for _, k, _ in absent)}"
-            )
-        else:
-            for variable, key, entry in found:
-                have, want = tuple(entry.dataset.shape), tuple(variable.shape)
-                if (layer.name in adapt and len(want) >= 3 and key.endswith("/kernel")
-                        and have[:-2] == want[:-2] and have[-1] == want[-1]):
-                    adapted[layer.name] = f"input channels {have[-2]} -> {want[-2]}"
-                    continue
-                if have != want:
-                    problem = (
-                        f"{key}: the model expects shape "
-                        f"{tuple(variable.shape)}, the file has "
-                        f"{tuple(entry.dataset.shape)}"
-                    )
-                    break
-        if problem:
-            if not skip_mismatch:
-                raise errors.ShapeMismatchError(
-                    f"Cannot load layer '{layer.name}' from '{source}' in "
-                    f"{path}: {problem}. Pass skip_mismatch=True to skip "
-                    "it, or rename=... to take it from another layer."
-                )
-            skipped[layer.name] = problem
-            continue
-        for _, _, entry in found:
-            entry.used = True
-        plans.append((layer, source, found))
-        loaded[layer.name] = source
-
-    groups = list(dict.fromkeys(e.group for e in entries))
-    used_groups = {e.group for e in entries if e.used}
-    unused = tuple(g for g in groups if g not in used_groups)
-    if not plans:
-        raise errors.NoLayersMatchedError(_zero_match_message(
-            model, path, groups, skipped, source_of))
-    _check_required(model, require, loaded, skipped, path)
-    # Read every array before assigning any, so a damaged file changes nothing.
-    values = [(variable, _read_array(entry, variable, key, path))
-              for _, _, found in plans for variable, key, entry in found]
-    values = [(v, adapt_input_conv(a, v.shape[-2]) if a.shape != tuple(v.shape) else a)
-              for v, a in values]
-    for variable, value in values:
-        variable.assign(value)
-    return TransferReport(
-        path=path, loaded=loaded, skipped=skipped, missing=tuple(missing),
-        unused=unused, adapted=adapted,
-    )
-
-
-def _check_file(path, sha256):
+def _open(path):
     if not os.path.isfile(path):
         raise errors.WeightFileError(
             f"No weights file at {path!r}: expected an HDF5 file written by "
-            "save_weights_by_name or Keras 2's save_weights('x.h5')."
-        )
-    if sha256 is not None:
-        actual = _files.sha256_of(path)
-        if actual != sha256.lower():
-            raise errors.ChecksumError(
-                f"{path} has sha256 {actual}, expected {sha256}: the file is "
-                "not the one that was published. Fetch it again."
-            )
-    if zipfile.is_zipfile(path):
-        raise errors.WeightFileError(
-            f"{path} is a `.keras` zip archive, not a by-name weights file. "
-            "Load it with keras.saving.load_model(path), or into the same "
-            "architecture with model.load_weights(path)."
-        )
-    if not h5py.is_hdf5(path):
-        raise errors.WeightFileError(
-            f"{path} is not an HDF5 file (empty, truncated or another format); "
-            "expected a by-name weights file from save_weights_by_name."
-        )
-
-
-def _read_entries(root, path):
-    layer_names = _read_attr(root, "layer_names")
-    if not layer_names:
-        if "vars" in root or "layers" in root:
-            raise errors.WeightFileError(
-                f"{path} is a native Keras 3 `.weights.h5` file: it stores "
-                "layers under automatic names, not yours. Load it with "
-                "model.load_weights(path) into the same architecture, then "
-                "save_weights_by_name(model, ...) to transfer by name."
-            )
-        raise errors.WeightFileError(
-            f"{path} is HDF5 but has no `layer_names` attribute: it is not "
-            "a by-name weights file."
-        )
-    entries = []
-    for group_name in layer_names:
-        if group_name not in root:
-            raise errors.WeightFileError(
-                f"{path} lists layer '{group_name}' but has no group for it."
-            )
-        group = root[group_name]
-        if group.attrs.get(_CONTAINER_ATTR, False):
-            continue  # hard links to its layers' groups, read there
-        for name in _read_attr(group, "weight_names"):
-            dataset = group.get(name)
-            if not isinstance(dataset, h5py.Dataset):
-                raise errors.WeightFileError(
-                    f"{path}: layer '{group_name}' lists weight '{name}' "
-                    "but has no array for it."
-                )
-            entries.append(_Entry(group_name, re.sub(r":\d+$", "", name),
-                                  dataset))
-    return entries
-
-
-def _pick(candidates, source, key, path):
-    if len(candidates) > 1:
-        own = [c for c in candidates if c.group == source]
-        if len(own) == 1:
-            return own[0]
-        raise errors.WeightFileError(
-            f"{path} holds several arrays named '{key}' (in layers "
-            f"{sorted({c.group for c in candidates})}); cannot tell which to "
-            "load. Use rename= to name the source layer."
-        )
-    return candidates[0] if candidates else None
-
-
-def _read_array(entry, variable, key, path):
+            "save_weights_by_name or Keras 2's save_weights('x.h5'), or a "
+            "`.keras` archive.")
     try:
-        value = entry.dataset[()]
-    except Exception as e:
-        raise errors.WeightFileError(f"{path}: cannot read '{key}': {e}") from e
-    if not (np.issubdtype(value.dtype, np.number)
-            or np.issubdtype(value.dtype, np.bool_)):
+        return open(path, "rb")
+    except OSError as e:
         raise errors.WeightFileError(
-            f"{path}: '{key}' holds {value.dtype} data; expected numbers of "
-            f"dtype {variable.dtype}."
-        )
-    return value.astype(variable.dtype, copy=False)
+            f"{path} cannot be opened ({type(e).__name__}: {e}). Check that it "
+            "is readable.") from e
+
+
+def _not_hdf5_message(f, path):
+    what = "a zip archive not named `.keras`" if zipfile.is_zipfile(f) else (
+        "not an HDF5 file (empty, truncated or another format)")
+    return (f"{path} is {what}; expected a by-name weights file "
+            "(save_weights_by_name, or Keras 2 / tf_keras save_weights('x.h5')) "
+            "or a Keras archive named `.keras`.")
+
+
+def _check_sha256(sha256):
+    if sha256 is None:
+        return
+    if not isinstance(sha256, str):
+        raise errors.ArgumentTypeError(
+            f"sha256= must be a string of 64 hexadecimal digits (the file's "
+            f"sha256 hex digest), received {type(sha256).__name__} {sha256!r}.")
+    if not re.fullmatch(r"[0-9a-fA-F]{64}", sha256):
+        raise errors.ArgumentError(
+            f"sha256= must be 64 hexadecimal digits (the file's sha256 hex "
+            f"digest, as `sha256sum` prints it), received {sha256!r}.")
+
+
+def _check_digest(path, actual, sha256):
+    if actual != sha256.lower():
+        raise errors.ChecksumError(
+            f"{path} has sha256 {actual}, expected {sha256}: the file is "
+            "not the one that was published. Fetch it again.")
+
+
+def _names(value):
+    """`value` as a tuple of strings, or None if it is not an iterable of them."""
+    try:
+        names = tuple(value)
+    except TypeError:
+        return None
+    return names if all(isinstance(n, str) for n in names) else None
+
+
+def _checked_require(require):
+    if require is None or isinstance(require, (str, re.Pattern)):
+        return require
+    names = _names(require)
+    if names is None:
+        raise errors.ArgumentTypeError(
+            "require= must be a list of layer names or a regular expression "
+            f"(str or compiled), received {type(require).__name__} {require!r}.")
+    return names
+
+
+def _checked_adapt(adapt):
+    if adapt is None or isinstance(adapt, (bool, str)):
+        return adapt
+    names = _names(adapt)
+    if names is None:
+        raise errors.ArgumentTypeError(
+            "adapt_input_channels= must be True, a layer name or a list of layer "
+            f"names, received {type(adapt).__name__} {adapt!r}.")
+    return names
 
 
 def _rename_function(rename):
@@ -470,52 +491,48 @@ def _rename_function(rename):
         return lambda name: rename(name) or name
     if isinstance(rename, dict):
         return lambda name: rename.get(name, name)
-    raise TypeError(
-        f"rename must be a dict or a callable, received {type(rename).__name__}."
-    )
+    raise errors.ArgumentTypeError(
+        f"rename must be a dict or a callable, received {type(rename).__name__}.")
 
 
-def _zero_match_message(model, path, groups, skipped, source_of):
-    names = [layer.name for layer in _layers.units(model)]
-    lines = [
-        f"No layer of model '{model.name}' was loaded from {path}.",
-    ]
-    if skipped:
-        lines.append(f"Every match was skipped: {skipped}.")
-    lowered = {g.lower(): g for g in groups}
-    for name in names:
+def _zero_match_message(model, where, groups, plan, source_of):
+    lines = [f"No layer of model '{model.name}' was loaded from {where}."]
+    if plan.skipped:
+        lines.append(f"Every match was skipped: {plan.skipped}.")
+    names = [g.name for g in groups if g.arrays]
+    lowered = {g.lower(): g for g in names}
+    for name in plan.missing:
+        source = source_of(name)
         close = [lowered[c] for c in difflib.get_close_matches(
-            source_of(name).lower(), list(lowered), n=3)]
+            source.lower(), list(lowered), n=4)
+            if lowered[c] != source][:3]
         if close:
-            lines.append(f"  '{name}' is not in the file; close: {close}")
-    lines.append(f"The file holds: {groups[:20]}"
-                 + (" ..." if len(groups) > 20 else ""))
+            lines.append(f"  '{name}' is not in the source; close: {close}")
+    lines.append(f"The source holds: {names[:20]}" + (" ..." if len(names) > 20 else ""))
     lines.append("Name the layers alike or pass rename={target: source}.")
     return "\n".join(lines)
 
 
-def _check_required(model, require, loaded, skipped, path):
+def _check_required(model, units, require, loaded, skipped, where):
     if require is None:
         return
-    names = [layer.name for layer in _layers.units(model)]
+    names = [u.name for u in units]
     if isinstance(require, (str, re.Pattern)):
         pattern = re.compile(require)
         wanted = [n for n in names if pattern.fullmatch(n)]
         if not wanted:
             raise errors.MissingWeightsError(
                 f"require={pattern.pattern!r} matches no layer with weights "
-                f"in model '{model.name}' (layers: {names})."
-            )
+                f"in model '{model.name}' (layers: {names[:20]}).")
     else:
         wanted = list(require)
     absent = [n for n in wanted if n not in loaded]
     if absent:
-        why = {n: skipped.get(n, "not in file" if n in names
+        why = {n: skipped.get(n, "not in source" if n in names
                               else "no such layer in the model")
                for n in absent}
         raise errors.MissingWeightsError(
-            f"Required layers were not loaded from {path}: {why}."
-        )
+            f"Required layers were not loaded from {where}: {why}.")
 
 
 MANIFEST_NAME = "MANIFEST.json"
@@ -529,8 +546,6 @@ def manifest_entry(path):
     Pass `sha256=manifest_entry(path)["sha256"]` to `load_weights_by_name` to
     refuse a file that is not the one recorded.
     """
-    import json
-
     manifest = os.path.join(os.path.dirname(os.path.abspath(path)), MANIFEST_NAME)
     if not os.path.isfile(manifest):
         return None
@@ -544,8 +559,6 @@ def manifest_entry(path):
 
 def record_in_manifest(path, **info):
     """Records `path`'s sha256 and `info` in the `MANIFEST.json` beside it."""
-    import json
-
     manifest = os.path.join(os.path.dirname(os.path.abspath(path)), MANIFEST_NAME)
     entries = {}
     if os.path.isfile(manifest):

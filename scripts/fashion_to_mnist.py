@@ -1,5 +1,9 @@
 """The reference pipeline: Fashion-MNIST source -> MNIST target, transfer vs. scratch.
 
+The target is MNIST from the prepared file by default (offline); `--dataset`
+takes any TensorFlow Datasets image-classification set instead (`kmnist`,
+`emnist/letters`, `cifar10`, ...), converted to 28x28 grayscale.
+
 1. Source: the reference CNN trained on Fashion-MNIST and saved by layer name
    (skipped when the weights file exists, unless --retrain_source).
 2. Target: the same feature layers with a new head, loaded by name from the
@@ -14,11 +18,13 @@
    every epoch, nothing frozen; with seed, the same rates.
 4. Regimes: all images and, in the same run, a low-data regime
    (--low_data_examples), in one table and one figure.
-5. Outputs in --out_dir: mnist.h5 (the transfer target of the first regime,
-   by name), comparison.png, results.json; a summary table on stdout.
+5. Outputs in --out_dir: <dataset>.h5 (the transfer target of the first
+   regime, by name; mnist.h5), comparison.png, results.json; a summary table
+   on stdout.
 
 Usage:
   python scripts/fashion_to_mnist.py [--recipe seed] [--train_examples 1000] [--out_dir runs/x]
+  python scripts/fashion_to_mnist.py --dataset kmnist [--tfds_data_dir DIR]
 """
 
 import json
@@ -38,8 +44,14 @@ REPO = pathlib.Path(__file__).resolve().parent.parent
 FLAGS = flags.FLAGS
 flags.DEFINE_string("data_dir", None, "Folder to look for the data sets in first "
                     "(IDX files or <name>.npz); also KERAS_TRANSFER_DATA.")
+flags.DEFINE_string("dataset", "mnist", "The target data set: mnist (offline, the "
+                    "prepared file) or any TensorFlow Datasets image-classification name "
+                    "(kmnist, emnist/letters, cifar10, ...), read from --tfds_data_dir, "
+                    "downloaded there when online, and converted to 28x28 grayscale.")
+flags.DEFINE_string("tfds_data_dir", None, "TensorFlow Datasets' data folder for "
+                    "--dataset (default: TFDS' own, ~/tensorflow_datasets).")
 flags.DEFINE_string("out_dir", str(REPO / "runs" / "fashion_to_mnist"),
-                    "Where mnist.h5, comparison.png and results.json go.")
+                    "Where <dataset>.h5 (mnist.h5), comparison.png and results.json go.")
 flags.DEFINE_string("source_weights", str(REPO / "weights" / "fashion_mnist.h5"),
                     "The source weights file (by name). Trained and written when "
                     "missing or with --retrain_source; MANIFEST.json beside it "
@@ -109,12 +121,12 @@ def run():
     import tensorflow as tf
 
     import keras_transfer as kt
+    from keras_transfer import _cli
     from keras_transfer import comparison
     from keras_transfer import datasets
     from keras_transfer import reference
 
-    keras.utils.set_random_seed(FLAGS.seed)
-    tf.config.experimental.enable_op_determinism()
+    deterministic = _cli.make_deterministic(FLAGS.seed)
     verbose = 1 if sys.stdout.isatty() else 2
     out_dir = pathlib.Path(FLAGS.out_dir)
     seconds = {}
@@ -122,7 +134,8 @@ def run():
         "data_dir", "out_dir", "source_weights", "source_epochs", "source_examples",
         "recipe", "head_epochs", "epochs", "batch_size", "train_examples",
         "low_data_examples", "val_examples", "head_lr", "finetune_lr", "base_lr", "lr_mult",
-        "train_batchnorm", "seed", "retrain_source", "skip_scratch", "backup_dir")}}
+        "train_batchnorm", "seed", "retrain_source", "skip_scratch", "backup_dir",
+        "dataset", "tfds_data_dir")}, "op_determinism": deterministic}
 
     # 1. Source -------------------------------------------------------------
     source_path = pathlib.Path(FLAGS.source_weights)
@@ -161,7 +174,8 @@ def run():
         results.setdefault("source_test_accuracy", entry["fashion_mnist_test_accuracy"])
 
     # 2. Target data and plan -------------------------------------------------
-    (mx, my), (mx_test, my_test) = datasets.load(datasets.MNIST, FLAGS.data_dir)
+    (mx, my), (mx_test, my_test), classes = datasets.load_target(
+        FLAGS.dataset, FLAGS.data_dir, tfds_data_dir=FLAGS.tfds_data_dir)
     test = datasets.as_dataset(mx_test, my_test, 1000)
     values = FLAGS.flag_values_dict()
     head_epochs, epochs = resolved(values, "head_epochs"), resolved(values, "epochs")
@@ -180,47 +194,42 @@ def run():
         data = dict(validation=datasets.as_dataset(x_val, y_val, 1000), test=test,
                     train_eval=datasets.as_dataset(x_train, y_train, 1000), verbose=verbose)
 
-        def shuffled():
-            return datasets.as_dataset(x_train, y_train, batch_size, shuffle=True,
-                                       seed=FLAGS.seed)
-
-        if FLAGS.recipe == "seed":
-            train = shuffled()  # one pipeline for both arms, as the seed ran it
-
-            def fit(model, freeze, scratch, callbacks):
+        def fit(model, freeze, scratch, backup_dir):
+            # Each epoch's order depends only on the seed and the epoch, so both
+            # arms, the finder and a resumed arm (--backup_dir) see the same batches.
+            order = datasets.EpochOrder()
+            train = datasets.as_dataset(x_train, y_train, batch_size, shuffle=True,
+                                        seed=FLAGS.seed, epoch_order=order)
+            if FLAGS.recipe == "seed":
                 return comparison.run_arm(model, train, freeze=freeze, head_epochs=head_epochs,
                                           epochs=epochs, head_lr=FLAGS.head_lr,
-                                          finetune_lr=FLAGS.finetune_lr, callbacks=callbacks,
-                                          **data)
-        else:
-            def fit(model, freeze, scratch, callbacks):  # each arm sees the same batches
-                return comparison.run_fine_tune_arm(
-                    model, shuffled(), scratch=scratch, freeze=freeze,
-                    freeze_epochs=head_epochs, epochs=epochs, callbacks=callbacks,
-                    **data, **options)
+                                          finetune_lr=FLAGS.finetune_lr, callbacks=[order],
+                                          backup_dir=backup_dir, **data)
+            return comparison.run_fine_tune_arm(
+                model, train, scratch=scratch, freeze=freeze, freeze_epochs=head_epochs,
+                epochs=epochs, callbacks=[order], backup_dir=backup_dir, **data, **options)
 
         def train_arm(name, model, freeze, scratch=False):
             """Runs one arm; with --backup_dir, resumes it or reuses it if finished."""
             if backup is None:
-                return fit(model, freeze, scratch, ())
+                return fit(model, freeze, scratch, None)
             finished, weights = backup / f"{name}.json", backup / f"{name}.h5"
             if finished.is_file() and weights.is_file():
                 print(f"== {name}: finished in an earlier run, reusing {weights}")
                 kt.load_weights_by_name(model, weights)
                 return json.loads(finished.read_text())
-            arm = fit(model, freeze, scratch,
-                      [keras.callbacks.BackupAndRestore(str(backup / name))])
+            arm = fit(model, freeze, scratch, backup / name)
             kt.save_weights_by_name(model, weights)
             comparison.write_json(arm, finished)
             return arm
 
         # Transfer arm
-        target = reference.target_cnn()
+        target = reference.target_cnn(classes)
         report = kt.load_weights_by_name(
             target, source_path, sha256=entry["sha256"] if entry else None,
             require=[n for n in reference.FEATURE_LAYERS if target.get_layer(n).weights])
         print(report)
-        print(f"== Transfer ({FLAGS.recipe}): {len(x_train)} MNIST images, batch {batch_size}; "
+        print(f"== Transfer ({FLAGS.recipe}): {len(x_train)} {FLAGS.dataset} images, batch {batch_size}; "
               f"phase 1 trains the head with the {len(reference.FEATURE_LAYERS)} feature "
               "layers frozen")
         arms = {"transfer": train_arm("transfer", target, len(reference.FEATURE_LAYERS))}
@@ -228,7 +237,8 @@ def run():
         if not FLAGS.skip_scratch:
             keras.utils.set_random_seed(FLAGS.seed)
             print("== Scratch: the same target from random weights, same data and plan")
-            arms["scratch"] = train_arm("scratch", reference.target_cnn(), [], scratch=True)
+            arms["scratch"] = train_arm("scratch", reference.target_cnn(classes), [],
+                                       scratch=True)
         return {"train_examples": int(len(x_train)), "batch_size": batch_size, "arms": arms,
                 "transfer_report": report, "target": target}
 
@@ -242,7 +252,8 @@ def run():
             backup = backup / f"low_data_{size}"
         regimes.append(run_regime(size, backup))
     first = regimes[0]
-    kt.save_weights_by_name(first["target"], out_dir / "mnist.h5")
+    target_name = FLAGS.dataset.replace("/", "_").replace(":", "_")
+    kt.save_weights_by_name(first["target"], out_dir / f"{target_name}.h5")
     report = first["transfer_report"]
 
     # 4. Outputs --------------------------------------------------------------------
@@ -250,6 +261,7 @@ def run():
     results["transfer_report"] = {"loaded": report.loaded, "skipped": report.skipped,
                                   "missing": list(report.missing), "unused": list(report.unused)}
     results["target_train_examples"] = first["train_examples"]
+    results["target_classes"] = int(classes)
     results["arms"] = first["arms"]
     results["regimes"] = [{k: r[k] for k in ("train_examples", "batch_size", "arms")}
                           for r in regimes]
@@ -260,11 +272,12 @@ def run():
     labels = {f"{r['train_examples']:,} images": r for r in regimes}
     comparison.plot_regimes({label: (r["arms"], head_epochs) for label, r in labels.items()},
                             out_dir / "comparison.png",
-                            title=f"Fashion-MNIST -> MNIST, recipe {FLAGS.recipe}")
+                            title=f"Fashion-MNIST -> {FLAGS.dataset}, recipe {FLAGS.recipe}")
     comparison.write_json(results, out_dir / "results.json")
     print("\n" + comparison.regimes_table({label: r["arms"] for label, r in labels.items()}))
-    print(f"\nWrote {out_dir / 'mnist.h5'}, {out_dir / 'comparison.png'}, "
+    print(f"\nWrote {out_dir / f'{target_name}.h5'}, {out_dir / 'comparison.png'}, "
           f"{out_dir / 'results.json'}")
+
 
 if __name__ == "__main__":
     from keras_transfer import _cli

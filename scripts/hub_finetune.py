@@ -47,11 +47,12 @@ def run():
     import keras
 
     import keras_transfer as kt
+    from keras_transfer import _cli
     from keras_transfer import comparison
     from keras_transfer import datasets
     from keras_transfer import reference
 
-    keras.utils.set_random_seed(FLAGS.seed)
+    deterministic = _cli.make_deterministic(FLAGS.seed)
     verbose = 1 if sys.stdout.isatty() else 2
     out_dir = pathlib.Path(FLAGS.out_dir)
 
@@ -88,7 +89,8 @@ def run():
     comparison.write_json({"flags": {k: FLAGS[k].value for k in (
         "data_dir", "out_dir", "source_weights", "head_epochs", "epochs", "batch_size",
         "train_examples", "head_lr", "finetune_lr", "seed")},
-        "target_train_examples": int(len(x)), "arms": {"hub": arm}},
+        "target_train_examples": int(len(x)), "op_determinism": deterministic,
+        "arms": {"hub": arm}},
         out_dir / "results.json")
     print("\n" + comparison.summary_table({"hub": arm}))
     print(f"\nWrote {out_dir / 'results.json'}")

@@ -4,9 +4,14 @@ The suite runs once per Keras backend (`scripts/test.sh`). A test marked
 `tensorflow_only` (TF Hub SavedModels, tf.distribute) or `jax_only`
 (keras.distribution on JAX devices) is deselected, not skipped, under the
 other backends: it cannot run there, and it runs in its own backend's pass.
+A test marked `once` runs in the TensorFlow pass only, to keep the run within
+its time budget: its outcome does not depend on the backend (flag parsing,
+file checks before any model runs), or a cheaper test covers the same code on
+the other backends (each such test says which).
 """
 
 import os
+import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # quiet TensorFlow in tests
 
@@ -14,7 +19,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-BACKEND_ONLY = {"tensorflow_only": "tensorflow", "jax_only": "jax"}
+BACKEND_ONLY = {"tensorflow_only": "tensorflow", "jax_only": "jax", "once": "tensorflow"}
 
 
 def pytest_collection_modifyitems(config, items):
@@ -34,7 +39,13 @@ def pytest_report_header(config):
 
 @pytest.fixture(autouse=True)
 def _seeded():
+    # Fresh sessions reset the automatic layer names ("conv2d_4") of Keras and,
+    # when a test uses it, of tf_keras: files written by tf_keras name layers
+    # as a fresh process would. (Keras' TensorFlow backend resets tf_keras'
+    # counters with its own; the JAX backend does not.)
     keras.backend.clear_session()
+    if "tf_keras" in sys.modules:
+        sys.modules["tf_keras"].backend.clear_session()
     keras.utils.set_random_seed(0)
     yield
 

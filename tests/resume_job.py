@@ -1,7 +1,8 @@
 """A two-phase training job that can be killed, for the resume test.
 
-usage: python resume_job.py WORK_DIR KILL_AT_EPOCH RATES
-  KILL_AT_EPOCH: -1 never; RATES: "floats" or "schedules" (CosineDecay per phase).
+usage: python resume_job.py WORK_DIR KILL_AT_EPOCH RATES ORDER
+  KILL_AT_EPOCH: -1 never; RATES: "floats" or "schedules" (CosineDecay per phase);
+  ORDER: "after" or "before": where BackupAndRestore stands beside TwoPhaseSchedule.
 Writes WORK_DIR/final.npz (every weight and optimizer variable), WORK_DIR/log.txt
 (epoch phase lr trainable-count, one line per epoch run in this process) and
 WORK_DIR/warnings.txt (every warning raised, one per line).
@@ -20,7 +21,7 @@ import keras_transfer as kt
 sys.path.insert(0, os.path.dirname(__file__))
 from helpers import randomize, tiny_model  # noqa: E402
 
-work, kill_at, rates = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+work, kill_at, rates, order = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
 keras.utils.set_random_seed(0)
 if keras.backend.backend() == "tensorflow":
     import tensorflow as tf
@@ -50,11 +51,11 @@ class Log(keras.callbacks.Callback):
 
 with warnings.catch_warnings(record=True) as caught:
     warnings.simplefilter("always")
-    model.fit(x, y, batch_size=16, epochs=5, shuffle=False, verbose=0, callbacks=[
-        kt.TwoPhaseSchedule(freeze=3, switch_epoch=2, head_lr=head_lr, finetune_lr=finetune_lr,
-                            verbose=0),
-        keras.callbacks.BackupAndRestore(os.path.join(work, "backup")),
-        Log()])
+    schedule = kt.TwoPhaseSchedule(freeze=3, switch_epoch=2, head_lr=head_lr,
+                                   finetune_lr=finetune_lr, verbose=0)
+    backup = keras.callbacks.BackupAndRestore(os.path.join(work, "backup"))
+    pair = [schedule, backup] if order == "after" else [backup, schedule]
+    model.fit(x, y, batch_size=16, epochs=5, shuffle=False, verbose=0, callbacks=[*pair, Log()])
 with open(os.path.join(work, "warnings.txt"), "w") as f:
     f.writelines(f"{w.message}\n" for w in caught)
 np.savez(os.path.join(work, "final.npz"),

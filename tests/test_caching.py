@@ -88,3 +88,192 @@ def test_fit_two_phase_with_cached_features_matches_the_plain_recipe(images):
     with pytest.raises(ValueError, match="freeze=N"):
         kt.fit_two_phase(cnn(), (x, y), freeze=["Conv1"], head_epochs=1, epochs=1,
                          cache_features=True, verbose=0)
+
+
+# --- what may not be cached, at any depth ------------------------------------------
+
+class ScaledDropout(keras.layers.Dropout):
+    """A Dropout subclass whose class name the old by-name check did not know."""
+
+
+class TrainingNoise(keras.layers.Layer):
+    """Adds noise only when training, from Keras' global seed: no SeedGenerator of its own."""
+
+    def call(self, inputs, training=None):
+        if training:
+            return inputs + keras.random.normal(keras.ops.shape(inputs), stddev=0.1)
+        return inputs
+
+
+class TakesTraining(keras.layers.Layer):
+    """Takes `training` and ignores it: caching is exact."""
+
+    def call(self, inputs, training=None):
+        return inputs * 2.0
+
+
+class HoldsDropout(keras.layers.Layer):
+    """A plain layer (not a model) with a Dropout inside it."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.inner = keras.layers.Dropout(0.5, name="HiddenDropout")
+
+    def call(self, inputs, training=None):
+        return self.inner(inputs, training=training)
+
+
+class SeededNoise(keras.layers.Layer):
+    """Noise from its own SeedGenerator, held as an attribute or inside a list."""
+
+    def __init__(self, in_list=False, **kwargs):
+        super().__init__(**kwargs)
+        generator = keras.random.SeedGenerator(1)
+        if in_list:
+            self.generators = [generator]
+        else:
+            self.generator = generator
+        self.in_list = in_list
+
+    def call(self, inputs, training=None):
+        if not training:
+            return inputs
+        seed = self.generators[0] if self.in_list else self.generator
+        return inputs + keras.random.normal(keras.ops.shape(inputs), seed=seed)
+
+
+class BareVariable(keras.layers.Layer):
+    """A weight made in `__init__`, outside any name scope: its path has no '/'."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.scale = keras.Variable(np.ones(4, "float32"), name="scale")
+
+    def call(self, inputs):
+        return inputs * self.scale
+
+
+def with_base(*base_layers, inputs=(8, 8, 1)):
+    """A model whose first layer is a nested base model holding `base_layers`."""
+    base = keras.Sequential([keras.Input(inputs), *base_layers], name="base")
+    return keras.Sequential([keras.Input(inputs), base, keras.layers.Flatten(name="Flatten"),
+                             keras.layers.Dense(3, activation="softmax", name="Head")])
+
+
+@pytest.mark.parametrize("model, culprit", [
+    (lambda: with_base(keras.layers.Conv2D(4, 3, name="Conv1"),
+                       keras.Sequential([keras.layers.Dropout(0.5, name="InnerDropout")],
+                                        name="block")),
+     r"'InnerDropout' \(Dropout, in base > block\)"),
+    (lambda: with_base(keras.layers.RandomFlip(name="Flip"), keras.layers.Conv2D(4, 3, name="Conv1")),
+     r"'Flip' \(RandomFlip, in base\)"),
+    (lambda: with_base(HoldsDropout(name="Holder")), r"'HiddenDropout' \(Dropout, in base > Holder\)"),
+    (lambda: with_base(ScaledDropout(0.5, name="Scaled")), r"'Scaled' \(ScaledDropout, in base\)"),
+])
+def test_random_layers_are_refused_at_any_depth(images, model, culprit):
+    x, y = images
+    with pytest.raises(kt.LayerSelectionError, match=culprit + ".*random in training") as err:
+        kt.fit_head_cached(model(), (x, y), cut=1, epochs=1, verbose=0)
+    assert isinstance(err.value, ValueError)  # `except ValueError` keeps working
+    assert "Move the cut below it" in str(err.value)
+
+
+@pytest.mark.parametrize("in_list", [False, True])
+def test_a_layer_holding_a_seed_generator_is_refused_by_kind(in_list):
+    base = keras.Sequential([keras.Input((4,)), keras.layers.Dense(4, name="Dense"),
+                             keras.Sequential([SeededNoise(in_list, name="Seeded")], name="block")],
+                            name="base")
+    kt.freeze(base)
+    with pytest.raises(kt.LayerSelectionError, match=r"'Seeded' \(SeededNoise, in block\)"):
+        caching.check_cacheable(base)  # no sample: by kind alone
+
+
+def test_a_subclassed_dropout_is_refused_at_the_top_level(images):
+    x, y = images
+    model = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Flatten(name="Flatten"),
+                              ScaledDropout(0.5, name="Scaled"), keras.layers.Dense(3, name="Head")])
+    with pytest.raises(kt.LayerSelectionError, match=r"'Scaled' \(ScaledDropout\)"):
+        kt.fit_head_cached(model, (x, y), cut=2, epochs=1, verbose=0)
+
+
+def test_a_user_layer_random_only_in_training_is_caught_by_its_behaviour(images):
+    x, y = images
+    model = with_base(keras.layers.Conv2D(4, 3, name="Conv1"), TrainingNoise(name="Noise"))
+    with pytest.raises(kt.LayerSelectionError,
+                       match=r"training=True.*training=False.*\['Noise'\]") as err:
+        kt.fit_head_cached(model, (x, y), cut=1, epochs=1, verbose=0)
+    assert "Conv1" not in str(err.value).split("candidates")[-1]  # Conv2D takes no `training`
+
+
+def test_a_user_layer_that_takes_training_but_ignores_it_is_cached(images):
+    x, y = images
+    weights = []
+    for cache in (False, True):
+        keras.utils.set_random_seed(0)
+        model = with_base(keras.layers.Conv2D(4, 3, name="Conv1"), TakesTraining(name="Double"))
+        if cache:
+            kt.fit_head_cached(model, (x, y), cut=1, epochs=2, learning_rate=1e-2,
+                               batch_size=32, shuffle=False, verbose=0)
+        else:
+            kt.freeze(model, upto=1)
+            model.compile(optimizer=keras.optimizers.Adam(1e-2),
+                          loss="sparse_categorical_crossentropy")
+            model.fit(x, y, epochs=2, batch_size=32, shuffle=False, verbose=0)
+        weights.append([w.copy() for w in model.get_weights()])
+    for plain, cached in zip(*weights):  # the same head as the plain frozen fit
+        np.testing.assert_allclose(cached, plain, rtol=1e-4, atol=1e-6)
+    keras.utils.set_random_seed(0)
+    start = with_base(keras.layers.Conv2D(4, 3, name="Conv1"), TakesTraining(name="Double"))
+    assert not np.allclose(weights[1][-2], start.get_weights()[-2])  # the head trained
+
+
+class CountsTrainingCalls(keras.layers.Layer):
+    """Adds how often it was called in training: its state moves in training."""
+
+    def build(self, shape):
+        self.count = self.add_weight(shape=(), initializer="zeros", trainable=False, name="count")
+
+    def call(self, inputs, training=None):
+        if training:
+            self.count.assign_add(1.0)
+        return inputs + self.count
+
+
+def test_a_refused_base_is_left_as_it_was(images):
+    x, y = images
+    model = with_base(keras.layers.Conv2D(4, 3, name="Conv1"), CountsTrainingCalls(name="Counter"))
+    counter = model.get_layer("base").get_layer("Counter").count
+    with pytest.raises(kt.LayerSelectionError, match="'Counter'"):
+        kt.fit_head_cached(model, (x, y), cut=1, epochs=1, verbose=0)
+    assert float(counter.numpy()) == 0.0  # the behaviour probe changed no state
+
+
+def test_trainable_weights_are_reported_by_layer_even_with_bare_paths():
+    model = keras.Sequential([keras.Input((4,)), BareVariable(name="Scale"),
+                              keras.layers.Dense(2, name="Head")])
+    assert model.get_layer("Scale").scale.path == "scale"  # no '/' to split on
+    base, _ = caching.split_at(model, 1)
+    with pytest.raises(kt.LayerSelectionError, match=r"trainable weights \(in \['Scale'\]\)"):
+        caching.check_cacheable(base)
+    kt.freeze(base)
+    caching.check_cacheable(base, np.ones((2, 4), "float32"))  # frozen: accepted
+
+
+def test_bad_arguments_are_transfer_errors_and_leave_the_model_as_it_was(images):
+    x, y = images
+    model = cnn()
+    with pytest.raises(TypeError, match="Expected `\\(x, y\\)` arrays") as err:
+        kt.fit_head_cached(model, x, cut=4, epochs=1, verbose=0)
+    assert isinstance(err.value, kt.TransferError)
+    assert model.get_layer("Conv1").trainable  # nothing frozen by a refused call
+    refused = cnn(dropout_in_base=True)
+    with pytest.raises(ValueError) as err:
+        kt.fit_head_cached(refused, (x, y), cut=5, epochs=1, verbose=0)
+    assert isinstance(err.value, kt.LayerSelectionError)
+    assert all(layer.trainable for layer in refused.layers)
+    inputs = keras.Input((4,))
+    branched = keras.Model(inputs, keras.layers.Concatenate(name="Join")(
+        [keras.layers.Dense(2, name="A")(inputs), keras.layers.Dense(2, name="B")(inputs)]))
+    with pytest.raises(ValueError, match="cannot be cut at layer 2.*one chain") as err:
+        caching.split_at(branched, 2)
+    assert isinstance(err.value, kt.LayerSelectionError)

@@ -55,6 +55,14 @@ def test_names_and_patterns_reach_into_nested_models():
     assert trainable_names(model) == ["Dense_b", "Head"]
     kt.unfreeze(model, upto=1)
     assert trainable_names(model) == ["Dense_a", "Dense_b", "Head"]
+    # patterns match names at any depth: both Dense layers of the nested base
+    kt.unfreeze(model, train_batchnorm=True)
+    assert [l.name for l in kt.freeze(model, pattern="Dense_.")] == ["Dense_a", "Dense_b"]
+    assert trainable_names(model) == ["Bn", "Head"]
+    kt.freeze(model, upto=1)
+    assert [l.name for l in kt.unfreeze(model, pattern=r"Dense_b|Bn", train_batchnorm=True)] == [
+        "Bn", "Dense_b"]
+    assert trainable_names(model) == ["Bn", "Dense_b", "Head"]
 
 
 def test_bad_selectors_raise_clear_errors():

@@ -71,3 +71,25 @@ def test_multi_task_heads_train_in_two_phases_with_per_head_metrics():
         kt.TwoPhaseSchedule(freeze=["Shared"], switch_epoch=1, verbose=0), Watch()])
     assert np.array_equal(seen[0], start) and not np.array_equal(seen[1], start)
     assert {"digit_accuracy", "attributes_binary_accuracy", "digit_loss", "attributes_loss"} <= set(history.history)
+
+
+def test_bad_head_arguments_are_transfer_errors_and_builtin_types():
+    source = emotion_source()
+    for call in (lambda: kt.replace_head(source, 3, class_subset=[1, 9, 2]),
+                 lambda: kt.replace_head(source, 3, cut="Features", class_subset=[1, 2, 3]),
+                 lambda: kt.replace_head(source, 2, class_subset=[1, 2, 3]),
+                 lambda: kt.replace_head(source, 0)):
+        with pytest.raises(ValueError) as err:  # `except ValueError` keeps working
+            call()
+        assert isinstance(err.value, kt.ArgumentError), err.value
+    with pytest.raises(TypeError, match="Head 'digit': expected `\\(units, activation\\)`") as err:
+        kt.attach_heads(source, {"digit": 10})
+    assert isinstance(err.value, kt.TransferError)
+
+
+def test_heads_attach_to_a_sequential_base():
+    base = keras.Sequential([keras.Input((6,)), keras.layers.Dense(8, name="Shared")], name="base")
+    model = kt.attach_heads(base, {"digit": (10, "softmax"), "flag": (1, "sigmoid")})
+    out = model.predict(np.zeros((2, 6), "float32"), verbose=0)
+    assert out["digit"].shape == (2, 10) and out["flag"].shape == (2, 1)
+    assert model.get_layer("Shared") is base.get_layer("Shared")

@@ -6,6 +6,7 @@ import tensorflow_hub
 import tf_keras
 
 import keras_transfer as kt
+from keras_transfer import caching
 from keras_transfer import hub
 
 pytestmark = pytest.mark.tensorflow_only  # SavedModels are TensorFlow graphs
@@ -98,7 +99,72 @@ def test_two_phase_schedule_freezes_then_fine_tunes_the_module(tmp_path, x):
     model.fit(x, y, epochs=4, verbose=0, callbacks=[
         kt.TwoPhaseSchedule(freeze=["base"], switch_epoch=2, train_batchnorm=True, verbose=0), Watch()])
     assert all(np.array_equal(a, b) for a, b in zip(start, seen[1]))
-    assert any(not np.array_equal(a, b) for a, b in zip(seen[1], seen[3]))
+    # phase 2 fine-tunes the module: each of its kernels moves (moving BN
+    # statistics alone would not show that the optimizer trains it)
+    kernels = [i for i, v in enumerate(layer.weights) if v.name.endswith("kernel")]
+    assert [layer.weights[i].name for i in kernels] == ["dense_kernel", "out_kernel"]
+    for i in kernels:
+        assert not np.array_equal(seen[1][i], seen[3][i]), layer.weights[i].path
+
+
+def hub_model(path, name="hub"):
+    return keras.Sequential([keras.Input((4,)), kt.HubLayer(path, trainable=True, name=name),
+                             keras.layers.Dense(3, name="head")])
+
+
+def test_hub_variables_fall_into_the_discriminative_group_that_selects_the_layer(tmp_path, x):
+    tf_keras_module(tmp_path / "m")
+    y = (x[:, 0] > 0).astype("int32")
+    loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    model = hub_model(tmp_path / "m")
+    assert {v.path.split("/")[0] for v in model.get_layer("hub").weights} == {"hub"}
+    # The hub's group at rate 0: if its variables fell into the head's group
+    # (rate 1e-2), they would move.
+    opt = kt.discriminative_optimizer(model, groups=[["hub"]], learning_rate=1e-2, multipliers=[0.0])
+    model.compile(optimizer=opt, loss=loss)
+    hub_start = [v.numpy().copy() for v in model.get_layer("hub").trainable_weights]
+    head_start = model.get_layer("head").kernel.numpy().copy()
+    model.fit(x, y, batch_size=8, epochs=1, shuffle=False, verbose=0)
+    head_opt, group_opt = (next(o for o in opt.optimizers if o.name == n) for n in ("head", "group_0"))
+    assert int(group_opt.iterations) == int(head_opt.iterations) == 2  # 16 examples, batch 8
+    for before, v in zip(hub_start, model.get_layer("hub").trainable_weights):
+        np.testing.assert_array_equal(v.numpy(), before, err_msg=v.path)
+    assert not np.array_equal(model.get_layer("head").kernel.numpy(), head_start)
+    # the head's sub-optimizer holds no state for the hub's variables
+    hub_names = {v.path.replace("/", "_") for v in model.get_layer("hub").trainable_weights}
+    assert not [s.name for s in head_opt.variables if any(n in s.name for n in hub_names)]
+    assert len([s for s in group_opt.variables if any(n in s.name for n in hub_names)]) == 2 * 6
+
+    # and at a non-zero rate the group trains the module
+    model = hub_model(tmp_path / "m")
+    opt = kt.discriminative_optimizer(model, groups=[["hub"]], learning_rate=1e-2, multipliers=[0.5])
+    model.compile(optimizer=opt, loss=loss)
+    kernel = model.get_layer("hub").trainable_weights[0]
+    before = kernel.numpy().copy()
+    model.fit(x, y, batch_size=8, epochs=1, shuffle=False, verbose=0)
+    assert not np.array_equal(kernel.numpy(), before)
+
+
+def test_a_base_holding_a_hub_layer_is_cached_like_the_plain_frozen_fit(tmp_path, x):
+    tf_keras_module(tmp_path / "m")
+    y = (x[:, 0] > 0).astype("int32")
+    loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    base, _ = caching.split_at(hub_model(tmp_path / "m"), 1)
+    with pytest.raises(kt.LayerSelectionError, match=r"trainable weights \(in \['hub'\]\)"):
+        caching.check_cacheable(base)
+    heads = []
+    for cached in (False, True):
+        keras.utils.set_random_seed(0)
+        model = hub_model(tmp_path / "m")
+        if cached:
+            kt.fit_head_cached(model, (x, y), cut=1, epochs=3, learning_rate=1e-2, loss=loss,
+                               metrics=(), batch_size=8, shuffle=False, verbose=0)
+        else:
+            kt.freeze(model, upto=1)
+            model.compile(optimizer=keras.optimizers.Adam(1e-2), loss=loss)
+            model.fit(x, y, batch_size=8, epochs=3, shuffle=False, verbose=0)
+        heads.append(model.get_layer("head").kernel.numpy())
+    np.testing.assert_allclose(heads[1], heads[0], rtol=1e-4, atol=1e-6)
 
 
 def test_keras_export_and_signature_with_output_key(tmp_path, x):
@@ -199,3 +265,13 @@ def test_hub_handles_resolve_from_the_tfhub_cache_offline(tmp_path, monkeypatch,
     np.testing.assert_allclose(kt.HubLayer(url)(x).numpy(), base.predict(x, verbose=0), rtol=1e-6)
     with pytest.raises(hub.HubModuleError, match="Could not resolve TF Hub handle .*absent"):
         kt.HubLayer("https://example.com/models/absent/1")
+
+
+def test_bad_argument_types_are_transfer_errors_and_type_errors(tmp_path):
+    tf_keras_module(tmp_path / "m")
+    for call, message in [(lambda: kt.HubLayer(42), "Expected a handle.*received 42 of type int"),
+                          (lambda: kt.HubLayer(tmp_path / "m", arguments=["x"]),
+                           "arguments= must be a dict")]:
+        with pytest.raises(TypeError, match=message) as err:
+            call()
+        assert isinstance(err.value, kt.TransferError)

@@ -133,3 +133,24 @@ def test_nested_bases_are_addressable_by_name():
     assert [l.name for l in model.layers] == ["base", "Head"]  # Keras sees one layer
     kt.freeze(model, layers=["Dense_b"])
     assert not model.get_layer("base").get_layer("Dense_b").trainable
+
+
+def test_the_private_optimizer_state_we_read_is_still_there():
+    # Pins the private attributes keras_transfer reads, each named where it is
+    # used: _optimizer_state.cover (`_var_key`, `_trainable_variables_indices`),
+    # optimizers.set_learning_rate/hold_schedules (`_learning_rate`), and
+    # DiscriminativeOptimizer.apply (MultiOptimizer's `_check_variables_are_known`,
+    # `_var_to_optimizer_idx`, `_iterations`, `_optimizer_map`).
+    model = tiny_model()
+    adam = keras.optimizers.Adam(1e-3)
+    adam.build(model.trainable_variables)
+    assert set(adam._trainable_variables_indices) == {adam._var_key(v) for v in model.trainable_variables}
+    assert isinstance(adam._learning_rate, keras.Variable)
+    multi = kt.discriminative_optimizer(model, groups=[["Dense_a"]], learning_rate=1e-2,
+                                        multipliers=[0.1])
+    multi.build(model.trainable_variables)
+    head = model.get_layer("Head").kernel
+    assert multi.optimizers[multi._var_to_optimizer_idx[multi._var_key(head)]].name == "head"
+    multi._check_variables_are_known([head])
+    assert isinstance(multi._iterations, keras.Variable)
+    assert multi._optimizer_map.default_optimizer.name == "head"

@@ -5,6 +5,7 @@ import io
 import pathlib
 import re
 
+import numpy as np
 import pytest
 
 README = pathlib.Path(__file__).resolve().parent.parent / "README.md"
@@ -12,7 +13,30 @@ BLOCKS = re.findall(r"<!-- tested -->\n```python\n(.*?)```", README.read_text(),
 
 
 def test_readme_has_tested_examples():
-    assert len(BLOCKS) == 11
+    assert len(BLOCKS) == 12
+
+
+def check_quickstart(namespace, printed):
+    assert namespace["history"].history["phase"] == [1, 1, 2, 2]
+    # "Dense1, Bn1, Dense2 loaded; NewHead missing; Head unused"
+    report = namespace["report"]
+    assert report.loaded == {"Dense1": "Dense1", "Bn1": "Bn1", "Dense2": "Dense2"}
+    assert report.missing == ("NewHead",) and report.unused == ("Head",)
+    # "Bn1 stays frozen in phase 2": untrained since it was loaded, while the
+    # layers around it were fine-tuned
+    target, source = namespace["target"], namespace["source"]
+    bn = target.get_layer("Bn1")
+    assert not bn.trainable
+    assert not {id(v) for v in bn.weights} & {id(v) for v in target.trainable_weights}
+    for ours, theirs in zip(bn.weights, source.get_layer("Bn1").weights):
+        np.testing.assert_array_equal(ours.numpy(), theirs.numpy(), err_msg=ours.path)
+    for name in ("Dense1", "Dense2"):
+        assert not np.array_equal(target.get_layer(name).kernel.numpy(),
+                                  source.get_layer(name).kernel.numpy()), name
+    # and the summary the example prints says so: Bn1 has 0 trainable parameters
+    rows = [line.split() for line in printed.splitlines()
+            if line.split()[:2] == ["Bn1", "BatchNormalization"]]
+    assert rows == [["Bn1", "BatchNormalization", "0", "64"]], printed
 
 
 def test_readme_examples_run_in_order(tmp_path, monkeypatch):
@@ -23,9 +47,8 @@ def test_readme_examples_run_in_order(tmp_path, monkeypatch):
         with contextlib.redirect_stdout(out):
             exec(compile(block, f"README.md example {index}", "exec"), namespace)
         outputs.append(out.getvalue())
-        if index == 0:  # the quickstart
-            assert namespace["history"].history["phase"] == [1, 1, 2, 2]
-            assert "Bn1" in outputs[0] and "missing" in outputs[0]
+        if index == 0:  # the quickstart: the claims in its comments
+            check_quickstart(namespace, outputs[0])
         if index == 1:  # by-name weights
             assert namespace["report"].loaded == {"Dense1": "Dense1"}
             assert namespace["report"].missing == ("NewHead",)

@@ -17,9 +17,12 @@ class Snapshots(keras.callbacks.Callback):
     def __init__(self):
         super().__init__()
         self.at_end = []
+        self.inner_steps = []  # the (inner) optimizer's step count at each epoch end
 
     def on_epoch_end(self, epoch, logs=None):
         self.at_end.append({v.path: v.numpy().copy() for v in self.model.weights})
+        inner = getattr(self.model.optimizer, "inner_optimizer", self.model.optimizer)
+        self.inner_steps.append(int(inner.iterations.numpy()))
 
 
 def base_paths(model):
@@ -201,22 +204,31 @@ def test_fit_two_phase_merges_history_with_phase_column(data):
 
 
 def test_bad_arguments_are_refused(data):
-    with pytest.raises(ValueError, match="switch_epoch"):
-        kt.TwoPhaseSchedule(freeze=3, switch_epoch=-1)
-    with pytest.raises(ValueError, match="head_epochs"):
+    for bad in (-1, True, 1.5):
+        with pytest.raises(kt.ArgumentError, match="switch_epoch"):
+            kt.TwoPhaseSchedule(freeze=3, switch_epoch=bad)
+    for bad in ("1", -2):
+        with pytest.raises(kt.ArgumentError, match="start_epoch"):
+            kt.GradualUnfreezing(blocks=[["Dense_a"]], start_epoch=bad)
+    with pytest.raises(kt.ArgumentError, match="head_epochs"):
         kt.fit_two_phase(tiny_model(), data, freeze=3, head_epochs=5, epochs=3)
+    schedule = kt.TwoPhaseSchedule(freeze=3, switch_epoch=1)
+    schedule.set_model(tiny_model())  # not compiled: outside fit, as in a custom loop
+    with pytest.raises(kt.ArgumentError, match="needs a compiled model"):
+        schedule.on_train_begin()
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("rates", ["floats", "schedules"])
-def test_killed_runs_resume_in_the_right_phase_with_identical_weights(tmp_path, rates):
+@pytest.mark.parametrize("rates, order", [("floats", "after"), ("schedules", "before")])
+def test_killed_runs_resume_in_the_right_phase_with_identical_weights(tmp_path, rates, order):
     # With a LearningRateSchedule per phase, the optimizer's variable layout
-    # and each phase's step origin must survive the restart too.
+    # and each phase's step origin must survive the restart too, also when
+    # BackupAndRestore stands before the schedule and loads first.
     job = os.path.join(os.path.dirname(__file__), "resume_job.py")
 
     def run(work, kill_at):
         work.mkdir(exist_ok=True)
-        return subprocess.run([sys.executable, job, str(work), str(kill_at), rates],
+        return subprocess.run([sys.executable, job, str(work), str(kill_at), rates, order],
                               capture_output=True, text=True, timeout=300)
 
     assert run(tmp_path / "straight", -1).returncode == 0
@@ -264,6 +276,7 @@ def test_two_phases_under_mirrored_strategy_match_one_device(tmp_path):
         assert results[way]["max_weight_difference"] < 1e-6, results[way]
     assert results["callback"]["mirrored"]["phase1_frozen"] is True
     assert results["discriminative"]["mirrored"]["phase1_frozen"] is True
+    assert results["fit_two_phase"]["mirrored"]["phase1_frozen"] is True
 
 
 def test_gradual_unfreezing_opens_one_block_per_epoch_from_the_top(data):
@@ -386,3 +399,66 @@ def test_two_phases_in_two_jax_processes_match_one_process(tmp_path):
         np.testing.assert_allclose(two["loss"], one["loss"], rtol=1e-5)
         for a, b in zip(two["weights"], one["weights"]):
             np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_a_run_resumed_inside_a_lora_phase_goes_on_training_its_adapters(tmp_path, data):
+    # Keras saves LoRA layers merged and restores both adapters as zeros,
+    # whose gradients are zero: the schedule starts them again, and says so.
+    x, y = data
+    model = randomize(tiny_model())
+    model.compile(optimizer="adam", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+
+    class Interrupt(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            if epoch == 2:
+                raise RuntimeError("interrupted")
+
+    def callbacks(*more):
+        return [kt.TwoPhaseSchedule(freeze=3, switch_epoch=1, lora_rank=2, verbose=0),
+                keras.callbacks.BackupAndRestore(str(tmp_path / "backup")), *more]
+
+    with pytest.raises(RuntimeError, match="interrupted"):
+        model.fit(x, y, epochs=5, verbose=0, callbacks=callbacks(Interrupt()))
+    before = np.asarray(model(x))
+    adapters = {}
+
+    class AtResume(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            layer = self.model.get_layer("Dense_a")
+            adapters[epoch] = (layer.lora_kernel_a.numpy().copy(), layer.lora_kernel_b.numpy().copy())
+            if epoch == 3:  # the restored model computes what the interrupted one did
+                np.testing.assert_allclose(np.asarray(self.model(x)), before, rtol=1e-5, atol=1e-5)
+
+    with pytest.warns(UserWarning, match=r"LoRA adapters of \[.*'Dense_a'.*\] were restored merged"):
+        model.fit(x, y, epochs=5, verbose=0, callbacks=callbacks(AtResume()))
+    a3, b3 = adapters[3]
+    assert np.any(a3) and not np.any(b3)  # started again: A random, B zero
+    a4, b4 = adapters[4]
+    assert np.any(b4) and not np.array_equal(a4, a3)  # and they train
+
+
+def test_mixed_precision_two_phases_with_a_schedule_then_a_rate(data):
+    # A LossScaleOptimizer holds the learning rate in its inner optimizer.
+    x, y = data
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        model = randomize(tiny_model())
+        model.compile(optimizer=keras.optimizers.Adam(1e-2),
+                      loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+        assert isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer)
+        snaps = Snapshots()
+        start = {v.path: v.numpy().copy() for v in model.weights}
+        cosine = keras.optimizers.schedules.CosineDecay(1e-2, decay_steps=10)
+        history = model.fit(x, y, batch_size=16, epochs=3, verbose=0, callbacks=[
+            kt.TwoPhaseSchedule(freeze=3, switch_epoch=1, head_lr=cosine, finetune_lr=1e-4,
+                                verbose=0), snaps])
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    # dynamic loss scaling skips the steps whose float16 gradients overflow, and
+    # the schedule follows the inner optimizer's count of the steps taken
+    np.testing.assert_allclose(history.history["lr"],
+                               [float(cosine(snaps.inner_steps[0])), 1e-4, 1e-4], rtol=1e-5)
+    assert 0 < snaps.inner_steps[0] <= 4
+    base = [p for p in base_paths(model) if "Bn" not in p]
+    assert moved(start, snaps.at_end[0], base) == []
+    assert moved(snaps.at_end[0], snaps.at_end[2], base) == base
