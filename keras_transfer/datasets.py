@@ -405,6 +405,9 @@ def as_dataset(x, y, batch_size, *, shuffle=False, seed=None, epoch_order=None):
 
         ds = tf.data.Dataset.range(1).flat_map(permutation).batch(batch_size).map(
             lambda indices: (tf.gather(images, indices), tf.gather(labels, indices)))
+        # flat_map hides the length; fit's progress bar and fine_tune's
+        # one-cycles need it
+        ds = ds.apply(tf.data.experimental.assert_cardinality(-(-len(x) // batch_size)))
     else:
         ds = tf.data.Dataset.from_tensor_slices((x, y))
         if shuffle:

@@ -152,7 +152,7 @@ def batch_size_for(examples, *, steps=30, smallest=16, largest=256):
 
 def fine_tune(model, train, *, validation=None, freeze, epochs, freeze_epochs=1, base_lr=None,
               lr_mult=10.0, groups=None, train_batchnorm=True, pct_start=0.3, div=5.0,
-              final_div=1e5, head_lr_mult=2.0, head_pct_start=0.99, head_div=25.0,
+              final_div=1e5, head_lr_mult=1.0, head_pct_start=0.99, head_div=25.0,
               optimizer="adam",
               loss="sparse_categorical_crossentropy", metrics=("accuracy",), batch_size=None,
               steps_per_epoch=None, finder=None, callbacks=None, verbose=1, **fit_kwargs):
@@ -202,9 +202,12 @@ def fine_tune(model, train, *, validation=None, freeze, epochs, freeze_epochs=1,
             inference mode with the source's statistics.
         pct_start, div, final_div: phase 2's one-cycle (`OneCycle`).
         head_lr_mult: phase 1's peak over phase 2's: the head alone trains
-            at `head_lr_mult * base_lr` (fastai halves its rate for phase 2).
-            The finder's suggestion is phase 1's rate when phase 1 comes
-            first, so `base_lr` is then the suggestion over `head_lr_mult`.
+            at `head_lr_mult * base_lr`. The finder's suggestion is phase 1's
+            rate when phase 1 comes first, so `base_lr` is then the
+            suggestion over `head_lr_mult`. Default 1: both phases peak at
+            the suggestion. fastai halves its rate for phase 2 (2.0 here);
+            on the reference pipeline at 10,000 images that ended 0.19
+            points lower (0.9884 vs. 0.9903, mean of 3 seeds), behind scratch.
         head_pct_start, head_div: phase 1's one-cycle (it also ends at
             `1 / final_div` of its peak).
         optimizer: an optimizer name or instance, for every group.

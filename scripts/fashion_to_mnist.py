@@ -75,7 +75,8 @@ flags.DEFINE_integer("train_examples", 0, "Use only N MNIST training images, dra
                      lower_bound=0)
 flags.DEFINE_integer("low_data_examples", None, "Also run a low-data regime on N "
                      "images drawn with --seed, in the same table and figure; default "
-                     "1000 with all images (--train_examples=0), none otherwise; 0: skip.",
+                     "1000 with all images (--train_examples=0) if they are more, none "
+                     "otherwise; 0: skip.",
                      lower_bound=0)
 flags.DEFINE_integer("val_examples", 5000, "MNIST training images held out for "
                      "validation (the last N of the 60000).", lower_bound=1)
@@ -182,8 +183,9 @@ def run():
     options = {name: FLAGS[name].value for name in ("base_lr", "lr_mult", "train_batchnorm")
                if FLAGS[name].value is not None}  # else fine_tune's defaults
     low_data = FLAGS.low_data_examples
-    if low_data is None:
-        low_data = 1000 if FLAGS.train_examples == 0 else 0
+    if low_data is None:  # 1000, when all images are more than that
+        low_data = 1000 if FLAGS.train_examples == 0 and len(mx) - FLAGS.val_examples > 1000 \
+            else 0
     sizes = [FLAGS.train_examples] + ([low_data] if low_data else [])
 
     def run_regime(size, backup):

@@ -197,6 +197,11 @@ def test_epoch_order_makes_each_epochs_order_a_function_of_the_epoch():
     images, labels = next(iter(datasets.as_dataset(x, y, 8, shuffle=True, seed=3,
                                                    epoch_order=datasets.EpochOrder())))
     np.testing.assert_allclose(images.numpy()[:, 0, 0, 0], labels.numpy() / 255.0)
+    # its length is known (fit's progress bar, fine_tune's one-cycles), a last
+    # partial batch counted
+    ragged = datasets.as_dataset(x[:37], y[:37], 8, shuffle=True, seed=3,
+                                 epoch_order=datasets.EpochOrder())
+    assert int(ragged.cardinality()) == 5 == len(list(ragged))
 
 
 def test_a_fit_started_at_epoch_k_sees_the_order_of_an_uninterrupted_fit():

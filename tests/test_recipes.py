@@ -50,7 +50,8 @@ def test_phase_one_trains_the_head_and_phase_two_everything(data, train_batchnor
 
 def test_each_phase_runs_its_one_cycle_and_groups_keep_their_ratios(data):
     _, _, history, rates, _ = run(data, pct_start=0.25, div=4.0, final_div=1e3,
-                                  head_pct_start=0.5, head_div=10.0, train_batchnorm=False)
+                                  head_pct_start=0.5, head_div=10.0, head_lr_mult=2.0,
+                                  train_batchnorm=False)
     assert len(rates) == 12
     # The default groups of the tiny base: [Dense_a, Bn] and [Dense_b].
     factors = {"head": 1.0, "group_1": 100 ** -0.5, "group_0": 100 ** -1.0}
