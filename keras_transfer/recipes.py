@@ -60,7 +60,8 @@ def fit_two_phase(model, train, *, validation=None, freeze, head_epochs, epochs,
 
     Returns:
         A `keras.callbacks.History` covering both phases, its `history` with a
-        `phase` column (1 or 2 per epoch) and an `lr` column.
+        `phase` column (1 or 2 per epoch) and an `lr` column (the rate at
+        each epoch's end).
 
     Raises:
         ArgumentError: `head_epochs` outside `[0, epochs]`, or
@@ -90,6 +91,8 @@ def fit_two_phase(model, train, *, validation=None, freeze, head_epochs, epochs,
     policy = schedules.TwoPhaseSchedule(freeze, head_epochs, unfreeze=None, train_batchnorm=train_batchnorm,
                               lora_rank=lora_rank, verbose=0)
     policy.prepare(model)
+    rates = _EpochRates()
+    callbacks = [*(callbacks or []), rates]
     phases = [(1, 0, head_epochs, head_lr), (2, head_epochs, epochs, finetune_lr)]
     for phase, start, stop, lr in phases:
         if start == stop:
@@ -113,10 +116,24 @@ def fit_two_phase(model, train, *, validation=None, freeze, head_epochs, epochs,
         for key, values in history.history.items():
             merged.history.setdefault(key, []).extend(values)
         merged.history.setdefault("phase", []).extend([phase] * len(history.epoch))
-        merged.history.setdefault("lr", []).extend(
-            [optimizers.current_learning_rate(history.model.optimizer)] * len(history.epoch))
+        merged.history.setdefault("lr", []).extend(rates.pop())
         merged.epoch.extend(history.epoch)
     return merged
+
+
+class _EpochRates(keras.callbacks.Callback):
+    """The training optimizer's learning rate at each epoch's end (a schedule's too)."""
+
+    def __init__(self):
+        super().__init__()
+        self.rates = []
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.rates.append(optimizers.current_learning_rate(self.model.optimizer))
+
+    def pop(self):
+        rates, self.rates = self.rates, []
+        return rates
 
 
 MAX_GROUPS = 3  # default layer groups below the head (fastai's CNN splitter: 2-3)

@@ -203,6 +203,18 @@ def test_fit_two_phase_merges_history_with_phase_column(data):
     assert "tiny/Dense_a/kernel" in moved(snaps.at_end[1], snaps.at_end[2], base)
 
 
+def test_fit_two_phase_logs_each_epochs_rate_of_a_schedule(data):
+    # 64 examples, batch 16: 4 steps per epoch; the decay restarts in phase 2
+    # (a fresh optimizer), so the epochs' rates differ within each phase.
+    decay = keras.optimizers.schedules.ExponentialDecay(1e-2, decay_steps=4, decay_rate=0.5)
+    history = kt.fit_two_phase(
+        randomize(tiny_model()), data, freeze=3, head_epochs=2, epochs=4, batch_size=16,
+        head_lr=decay, finetune_lr=keras.optimizers.schedules.ExponentialDecay(
+            1e-3, decay_steps=4, decay_rate=0.5),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), verbose=0)
+    np.testing.assert_allclose(history.history["lr"], [5e-3, 2.5e-3, 5e-4, 2.5e-4], rtol=1e-6)
+
+
 def test_bad_arguments_are_refused(data):
     for bad in (-1, True, 1.5):
         with pytest.raises(kt.ArgumentError, match="switch_epoch"):
