@@ -22,6 +22,7 @@ import keras
 import numpy as np
 
 from keras_transfer import _files
+from keras_transfer import _layers
 from keras_transfer import errors
 from keras_transfer import freezing
 from keras_transfer import recipes
@@ -82,6 +83,7 @@ class PhaseProbe(keras.callbacks.Callback):
         self.test = test
         self.record = record
         self.frozen_max_change = None
+        self.frozen_layers = []  # the weighted layers frozen in phase 1, watched
         self.test_accuracy_phase1 = None
         self._epochs = {}  # epoch -> {"logs", "seconds", "seed_states"}
         self._frozen = None
@@ -101,23 +103,32 @@ class PhaseProbe(keras.callbacks.Callback):
         return totals
 
     def on_train_begin(self, logs=None):
-        # what phase 1 froze: a BatchNormalization layer that trains in phase 1
-        # (fine_tune's train_batchnorm=True) is not watched
-        layers = [layer for layer in freezing.select_layers(self.model, self.freeze)
-                  if not layer.trainable]
-        self._frozen = [(v, v.numpy().copy()) for layer in layers for v in layer.weights]
+        # the selection's weighted layers, down to those of a nested base; the
+        # first phase-1 epoch tells which of them the schedule froze
+        selected = freezing.select_layers(self.model, self.freeze)
+        leaves = [l for layer in selected for l in (
+            [sub for sub, _ in _layers.walk(layer)] if _layers.is_container(layer) else [layer])
+            if not _layers.is_container(l) and l.weights]
+        self._snapshot = [(l, [(v, v.numpy().copy()) for v in l.weights]) for l in leaves]
         self._first_epoch = True
         if self.record is not None and os.path.isfile(self.record):
             with open(self.record) as f:
                 kept = json.load(f)
             self._epochs = {int(e): entry for e, entry in kept["epochs"].items()}
             self.frozen_max_change = kept["frozen_max_change_phase1"]
+            self.frozen_layers = kept["frozen_layers_phase1"]
             self.test_accuracy_phase1 = kept["test_accuracy_phase1"]
 
     def on_epoch_begin(self, epoch, logs=None):
         if self._first_epoch and epoch - 1 in self._epochs:  # resumed after epoch - 1
             _restore_seed_states(self.model, self._epochs[epoch - 1]["seed_states"],
                                  self.record)
+        if self._first_epoch and epoch < self.switch_epoch:
+            # what phase 1 froze: a BatchNormalization layer that trains in
+            # phase 1 (fine_tune's train_batchnorm=True) is not watched
+            watched = [(l, pairs) for l, pairs in self._snapshot if not l.trainable]
+            self.frozen_layers = [l.name for l, _ in watched]
+            self._frozen = [pair for _, pairs in watched for pair in pairs]
         self._first_epoch = False
         self._epochs = {e: entry for e, entry in self._epochs.items() if e < epoch}
         self._epoch_start = time.perf_counter()
@@ -134,6 +145,7 @@ class PhaseProbe(keras.callbacks.Callback):
                                "seconds": seconds, "seed_states": _seed_states(self.model)}
         if self.record is not None:
             write_json({"epochs": self._epochs, "frozen_max_change_phase1": self.frozen_max_change,
+                        "frozen_layers_phase1": self.frozen_layers,
                         "test_accuracy_phase1": self.test_accuracy_phase1}, self.record)
 
 
@@ -190,7 +202,8 @@ def run_arm(model, train, *, validation, test, train_eval, freeze, head_epochs, 
     Returns:
         A JSON-ready dict: `history` (per-epoch metrics with `phase`, `lr`),
         `test_accuracy_phase1`, `test_accuracy`, `train_accuracy`, `seconds`
-        per phase and `frozen_max_change_phase1`.
+        per phase, `frozen_max_change_phase1` and `frozen_layers_phase1` (the
+        weighted layers phase 1 froze, whose change was measured).
     """
     model.compile(optimizer=keras.optimizers.Adam(head_lr),
                   loss="sparse_categorical_crossentropy", metrics=["accuracy"])
@@ -264,6 +277,7 @@ def _measured(model, probe, test, train_eval):
         "train_accuracy": _accuracy(model, train_eval),
         "seconds": probe.seconds,
         "frozen_max_change_phase1": probe.frozen_max_change,
+        "frozen_layers_phase1": probe.frozen_layers,
     }
 
 

@@ -178,9 +178,10 @@ def fine_tune(model, train, *, validation=None, freeze, epochs, freeze_epochs=1,
     fastai's `Learner.fine_tune` in Keras 3, inside one `model.fit`:
 
     1. If `base_lr` is None, the learning-rate finder runs on the model as
-       phase 1 trains it (the base frozen) and its suggestion is `base_lr`.
+       phase 1 trains it (the base frozen) and its suggestion over
+       `head_lr_mult` (default 1) is `base_lr`.
     2. Phase 1, epochs `[0, freeze_epochs)`: `freeze` is frozen and the head
-       trains with one-cycle up to `base_lr`.
+       trains with one-cycle up to `head_lr_mult * base_lr`.
     3. Phase 2, epochs `[freeze_epochs, epochs)`: everything trains with
        one-cycle, at discriminative rates from `base_lr / lr_mult` (the
        lowest layer group) to `base_lr` (the head), spaced geometrically.
@@ -189,8 +190,11 @@ def fine_tune(model, train, *, validation=None, freeze, epochs, freeze_epochs=1,
     two compiles as `fit_two_phase`: the recipe then works with any Keras
     callback (`BackupAndRestore` resumes it in the right phase, at the right
     point of each one-cycle), `History` is Keras' own, and each layer group
-    has its own sub-optimizer, so the base's Adam moments and bias
-    correction start fresh at the switch without a second compile.
+    has its own sub-optimizer, so a group that phase 1 froze starts phase 2
+    with fresh Adam moments, without a second compile. (A group whose
+    BatchNormalization trained in phase 1 has counted those steps: Keras'
+    Adam corrects its bias by the optimizer's step count, so its kernels
+    start phase 2 with the bias correction of a later step.)
 
     `epochs` counts every epoch, as in `fit` and `fit_two_phase` (fastai's
     `fine_tune(epochs)` counts the unfrozen ones only). With `freeze=[]` and
@@ -277,6 +281,11 @@ def fine_tune(model, train, *, validation=None, freeze, epochs, freeze_epochs=1,
 
     base = _leaves(freezing.select_layers(model, freeze))
     frozen = [l for l in base if not (train_batchnorm and _is_batchnorm(l))]
+    if train_batchnorm and len(frozen) < len(base):
+        # BatchNormalization trains in both phases, also where it came frozen
+        # (`kt.freeze(...)` or `base.trainable = False` before the call)
+        freezing.unfreeze(model, layers=[l for l in base if _is_batchnorm(l)],
+                          train_batchnorm=True)
     groups = _structural_groups(base) if groups is None else list(groups)
     multipliers = [lr_mult ** (-(len(groups) - i) / len(groups)) for i in range(len(groups))]
     opt = (optimizers.discriminative_optimizer(model, groups, 1e-3, multipliers=multipliers,

@@ -57,6 +57,7 @@ def test_a_resumed_arm_reports_and_draws_like_an_uninterrupted_one(tmp_path, int
     whole = dropout_model()
     probe = fit(whole, tmp_path / "whole", tmp_path / "whole.json")
     assert probe.history["phase"] == [1, 1, 2, 2] and probe.frozen_max_change == 0.0
+    assert probe.frozen_layers == ["Base"]
 
     for record in (tmp_path / "record.json", None):
         backup = tmp_path / f"backup_{record is None}"
@@ -76,3 +77,23 @@ def test_a_resumed_arm_reports_and_draws_like_an_uninterrupted_one(tmp_path, int
         assert resumed.history == probe.history
         assert resumed.frozen_max_change == 0.0
         assert set(resumed.seconds) == {"phase1", "phase2"}
+
+
+def test_the_probe_watches_the_layers_of_a_nested_base_that_phase_1_froze():
+    # fine_tune freezes a nested base's layers, not the container, and leaves
+    # BatchNormalization trainable: the probe watches the frozen kernels, and
+    # a change in one of them shows.
+    keras.utils.set_random_seed(0)
+    base = keras.Sequential([keras.Input((4,)), keras.layers.Dense(8, name="Inner"),
+                             keras.layers.BatchNormalization(name="Norm")], name="base")
+    model = keras.Sequential([keras.Input((4,)), base, keras.layers.Dense(3, name="Head")])
+    kt.freeze(model, layers=["Inner"])
+    probe = comparison.PhaseProbe(["base"], 1)
+    probe.set_model(model)
+    probe.on_train_begin()
+    probe.on_epoch_begin(0)
+    assert probe.frozen_layers == ["Inner"]
+    kernel = model.get_layer("base").get_layer("Inner").kernel
+    kernel.assign(kernel.numpy() + 0.25)
+    probe.on_epoch_end(0)
+    assert probe.frozen_max_change == pytest.approx(0.25)

@@ -83,15 +83,40 @@ def test_groups_follow_the_models_structure():
 
 def test_finder_runs_when_base_lr_is_none_and_leaves_no_trace(data):
     keras.utils.set_random_seed(3)
-    found, _, history, _, _ = run(data, base_lr=None, finder={"num_steps": 20})
+    found, _, history, _, _ = run(data, base_lr=None, finder={"num_steps": 20},
+                                  head_lr_mult=2.0)
     curve = history.learning_rate_curve
     assert isinstance(curve, kt.LearningRateCurve) and len(curve.learning_rates) == 20
     assert history.base_lr == curve.suggestion / 2  # the finder found phase 1's rate
     keras.utils.set_random_seed(3)
-    given, _, again, _, _ = run(data, base_lr=curve.suggestion / 2)
+    given, _, again, _, _ = run(data, base_lr=curve.suggestion / 2, head_lr_mult=2.0)
     assert again.learning_rate_curve is None
     for a, b in zip(found.weights, given.weights):  # the finder changed nothing
         np.testing.assert_array_equal(a.numpy(), b.numpy(), err_msg=a.path)
+
+
+@pytest.mark.parametrize("frozen_before", ["kt.freeze", "container"])
+def test_batchnorm_frozen_before_the_call_trains_with_train_batchnorm(data, frozen_before):
+    # The README's finder example freezes the base before fine_tune; the usual
+    # Keras pattern sets `base.trainable = False` on a nested base.
+    x, y = data
+    inner = randomize(tiny_model())
+    if frozen_before == "kt.freeze":
+        model = inner
+        kt.freeze(model, upto=3)
+    else:
+        model = keras.Sequential([keras.Input(x.shape[1:]), keras.Sequential(
+            inner.layers[:3], name="base"), inner.layers[3]])
+        model.layers[0].trainable = False
+    start = {v.path: v.numpy().copy() for v in model.weights}
+    snaps = Snapshots()
+    kt.fine_tune(model, (x, y), freeze=model.layers[:3] if frozen_before == "kt.freeze"
+                 else ["base"], epochs=2, base_lr=1e-2, batch_size=16, loss=LOSS,
+                 metrics=(), verbose=0, shuffle=False, callbacks=[snaps])
+    names = {"Dense_a", "Bn", "Dense_b", "Head"}
+    assert moved(start, snaps.at_end[0], names) == ["Bn", "Head"]
+    assert moved(snaps.at_end[0], snaps.at_end[1], names) == ["Bn", "Dense_a", "Dense_b",
+                                                              "Head"]
 
 
 def test_from_scratch_is_one_cycle_without_freezing(data):
