@@ -13,7 +13,9 @@ bench/results/transfer_gains.json:
 
 Writes bench/results/transfer_gains.json (every run, and mean / min / max per
 recipe, size and arm) and transfer_gains.png; prints the table as Markdown.
-The raw results of each run stay in runs/gains*/<size>_<seed>/results.json.
+The raw results of each run stay in runs/gains*/<size>_<seed>/results.json; a
+finished run there is reused when it is the run this command would make (same
+recipe, extra flags and, for fine_tune, the same defaults); --rerun forces.
 
 usage: python bench/transfer_gains.py [--recipe fine_tune] [--sizes 100 300 1000 10000 0]
                                       [--seeds 0 1 2] [-- extra flags for the script]
@@ -37,14 +39,17 @@ def main():
     parser.add_argument("--recipe", choices=sorted(RUNS), default="fine_tune")
     parser.add_argument("--sizes", type=int, nargs="+", default=[100, 300, 1000, 10000, 0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--rerun", action="store_true",
+                        help="run again even where a finished run is on disk")
     parser.add_argument("extra", nargs="*", help="more flags for the pipeline script")
     args = parser.parse_args()
-    kept = [row for row in load_rows() if row["recipe"] != args.recipe]
     rows = []
     for size in args.sizes:
         for seed in args.seeds:
             out = RUNS[args.recipe] / f"{size}_{seed}"
-            if not (out / "results.json").is_file():
+            if args.rerun or not reusable(out, args):
+                out.mkdir(parents=True, exist_ok=True)
+                (out / "extra_flags.json").write_text(json.dumps(args.extra))
                 subprocess.run([sys.executable, str(REPO / "scripts" / "fashion_to_mnist.py"),
                                 f"--recipe={args.recipe}", f"--train_examples={size}",
                                 "--low_data_examples=0", f"--seed={seed}", f"--out_dir={out}",
@@ -60,13 +65,42 @@ def main():
                              "epochs": len(data["history"]["loss"]),
                              "seconds": round(sum(data["seconds"].values()), 1)})
             print(f"{args.recipe}: size {size} seed {seed} done", flush=True)
-    rows = kept + rows
+    done = {(row["recipe"], row["size"], row["seed"]) for row in rows}
+    rows = [row for row in load_rows()  # the runs of other recipes, sizes and seeds
+            if (row["recipe"], row["size"], row["seed"]) not in done] + rows
     summary = summarize(rows)
     OUT.mkdir(parents=True, exist_ok=True)
     (OUT / "transfer_gains.json").write_text(
         json.dumps({"runs": rows, "by_recipe": summary}, indent=1))
     plot(summary)
     print(markdown(summary))
+
+
+def reusable(out, args):
+    """Whether the finished run in `out` is the one this command would make.
+
+    A run of another flag set is not; a fine_tune run whose recorded options
+    differ from fine_tune's defaults now is not either. A run that recorded no
+    options (made before they were recorded) is reused with a warning.
+    """
+    path = out / "results.json"
+    if not path.is_file():
+        return False
+    results = json.loads(path.read_text())
+    extra = json.loads((out / "extra_flags.json").read_text()) \
+        if (out / "extra_flags.json").is_file() else []
+    if results["flags"].get("recipe", "seed") != args.recipe or extra != args.extra:
+        return False
+    if args.recipe == "fine_tune":
+        recorded = results.get("fine_tune_options")
+        if recorded is None:
+            print(f"warning: reusing {path}: it does not record fine_tune's options; "
+                  "--rerun to run it again", file=sys.stderr)
+            return True
+        from keras_transfer import recipes  # imports Keras: only when needed
+
+        return recorded == recipes.default_options()
+    return True
 
 
 def load_rows():
@@ -133,7 +167,10 @@ def plot(summary):
     ax.set_ylabel("test accuracy, end of training")
     ax.grid(alpha=0.3)
     ax.legend()
-    ax.set_title("Fashion-MNIST -> MNIST: transfer vs. scratch (3 seeds, min..max)")
+    seeds = max(len(arms[arm]["end"]) for runs in summary.values()
+                for arms in runs.values() for arm in arms)
+    ax.set_title(f"Fashion-MNIST -> MNIST: transfer vs. scratch (up to {seeds} seeds, "
+                 "min..max)")
     fig.tight_layout()
     fig.savefig(OUT / "transfer_gains.png", dpi=100)
 

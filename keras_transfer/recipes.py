@@ -9,6 +9,7 @@ learning-rate finder, one-cycle in each phase, discriminative rates across
 the base's layer groups, all inside one `fit`.
 """
 
+import inspect
 import math
 
 import keras
@@ -315,6 +316,12 @@ def fine_tune(model, train, *, validation=None, freeze, epochs, freeze_epochs=1,
     history.base_lr = float(base_lr)
     history.learning_rate_curve = curve
     return history
+
+
+def default_options():
+    """`fine_tune`'s default numbers and switches, by argument name (for records)."""
+    return {name: p.default for name, p in inspect.signature(fine_tune).parameters.items()
+            if isinstance(p.default, (bool, int, float)) and name != "verbose"}
 
 
 def _steps_per_epoch(train, batch_size, steps_per_epoch):

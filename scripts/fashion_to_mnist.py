@@ -260,6 +260,8 @@ def run():
 
     # 4. Outputs --------------------------------------------------------------------
     results["recipe"] = FLAGS.recipe
+    if FLAGS.recipe == "fine_tune":  # what the flags left to fine_tune
+        results["fine_tune_options"] = {**kt.recipes.default_options(), **options}
     results["transfer_report"] = {"loaded": report.loaded, "skipped": report.skipped,
                                   "missing": list(report.missing), "unused": list(report.unused)}
     results["target_train_examples"] = first["train_examples"]

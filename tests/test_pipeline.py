@@ -116,6 +116,10 @@ def test_default_recipe_reports_both_regimes_in_one_table_and_figure(tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     results = check_outputs(out, ["transfer", "scratch"])
     assert results["recipe"] == "fine_tune"
+    # the options fine_tune ran with are recorded (bench/transfer_gains.py reuses
+    # a run only if they are today's)
+    assert results["fine_tune_options"] == kt.recipes.default_options()
+    assert results["fine_tune_options"]["head_lr_mult"] == 1.0
     regimes = results["regimes"]
     assert [r["train_examples"] for r in regimes] == [1500, 300]
     assert regimes[0]["arms"] == results["arms"]
