@@ -314,7 +314,8 @@ def plot_regimes(regimes, path, title="Transfer vs. scratch"):
         The path written.
 
     Raises:
-        ArgumentError: an arm has no per-epoch validation accuracy and loss.
+        ArgumentError: no regime, a regime without arms, or an arm without
+            per-epoch validation accuracy and loss.
 
     Example:
 
@@ -323,6 +324,10 @@ def plot_regimes(regimes, path, title="Transfer vs. scratch"):
                             "comparison.png", title="Fashion-MNIST -> MNIST")
     ```
     """
+    if not regimes or not all(arms for arms, _ in regimes.values()):
+        raise errors.ArgumentError(
+            "plot_regimes needs at least one regime, each with at least one arm; "
+            f"received {len(regimes)} regime(s).")
     for arms, _ in regimes.values():
         for name, arm in arms.items():
             missing = {"val_accuracy", "val_loss"} - set(arm.get("history", {}))

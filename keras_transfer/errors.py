@@ -6,6 +6,9 @@ derives from the built-in exception a Keras user would expect (`ValueError`,
 `FileNotFoundError`, ...), so existing `except ValueError:` code keeps working.
 """
 
+import math
+import numbers
+
 
 class TransferError(Exception):
     """Base class of every error raised by keras_transfer for bad input."""
@@ -73,3 +76,19 @@ class UnbuiltModelError(TransferError, ValueError):
 
 class UnsafeSourceError(WeightFileError):
     """A `.keras` archive holds code that Keras' safe mode refuses to load."""
+
+
+def real_number(value, name, owner):
+    """`value` as a float, or a typed error naming `owner`'s argument `name`.
+
+    Raises:
+        ArgumentTypeError: `value` is not a real number (a bool, a string, None).
+        ArgumentError: `value` is NaN or infinite.
+    """
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise ArgumentTypeError(
+            f"{owner}: {name} must be a number, received {value!r} "
+            f"({type(value).__name__}).")
+    if not math.isfinite(value):
+        raise ArgumentError(f"{owner}: {name} must be finite, received {value!r}.")
+    return float(value)

@@ -42,7 +42,8 @@ class OneCycle(Schedule):
 
     Raises:
         ArgumentError: a non-positive rate or length, `pct_start` outside
-            [0, 1], or a divisor below 1.
+            [0, 1], a divisor below 1, or a value that is not finite.
+        ArgumentTypeError: an argument that is not a number.
 
     Example:
 
@@ -54,12 +55,17 @@ class OneCycle(Schedule):
 
     def __init__(self, max_learning_rate, total_steps, pct_start=0.25, div=25.0,
                  final_div=1e5):
-        checks = [("max_learning_rate", max_learning_rate, max_learning_rate > 0, "> 0"),
-                  ("total_steps", total_steps, int(total_steps) == total_steps
-                   and total_steps >= 1, "an int >= 1"),
-                  ("pct_start", pct_start, 0 <= pct_start <= 1, "in [0, 1]"),
-                  ("div", div, div >= 1, ">= 1"),
-                  ("final_div", final_div, final_div >= 1, ">= 1")]
+        given = {"max_learning_rate": max_learning_rate, "total_steps": total_steps,
+                 "pct_start": pct_start, "div": div, "final_div": final_div}
+        for name, value in given.items():
+            given[name] = errors.real_number(value, name, "OneCycle")
+        checks = [("max_learning_rate", max_learning_rate, given["max_learning_rate"] > 0,
+                   "> 0"),
+                  ("total_steps", total_steps, given["total_steps"].is_integer()
+                   and given["total_steps"] >= 1, "an int >= 1"),
+                  ("pct_start", pct_start, 0 <= given["pct_start"] <= 1, "in [0, 1]"),
+                  ("div", div, given["div"] >= 1, ">= 1"),
+                  ("final_div", final_div, given["final_div"] >= 1, ">= 1")]
         for name, value, ok, expected in checks:
             if not ok:
                 raise errors.ArgumentError(

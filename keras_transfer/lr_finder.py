@@ -157,6 +157,8 @@ def find_learning_rate(model, data, *, start_lr=1e-7, end_lr=10.0, num_steps=100
         ArgumentError: a model that is not compiled or has nothing to
             train, a bad range, step count, smoothing, threshold or method,
             empty data, or a one-shot iterator shorter than `num_steps`.
+        ArgumentTypeError: `model` is not a `keras.Model`, or a rate,
+            `smoothing` or `diverge` is not a number.
 
     Example:
 
@@ -201,6 +203,13 @@ def find_learning_rate(model, data, *, start_lr=1e-7, end_lr=10.0, num_steps=100
 
 
 def _check_arguments(model, start_lr, end_lr, num_steps, smoothing, diverge, method):
+    if not isinstance(model, keras.Model):
+        raise errors.ArgumentTypeError(
+            f"find_learning_rate takes a keras.Model, received {type(model).__name__}.")
+    start_lr, end_lr, smoothing, diverge = (
+        errors.real_number(value, name, "find_learning_rate") for name, value in (
+            ("start_lr", start_lr), ("end_lr", end_lr), ("smoothing", smoothing),
+            ("diverge", diverge)))
     if getattr(model, "optimizer", None) is None or not getattr(model, "compiled", False):
         raise errors.ArgumentError(
             f"find_learning_rate needs a compiled model; model '{model.name}' is not "
@@ -284,10 +293,11 @@ def _iterable_batches(data, num_steps):
 
 
 def _as_batch(batch):
-    if not isinstance(batch, (tuple, list)) or not 1 <= len(batch) <= 3:
+    if not isinstance(batch, (tuple, list)) or not 2 <= len(batch) <= 3:
         raise errors.ArgumentError(
             "Each batch must be a tuple (x, y) or (x, y, sample_weight); received "
-            f"{type(batch).__name__}.")
+            f"{type(batch).__name__}"
+            + (f" of {len(batch)}" if isinstance(batch, (tuple, list)) else "") + ".")
     if keras.backend.backend() != "tensorflow":  # tf.data yields TensorFlow tensors
         batch = keras.tree.map_structure(
             lambda t: t.numpy() if hasattr(t, "numpy") and not isinstance(t, np.ndarray) else t,

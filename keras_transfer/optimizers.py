@@ -263,6 +263,13 @@ def fresh_optimizer(optimizer, learning_rate, name=None):
         An unbuilt optimizer; a `DiscriminativeOptimizer` keeps its groups.
     """
     base = keras.optimizers.get(optimizer)
+    if isinstance(base, keras.optimizers.LossScaleOptimizer):
+        # mixed precision: a fresh inner optimizer, wrapped again alike
+        config = base.get_config()
+        config["inner_optimizer"] = fresh_optimizer(base.inner_optimizer, learning_rate)
+        if name is not None:
+            config["name"] = name
+        return keras.optimizers.LossScaleOptimizer(**config)
     config = base.get_config()
     if isinstance(base, DiscriminativeOptimizer):
         fresh = DiscriminativeOptimizer.from_config(config)

@@ -162,6 +162,14 @@ def batch_size_for(examples, *, steps=30, smallest=16, largest=256):
     keras_transfer.recipes.batch_size_for(1000)   # 32
     ```
     """
+    for name, value in (("examples", examples), ("steps", steps)):
+        if not errors.real_number(value, name, "batch_size_for") > 0:
+            raise errors.ArgumentError(
+                f"batch_size_for: {name} must be > 0, received {value!r}.")
+    if not 1 <= smallest <= largest:
+        raise errors.ArgumentError(
+            f"batch_size_for: expected 1 <= smallest <= largest, received "
+            f"smallest={smallest!r}, largest={largest!r}.")
     if examples < 1:
         raise errors.ArgumentError(f"examples must be >= 1, received {examples!r}.")
     fitting = 2 ** int(math.floor(math.log2(max(examples / steps, 1))))
@@ -268,11 +276,28 @@ def fine_tune(model, train, *, validation=None, freeze, epochs, freeze_epochs=1,
         raise errors.ArgumentError(
             f"Expected 0 <= freeze_epochs <= epochs, received freeze_epochs="
             f"{freeze_epochs!r}, epochs={epochs}.")
-    if base_lr is not None and not base_lr > 0:
+    if base_lr is not None and not errors.real_number(base_lr, "base_lr", "fine_tune") > 0:
         raise errors.ArgumentError(f"base_lr must be > 0 or None, received {base_lr!r}.")
-    if not lr_mult >= 1:
+    if not errors.real_number(lr_mult, "lr_mult", "fine_tune") >= 1:
         raise errors.ArgumentError(f"lr_mult must be >= 1, received {lr_mult!r}.")
+    if not errors.real_number(head_lr_mult, "head_lr_mult", "fine_tune") > 0:
+        raise errors.ArgumentError(f"head_lr_mult must be > 0, received {head_lr_mult!r}.")
+    # the one-cycles' shapes, checked before anything is frozen or compiled
+    OneCycle(1.0, 1, pct_start=pct_start, div=div, final_div=final_div)
+    try:
+        OneCycle(1.0, 1, pct_start=head_pct_start, div=head_div, final_div=final_div)
+    except errors.TransferError as error:
+        raise type(error)(str(error).replace("OneCycle: ", "fine_tune: head_")) from None
+    if finder is not None and {"batch_size", "verbose"} & set(finder):
+        raise errors.ArgumentError(
+            "finder= takes find_learning_rate's other arguments; batch_size and verbose "
+            "come from fine_tune's own, received "
+            f"{sorted({'batch_size', 'verbose'} & set(finder))}.")
     arrays = isinstance(train, tuple)
+    if arrays and len(train) != 2:
+        raise errors.ArgumentError(
+            f"Array data for fine_tune must be (x, y); received a tuple of {len(train)}. "
+            "Pass sample weights as a tf.data.Dataset of (x, y, sample_weight) batches.")
     if arrays:
         batch_size = batch_size or 32
         fit_kwargs["batch_size"] = batch_size

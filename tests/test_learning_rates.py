@@ -82,11 +82,22 @@ def test_fit_one_cycle_rates_per_batch():
     ("total_steps", 0, "total_steps must be an int >= 1"),
     ("pct_start", 1.5, r"pct_start must be in \[0, 1\]"),
     ("div", 0.5, "div must be >= 1"),
-    ("final_div", 0.1, "final_div must be >= 1")])
+    ("final_div", 0.1, "final_div must be >= 1"),
+    ("total_steps", 2.5, "total_steps must be an int >= 1"),
+    ("div", float("inf"), "div must be finite")])
 def test_bad_arguments_are_named(name, value, message):
     args = dict(max_learning_rate=1e-3, total_steps=10, pct_start=0.3, div=5.0, final_div=1e4)
     args[name] = value
     with pytest.raises(kt.ArgumentError, match=message):
+        kt.OneCycle(**args)
+
+
+@pytest.mark.parametrize("name, value", [
+    ("max_learning_rate", "1e-3"), ("total_steps", None), ("pct_start", True), ("div", "x")])
+def test_arguments_that_are_not_numbers_are_type_errors(name, value):
+    args = dict(max_learning_rate=1e-3, total_steps=10, pct_start=0.3, div=5.0, final_div=1e4)
+    args[name] = value
+    with pytest.raises(kt.ArgumentTypeError, match=f"OneCycle: {name} must be a number"):
         kt.OneCycle(**args)
 
 

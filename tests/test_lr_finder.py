@@ -167,6 +167,9 @@ def test_batches_from_a_dataset_a_list_and_a_plot(tmp_path, data):
     (lambda m, d: kt.find_learning_rate(m, iter([(d[0][:16], d[1][:16])] * 3)),
      "ran out after 3 batches"),
     (lambda m, d: kt.find_learning_rate(m, []), "yielded no batch"),
+    (lambda m, d: kt.find_learning_rate(m, d, smoothing="0.9"), "smoothing must be a number"),
+    (lambda m, d: kt.find_learning_rate(m.layers, d), "takes a keras.Model, received list"),
+    (lambda m, d: kt.find_learning_rate(m, [(d[0][:16],)] * 12), "received tuple of 1"),
 ])
 def test_bad_input_is_a_transfer_error_that_says_what_to_do(data, call, message):
     model = bn_dropout_model()
@@ -190,3 +193,22 @@ def test_a_frozen_model_has_nothing_to_find(data):
     kt.freeze(model)
     with pytest.raises(kt.ArgumentError, match="no trainable variables"):
         kt.find_learning_rate(model, data)
+
+
+def test_mixed_precision_the_finder_sweeps_the_inner_optimizer_and_puts_it_back(data):
+    # Under mixed_float16, compile wraps the optimizer in a LossScaleOptimizer:
+    # the finder's swapped-in optimizer must be one too, with a fresh inner one.
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        keras.utils.set_random_seed(0)
+        model = bn_dropout_model()
+        original = model.optimizer
+        assert isinstance(original, keras.optimizers.LossScaleOptimizer)
+        before = [v.numpy().copy() for v in model.weights]
+        curve = kt.find_learning_rate(model, data, num_steps=12, batch_size=16)
+        assert len(curve.learning_rates) == 12 and curve.suggestion > 0
+        assert model.optimizer is original
+        for a, b in zip(before, model.weights):
+            np.testing.assert_array_equal(a, b.numpy())
+    finally:
+        keras.mixed_precision.set_global_policy("float32")

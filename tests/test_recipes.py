@@ -164,12 +164,33 @@ def test_backup_and_restore_resumes_in_the_right_phase(data, tmp_path):
     (dict(epochs=0), "epochs must be an int >= 1"),
     (dict(lr_mult=0.5), "lr_mult must be >= 1"),
     (dict(base_lr=-1.0), "base_lr must be > 0"),
+    (dict(head_lr_mult=0.0), "head_lr_mult must be > 0"),
+    (dict(pct_start=2.0), r"pct_start must be in \[0, 1\]"),
+    (dict(head_pct_start=-0.1), r"fine_tune: head_pct_start must be in \[0, 1\]"),
+    (dict(head_div=0.5), "fine_tune: head_div must be >= 1"),
+    (dict(finder={"batch_size": 8}), "batch_size and verbose come from fine_tune"),
+    (dict(lr_mult="10"), "lr_mult must be a number"),
+    (dict(train=(0, 1, 2)), r"must be \(x, y\); received a tuple of 3"),
 ])
-def test_bad_arguments_are_named(data, kwargs, message):
-    args = dict(freeze=3, epochs=2, verbose=0)
+def test_bad_arguments_are_named_before_anything_changes(data, kwargs, message):
+    # checked before the base is frozen, the model compiled or the finder run
+    model = tiny_model()
+    args = dict(freeze=3, epochs=2, verbose=0, train=data)
     args.update(kwargs)
-    with pytest.raises(kt.ArgumentError, match=message):
-        kt.fine_tune(tiny_model(), data, **args)
+    with pytest.raises(kt.TransferError, match=message):
+        kt.fine_tune(model, args.pop("train"), **args)
+    assert getattr(model, "optimizer", None) is None
+    assert all(layer.trainable for layer in model.layers)
+
+
+def test_batch_size_for_refuses_what_it_cannot_size():
+    assert recipes.batch_size_for(1000) == 32 and recipes.batch_size_for(10) == 16
+    for kwargs, message in ((dict(steps=0), "steps must be > 0"),
+                            (dict(smallest=64, largest=32), "smallest <= largest")):
+        with pytest.raises(kt.ArgumentError, match=message):
+            recipes.batch_size_for(1000, **kwargs)
+    with pytest.raises(kt.ArgumentTypeError, match="examples must be a number"):
+        recipes.batch_size_for("1000")
 
 
 def test_data_of_unknown_length_needs_steps_per_epoch(data):
