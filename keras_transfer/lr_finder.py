@@ -120,15 +120,15 @@ def find_learning_rate(model, data, *, start_lr=1e-7, end_lr=10.0, num_steps=100
     "valley" (halfway down the longest stretch over which the loss keeps
     falling), and the steepest descent (fastai's "steep", Lightning's) are
     returned too, and `method` picks any of them as `suggestion`. Measured
-    on the reference CNN (Adam, Fashion-MNIST -> MNIST, seed 0; see README,
-    "Choosing the finder's rule"): at 10,000 and 55,000 images the valley
+    on the reference CNN (Adam, Fashion-MNIST -> MNIST, seed 0; see
+    BENCHMARKS.md, "Choosing the recipe's defaults"): at 10,000 and 55,000 images the valley
     suggested 3e-4 to 6e-4 where one-cycle peaks of 4e-3 to 3e-2 trained
     best, and `fine_tune` then ended at 0.983 (transfer) and 0.974 (scratch)
     instead of 0.990 at 10,000 images; the steepest descent fell on a blip of
     the first, noisy steps in 1 of 8 curves (9e-7). The minimum rule landed in
     the best range on all 8. On least squares, where rates above
-    2 / (largest Hessian eigenvalue) diverge, it suggests about a seventh of
-    that bound (tested). As in fastai, the first 10% of the steps and the
+    2 / (largest Hessian eigenvalue) diverge, it suggests a stable rate
+    between a twentieth and a half of that bound (tested on 3 problems). As in fastai, the first 10% of the steps and the
     last 5 are left out of all three.
 
     Args:

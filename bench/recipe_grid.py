@@ -1,0 +1,81 @@
+"""One arm of `fine_tune` on MNIST with chosen options; prints one JSON line.
+
+The runs behind `fine_tune`'s defaults (BENCHMARKS.md, "Choosing the recipe's
+defaults") were made with this script, one line per run; their raw output is
+in bench/results/recipe_grid/grid*.jsonl (each line holds the options it ran
+with). A transfer arm loads the shipped source weights and freezes the 12
+feature layers in phase 1; a scratch arm starts from random weights with
+nothing frozen and one rate for every layer (`lr_mult=1`, no phase 1), as
+bench/transfer_gains.py runs them.
+
+usage: python bench/recipe_grid.py --size 10000 --arm transfer [--seed 0] [--epochs 10]
+           [--batch 256] [--base_lr R] [--lr_mult 10] [--train_bn 1] [--head_lr_mult 1]
+           [--freeze_epochs 1] [--method minimum] >> grid.jsonl
+       (--size 0: all 55,000 images not held out for validation)
+"""
+
+import argparse
+import json
+import os
+import pathlib
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+REPO = pathlib.Path(__file__).resolve().parent.parent
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("--size", type=int, default=10000)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--arm", choices=["transfer", "scratch"], default="transfer")
+    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--freeze_epochs", type=int, default=1)
+    p.add_argument("--batch", type=int, default=256)
+    p.add_argument("--base_lr", type=float, default=None, help="default: the finder's")
+    p.add_argument("--lr_mult", type=float, default=10)
+    p.add_argument("--train_bn", type=int, default=1)
+    p.add_argument("--pct_start", type=float, default=0.3)
+    p.add_argument("--div", type=float, default=5)
+    p.add_argument("--head_pct_start", type=float, default=0.99)
+    p.add_argument("--head_lr_mult", type=float, default=1.0)
+    p.add_argument("--method", default="minimum", help="the finder's rule")
+    a = p.parse_args()
+
+    import keras
+    import tensorflow as tf
+
+    import keras_transfer as kt
+    from keras_transfer import datasets
+    from keras_transfer import reference
+
+    keras.utils.set_random_seed(a.seed)
+    tf.config.experimental.enable_op_determinism()
+    (mx, my), (tx, ty) = datasets.load(datasets.MNIST)
+    (xtr, ytr), (xv, yv) = datasets.holdout_split(mx, my, train_examples=a.size, seed=a.seed)
+    train = datasets.as_dataset(xtr, ytr, a.batch, shuffle=True, seed=a.seed)
+    val, test = datasets.as_dataset(xv, yv, 1000), datasets.as_dataset(tx, ty, 1000)
+    model = reference.target_cnn()
+    if a.arm == "transfer":
+        kt.load_weights_by_name(model, REPO / "weights" / "fashion_mnist.h5")
+        freeze, freeze_epochs, lr_mult = list(reference.FEATURE_LAYERS), a.freeze_epochs, a.lr_mult
+    else:
+        freeze, freeze_epochs, lr_mult = [], 0, 1.0
+    start = time.perf_counter()
+    history = kt.fine_tune(
+        model, train, validation=val, freeze=freeze, epochs=a.epochs,
+        freeze_epochs=freeze_epochs, base_lr=a.base_lr, lr_mult=lr_mult,
+        train_batchnorm=bool(a.train_bn), pct_start=a.pct_start, div=a.div,
+        head_pct_start=a.head_pct_start, head_lr_mult=a.head_lr_mult,
+        finder={"method": a.method}, verbose=0)
+    seconds = time.perf_counter() - start
+    accuracy = float(model.evaluate(test, verbose=0, return_dict=True)["accuracy"])
+    print(json.dumps(dict(vars(a), test=accuracy, base_lr_used=history.base_lr,
+                          seconds=round(seconds, 1),
+                          val=[round(v, 4) for v in history.history["val_accuracy"]])),
+          flush=True)
+
+
+if __name__ == "__main__":
+    main()
