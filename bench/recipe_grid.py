@@ -1,9 +1,10 @@
 """One arm of `fine_tune` on MNIST with chosen options; prints one JSON line.
 
 The runs behind `fine_tune`'s defaults (BENCHMARKS.md, "Choosing the recipe's
-defaults") were made with this script, one line per run; their raw output is
-in bench/results/recipe_grid/grid*.jsonl (each line holds the options it ran
-with). A transfer arm loads the shipped source weights and freezes the 12
+defaults") were made with earlier versions of this script, one line per run;
+their raw output is in bench/results/recipe_grid/grid*.jsonl (each line holds
+the options it ran with; `tag` and `augment` are gone, and grid1-5 predate
+`head_lr_mult`). A transfer arm loads the shipped source weights and freezes the 12
 feature layers in phase 1; a scratch arm starts from random weights with
 nothing frozen and one rate for every layer (`lr_mult=1`, no phase 1), as
 bench/transfer_gains.py runs them.

@@ -99,7 +99,13 @@ def reusable(out, args):
             return True
         from keras_transfer import recipes  # imports Keras: only when needed
 
-        return recorded == recipes.default_options()
+        flags = results["flags"]
+        expected = {**recipes.default_options(), **{
+            name: flags[name] for name in ("base_lr", "lr_mult", "train_batchnorm")
+            if flags.get(name) is not None}}
+        if flags.get("head_epochs") is not None:
+            expected["freeze_epochs"] = flags["head_epochs"]
+        return recorded == expected
     return True
 
 

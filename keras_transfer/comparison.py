@@ -116,7 +116,7 @@ class PhaseProbe(keras.callbacks.Callback):
                 kept = json.load(f)
             self._epochs = {int(e): entry for e, entry in kept["epochs"].items()}
             self.frozen_max_change = kept["frozen_max_change_phase1"]
-            self.frozen_layers = kept["frozen_layers_phase1"]
+            self.frozen_layers = kept.get("frozen_layers_phase1", [])
             self.test_accuracy_phase1 = kept["test_accuracy_phase1"]
 
     def on_epoch_begin(self, epoch, logs=None):
@@ -391,7 +391,7 @@ def regimes_table(regimes):
     for label, arms in regimes.items():
         for name, arm in arms.items():
             p1 = arm["test_accuracy_phase1"]
-            first = f"{label:<{width}} " if labelled else ""
+            first = f"{str(label if label is not None else ''):<{width}} " if labelled else ""
             lines.append(
                 f"{first}{name:<10} {'-' if p1 is None else f'{p1:.4f}':>18} "
                 f"{arm['test_accuracy']:>14.4f} {arm['train_accuracy']:>15.4f} "

@@ -121,8 +121,8 @@ def find_learning_rate(model, data, *, start_lr=1e-7, end_lr=10.0, num_steps=100
     falling), and the steepest descent (fastai's "steep", Lightning's) are
     returned too, and `method` picks any of them as `suggestion`. Measured
     on the reference CNN (Adam, Fashion-MNIST -> MNIST, seed 0; see
-    BENCHMARKS.md, "Choosing the recipe's defaults"): at 10,000 and 55,000 images the valley
-    suggested 3e-4 to 6e-4 where one-cycle peaks of 4e-3 to 3e-2 trained
+    BENCHMARKS.md, "Choosing the recipe's defaults"): at 10,000 images the valley
+    suggested 1.9e-4 to 5.8e-4 where one-cycle peaks of 4e-3 to 3e-2 trained
     best, and `fine_tune` then ended at 0.983 (transfer) and 0.974 (scratch)
     instead of 0.990 at 10,000 images; the steepest descent fell on a blip of
     the first, noisy steps in 1 of 8 curves (9e-7). The minimum rule landed in

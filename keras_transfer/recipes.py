@@ -166,7 +166,8 @@ def batch_size_for(examples, *, steps=30, smallest=16, largest=256):
         if not errors.real_number(value, name, "batch_size_for") > 0:
             raise errors.ArgumentError(
                 f"batch_size_for: {name} must be > 0, received {value!r}.")
-    if not 1 <= smallest <= largest:
+    if not 1 <= errors.real_number(smallest, "smallest", "batch_size_for") \
+            <= errors.real_number(largest, "largest", "batch_size_for"):
         raise errors.ArgumentError(
             f"batch_size_for: expected 1 <= smallest <= largest, received "
             f"smallest={smallest!r}, largest={largest!r}.")
@@ -293,6 +294,14 @@ def fine_tune(model, train, *, validation=None, freeze, epochs, freeze_epochs=1,
             "finder= takes find_learning_rate's other arguments; batch_size and verbose "
             "come from fine_tune's own, received "
             f"{sorted({'batch_size', 'verbose'} & set(finder))}.")
+    if batch_size is not None and (isinstance(batch_size, bool)
+                                   or not isinstance(batch_size, int) or batch_size < 1):
+        raise errors.ArgumentError(f"batch_size must be an int >= 1, received {batch_size!r}.")
+    if "validation_split" in fit_kwargs:
+        raise errors.ArgumentError(
+            "fine_tune does not take validation_split: the one-cycles are sized on the "
+            "training data's steps per epoch. Split the data yourself and pass "
+            "validation=.")
     arrays = isinstance(train, tuple)
     if arrays and len(train) != 2:
         raise errors.ArgumentError(

@@ -115,6 +115,12 @@ flags.register_multi_flags_validator(
     lambda f: f["train_examples"] + f["val_examples"] <= 60000 and f["val_examples"] < 60000,
     message="--train_examples plus --val_examples must not exceed MNIST's 60000 "
             "training images.")
+flags.register_validator("base_lr", lambda v: v is None or v > 0,
+                         message="--base_lr must be > 0 (leave it out to run the finder).")
+flags.register_multi_flags_validator(
+    ["train_examples", "low_data_examples"],
+    lambda f: not f["low_data_examples"] or f["low_data_examples"] != f["train_examples"],
+    message="--low_data_examples must differ from --train_examples (the two regimes).")
 
 
 def run():
@@ -261,7 +267,8 @@ def run():
     # 4. Outputs --------------------------------------------------------------------
     results["recipe"] = FLAGS.recipe
     if FLAGS.recipe == "fine_tune":  # what the flags left to fine_tune
-        results["fine_tune_options"] = {**kt.recipes.default_options(), **options}
+        results["fine_tune_options"] = {**kt.recipes.default_options(), **options,
+                                        "freeze_epochs": head_epochs}
     results["transfer_report"] = {"loaded": report.loaded, "skipped": report.skipped,
                                   "missing": list(report.missing), "unused": list(report.unused)}
     results["target_train_examples"] = first["train_examples"]

@@ -269,10 +269,12 @@ def test_any_tfds_image_classification_set_can_be_the_target(tmp_path):
 
 @pytest.mark.parametrize("flag, message", [
     ("--epochs=0", "epochs"), ("--head_epochs=11", "--head_epochs must not exceed --epochs"),
-    ("--train_examples=59000", "must not exceed MNIST's 60000"), ("--batch_size=x", "batch_size")])
+    ("--train_examples=59000", "must not exceed MNIST's 60000"), ("--batch_size=x", "batch_size"),
+    ("--base_lr=0", "--base_lr must be > 0"),
+    ("--train_examples=500 --low_data_examples=500", "--low_data_examples must differ")])
 @pytest.mark.once  # absl refuses the flags before any model exists
 def test_bad_flags_exit_non_zero_with_a_message(tmp_path, flag, message):
-    done = run_script(f"--out_dir={tmp_path}", flag)
+    done = run_script(f"--out_dir={tmp_path}", *flag.split())
     assert done.returncode != 0
     assert message in done.stderr and "Traceback" not in done.stderr
     assert not any(tmp_path.iterdir())

@@ -171,6 +171,8 @@ def test_backup_and_restore_resumes_in_the_right_phase(data, tmp_path):
     (dict(finder={"batch_size": 8}), "batch_size and verbose come from fine_tune"),
     (dict(lr_mult="10"), "lr_mult must be a number"),
     (dict(train=(0, 1, 2)), r"must be \(x, y\); received a tuple of 3"),
+    (dict(batch_size=0), "batch_size must be an int >= 1"),
+    (dict(validation_split=0.2), "does not take validation_split"),
 ])
 def test_bad_arguments_are_named_before_anything_changes(data, kwargs, message):
     # checked before the base is frozen, the model compiled or the finder run
@@ -191,6 +193,8 @@ def test_batch_size_for_refuses_what_it_cannot_size():
             recipes.batch_size_for(1000, **kwargs)
     with pytest.raises(kt.ArgumentTypeError, match="examples must be a number"):
         recipes.batch_size_for("1000")
+    with pytest.raises(kt.ArgumentTypeError, match="smallest must be a number"):
+        recipes.batch_size_for(1000, smallest="16")
 
 
 def test_data_of_unknown_length_needs_steps_per_epoch(data):
