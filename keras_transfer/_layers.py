@@ -28,6 +28,17 @@ def walk(model):
             yield from walk(layer)
 
 
+def leaves(layers):
+    """The non-container layers of `layers`, nested models walked into, in order."""
+    out = []
+    for layer in layers:
+        if is_container(layer):
+            out.extend(l for l, _ in walk(layer) if not is_container(l))
+        else:
+            out.append(layer)
+    return out
+
+
 def units(model):
     """The non-container layers below `model` that hold weights, in order.
 

@@ -105,10 +105,8 @@ class PhaseProbe(keras.callbacks.Callback):
     def on_train_begin(self, logs=None):
         # the selection's weighted layers, down to those of a nested base; the
         # first phase-1 epoch tells which of them the schedule froze
-        selected = freezing.select_layers(self.model, self.freeze)
-        leaves = [l for layer in selected for l in (
-            [sub for sub, _ in _layers.walk(layer)] if _layers.is_container(layer) else [layer])
-            if not _layers.is_container(l) and l.weights]
+        leaves = [l for l in _layers.leaves(freezing.select_layers(self.model, self.freeze))
+                  if l.weights]
         self._snapshot = [(l, [(v, v.numpy().copy()) for v in l.weights]) for l in leaves]
         self._first_epoch = True
         if self.record is not None and os.path.isfile(self.record):

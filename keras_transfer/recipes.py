@@ -162,17 +162,15 @@ def batch_size_for(examples, *, steps=30, smallest=16, largest=256):
     keras_transfer.recipes.batch_size_for(1000)   # 32
     ```
     """
-    for name, value in (("examples", examples), ("steps", steps)):
-        if not errors.real_number(value, name, "batch_size_for") > 0:
-            raise errors.ArgumentError(
-                f"batch_size_for: {name} must be > 0, received {value!r}.")
+    if not errors.real_number(examples, "examples", "batch_size_for") >= 1:
+        raise errors.ArgumentError(f"examples must be >= 1, received {examples!r}.")
+    if not errors.real_number(steps, "steps", "batch_size_for") > 0:
+        raise errors.ArgumentError(f"batch_size_for: steps must be > 0, received {steps!r}.")
     if not 1 <= errors.real_number(smallest, "smallest", "batch_size_for") \
             <= errors.real_number(largest, "largest", "batch_size_for"):
         raise errors.ArgumentError(
             f"batch_size_for: expected 1 <= smallest <= largest, received "
             f"smallest={smallest!r}, largest={largest!r}.")
-    if examples < 1:
-        raise errors.ArgumentError(f"examples must be >= 1, received {examples!r}.")
     fitting = 2 ** int(math.floor(math.log2(max(examples / steps, 1))))
     return int(min(max(fitting, smallest), largest))
 
@@ -314,7 +312,7 @@ def fine_tune(model, train, *, validation=None, freeze, epochs, freeze_epochs=1,
     if steps_per_epoch is not None:
         fit_kwargs["steps_per_epoch"] = steps_per_epoch
 
-    base = _leaves(freezing.select_layers(model, freeze))
+    base = _layers.leaves(freezing.select_layers(model, freeze))
     frozen = [l for l in base if not (train_batchnorm and _is_batchnorm(l))]
     if train_batchnorm and len(frozen) < len(base):
         # BatchNormalization trains in both phases, also where it came frozen
@@ -379,17 +377,6 @@ def _steps_per_epoch(train, batch_size, steps_per_epoch):
         "fine_tune cannot tell how many steps an epoch of `train` has, and the "
         "one-cycle schedules need it: pass steps_per_epoch=, or data of known "
         "length (arrays, a finite tf.data.Dataset, a keras.utils.PyDataset).")
-
-
-def _leaves(layers):
-    """The non-container layers of `layers`, nested models walked into, in order."""
-    out = []
-    for layer in layers:
-        if _layers.is_container(layer):
-            out.extend(l for l, _ in _layers.walk(layer) if not _layers.is_container(l))
-        else:
-            out.append(layer)
-    return out
 
 
 def _is_batchnorm(layer):

@@ -9,6 +9,7 @@ import pytest
 
 import keras_transfer as kt
 from helpers import randomize, tiny_model
+from keras_transfer import _layers
 from keras_transfer import recipes
 from keras_transfer import reference
 from test_learning_rates import BatchRates, by_hand
@@ -71,12 +72,12 @@ def test_each_phase_runs_its_one_cycle_and_groups_keep_their_ratios(data):
 def test_groups_follow_the_models_structure():
     model = reference.target_cnn()
     names = [[l.name for l in group] for group in recipes._structural_groups(
-        recipes._leaves(model.layers[:12]))]
+        _layers.leaves(model.layers[:12]))]
     assert names == [["Conv1", "Bn1"], ["Conv2", "Bn2"], ["Conv3", "Bn3"]]
     deep = keras.Sequential([keras.Input((4,))] + [keras.layers.Dense(4, name=f"D{i}")
                                                    for i in range(7)])
     inner = keras.Sequential([keras.Input((4,)), deep, keras.layers.Dense(2, name="Out")])
-    groups = recipes._structural_groups(recipes._leaves([inner.layers[0]]))
+    groups = recipes._structural_groups(_layers.leaves([inner.layers[0]]))
     assert [[l.name for l in g] for g in groups] == [["D0", "D1", "D2"], ["D3", "D4"],
                                                       ["D5", "D6"]]
 
