@@ -96,7 +96,13 @@ def run():
     print(f"\nWrote {out_dir / 'results.json'}")
 
 
-if __name__ == "__main__":
+def main(argv):
+    # Imported here, after absl has parsed the flags: a bad flag is refused in
+    # well under a second, without loading Keras and its backend.
     from keras_transfer import _cli
 
-    app.run(_cli.main_for(run, "hub_finetune"))
+    return _cli.main_for(run, "hub_finetune")(argv)
+
+
+if __name__ == "__main__":
+    app.run(main)

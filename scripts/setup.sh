@@ -14,7 +14,7 @@ export TF_CPP_MIN_LOG_LEVEL="${TF_CPP_MIN_LOG_LEVEL:-2}"
 #    checkout's copy is the one Python would import).
 here="$(pwd)/keras_transfer"
 found="$(cd / && "$PY" -c 'import keras_transfer, os; print(os.path.dirname(keras_transfer.__file__))' 2>/dev/null || true)"
-if [ "$found" != "$here" ] || ! "$PY" -c 'import pytest, hypothesis, tf_keras, matplotlib, jax' 2>/dev/null; then
+if [ "$found" != "$here" ] || ! "$PY" -c 'import pytest, xdist, hypothesis, tf_keras, matplotlib, jax' 2>/dev/null; then
   echo "setup: installing keras_transfer and its dependencies"
   "$PY" -m pip install --quiet --disable-pip-version-check -e ".[test]"
 fi
