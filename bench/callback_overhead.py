@@ -68,7 +68,14 @@ def main():
     parser.add_argument("--switch", type=int, default=2)
     parser.add_argument("--examples", type=int, default=15360)
     parser.add_argument("--batch_size", type=int, default=256)
+    parser.add_argument("--inter_op_threads", type=int, default=0,
+                        help="TensorFlow's inter-op thread pool size (0: TensorFlow's "
+                             "default); 1 runs one op at a time, for steadier timings")
     args = parser.parse_args()
+    if args.inter_op_threads and keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        tf.config.threading.set_inter_op_parallelism_threads(args.inter_op_threads)
     x, y = fashion_arrays(args.examples)
     timed(schedule, x[:512], y[:512], argparse.Namespace(**{**vars(args), "epochs": 2,
                                                             "switch": 1}))  # warm-up
@@ -83,6 +90,7 @@ def main():
     paired = [b / a for a, b in zip(times["by_hand"], times["schedule"])]
     print(json.dumps({"backend": keras.backend.backend(), "examples": args.examples,
                       "epochs": args.epochs, "switch_epoch": args.switch,
+                      "inter_op_threads": args.inter_op_threads,
                       "by_hand_median_s": plain, "schedule_median_s": ours,
                       "overhead_of_medians": ours / plain - 1,
                       "overhead": median(paired) - 1, "paired_ratios": paired,
