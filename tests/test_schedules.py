@@ -435,7 +435,7 @@ def test_a_run_resumed_inside_a_lora_phase_goes_on_training_its_adapters(tmp_pat
 
     with pytest.raises(RuntimeError, match="interrupted"):
         model.fit(x, y, epochs=5, verbose=0, callbacks=callbacks(Interrupt()))
-    before = np.asarray(model(x))
+    before = keras.ops.convert_to_numpy(model(x))
     adapters = {}
 
     class AtResume(keras.callbacks.Callback):
@@ -443,7 +443,7 @@ def test_a_run_resumed_inside_a_lora_phase_goes_on_training_its_adapters(tmp_pat
             layer = self.model.get_layer("Dense_a")
             adapters[epoch] = (layer.lora_kernel_a.numpy().copy(), layer.lora_kernel_b.numpy().copy())
             if epoch == 3:  # the restored model computes what the interrupted one did
-                np.testing.assert_allclose(np.asarray(self.model(x)), before, rtol=1e-5, atol=1e-5)
+                np.testing.assert_allclose(keras.ops.convert_to_numpy(self.model(x)), before, rtol=1e-5, atol=1e-5)
 
     with pytest.warns(UserWarning, match=r"LoRA adapters of \[.*'Dense_a'.*\] were restored merged"):
         model.fit(x, y, epochs=5, verbose=0, callbacks=callbacks(AtResume()))

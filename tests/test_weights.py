@@ -579,7 +579,7 @@ def test_sublayers_frozen_at_save_time_never_mix_their_arrays(tmp_path, data, fr
     if frozen != "bn1":
         report = kt.load_weights_by_name(target, tmp_path / "w.h5")
         assert report.how == {"block": "by order", "Head": "by name"}
-        np.testing.assert_allclose(np.asarray(target(x)), np.asarray(source(x)), rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(keras.ops.convert_to_numpy(target(x)), keras.ops.convert_to_numpy(source(x)), rtol=1e-5, atol=1e-5)
         return
     before = [v.numpy().copy() for v in target.weights]
     with pytest.raises(kt.WeightMatchError) as err:
@@ -678,7 +678,7 @@ def test_normalization_state_follows_the_loaded_weights(tmp_path):
     target = build(keras)
     kt.load_weights_by_name(target, tmp_path / "w.h5")
     x = np.random.default_rng(1).normal(5, 3, size=(8, 3)).astype("float32")
-    np.testing.assert_allclose(np.asarray(target(x)), np.asarray(source(x)), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(target(x)), keras.ops.convert_to_numpy(source(x)), rtol=1e-5, atol=1e-5)
 
 
 # --- files from other software --------------------------------------------------
@@ -763,7 +763,7 @@ def test_tf_keras_wrappers_load(tmp_path):
     report = kt.load_weights_by_name(target, tmp_path / "w.h5")
     assert sorted(report.loaded) == ["bi_gru", "bi_lstm", "td", "td_bn"]
     x = np.random.default_rng(0).normal(size=(2, 5, 4)).astype("float32")
-    np.testing.assert_allclose(np.asarray(target(x)), np.asarray(source(x)), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(target(x)), keras.ops.convert_to_numpy(source(x)), rtol=1e-5, atol=1e-5)
 
 
 def test_tf_keras_layer_renamed_after_build_loads(tmp_path, data):
@@ -843,7 +843,7 @@ def test_weights_a_subclassed_model_holds_itself_load(tmp_path, data):
                          (target.proj.bias, alone.proj.bias)]:  # the arrays, bit for bit
         np.testing.assert_array_equal(ours.numpy(), theirs.numpy())
     # the outputs of two frameworks (tf_keras, and Keras on this backend): float32 rounding
-    np.testing.assert_allclose(np.asarray(target(x)), np.asarray(alone(x)), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(target(x)), keras.ops.convert_to_numpy(alone(x)), rtol=1e-5, atol=1e-5)
 
     nested = randomize_tf_keras(with_head(tf_keras, tokens_model(tf_keras, "tokens")), seed=4)
     nested.save_weights(str(tmp_path / "nested.h5"))
@@ -898,7 +898,7 @@ def test_name_lists_past_64_kib_are_chunked_both_ways(tmp_path):
     target = long_named(keras, name)
     report = kt.load_weights_by_name(target, tmp_path / "tf_keras.h5")
     assert name in report.loaded
-    np.testing.assert_allclose(np.asarray(target(x)), np.asarray(written_by_tf_keras(x)), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(target(x)), np.asarray(written_by_tf_keras(x)), rtol=1e-5, atol=1e-6)
 
     source = randomize(long_named(keras, name), seed=2)
     kt.save_weights_by_name(source, tmp_path / "ours.h5")  # raised OSError before
@@ -908,10 +908,10 @@ def test_name_lists_past_64_kib_are_chunked_both_ways(tmp_path):
                  lambda m: m.load_weights(tmp_path / "ours.h5", by_name=True)):  # Keras' own
         target = long_named(keras, name)
         load(target)
-        np.testing.assert_array_equal(np.asarray(target(x)), np.asarray(source(x)))
+        np.testing.assert_array_equal(keras.ops.convert_to_numpy(target(x)), keras.ops.convert_to_numpy(source(x)))
     legacy = long_named(tf_keras, name)
     legacy.load_weights(str(tmp_path / "ours.h5"), by_name=True)
-    np.testing.assert_allclose(np.asarray(legacy(x)), np.asarray(source(x)), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(legacy(x)), keras.ops.convert_to_numpy(source(x)), rtol=1e-5, atol=1e-6)
 
 
 # --- bad arguments and what the report says (issue 14) -------------------------
