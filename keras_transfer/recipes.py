@@ -92,8 +92,8 @@ def fit_two_phase(model, train, *, validation=None, freeze, head_epochs, epochs,
     policy = schedules.TwoPhaseSchedule(freeze, head_epochs, unfreeze=None, train_batchnorm=train_batchnorm,
                               lora_rank=lora_rank, verbose=0)
     policy.prepare(model)
-    rates = _EpochRates()
-    callbacks = [*(callbacks or []), rates]
+    # first, so that the callbacks after it see the rate in `logs` too
+    callbacks = [_LogRate(), *(callbacks or [])]
     phases = [(1, 0, head_epochs, head_lr), (2, head_epochs, epochs, finetune_lr)]
     for phase, start, stop, lr in phases:
         if start == stop:
@@ -117,24 +117,20 @@ def fit_two_phase(model, train, *, validation=None, freeze, head_epochs, epochs,
         for key, values in history.history.items():
             merged.history.setdefault(key, []).extend(values)
         merged.history.setdefault("phase", []).extend([phase] * len(history.epoch))
-        merged.history.setdefault("lr", []).extend(rates.pop())
         merged.epoch.extend(history.epoch)
     return merged
 
 
-class _EpochRates(keras.callbacks.Callback):
-    """The training optimizer's learning rate at each epoch's end (a schedule's too)."""
+class _LogRate(keras.callbacks.Callback):
+    """Logs the training optimizer's rate at each epoch's end as `lr` (a schedule's too).
 
-    def __init__(self):
-        super().__init__()
-        self.rates = []
+    `TwoPhaseSchedule` logs it the same way when it runs as a callback;
+    `fit_two_phase` applies its policy between compiles instead.
+    """
 
     def on_epoch_end(self, epoch, logs=None):
-        self.rates.append(optimizers.current_learning_rate(self.model.optimizer))
-
-    def pop(self):
-        rates, self.rates = self.rates, []
-        return rates
+        if logs is not None:
+            logs["lr"] = optimizers.current_learning_rate(self.model.optimizer)
 
 
 MAX_GROUPS = 3  # default layer groups below the head (fastai's CNN splitter: 2-3)
