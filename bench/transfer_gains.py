@@ -11,14 +11,17 @@ bench/results/transfer_gains.json:
   scratch arm the same finder and one-cycle over every epoch without
   freezing; same epochs and batch size for both arms (the script's defaults).
 
-Writes bench/results/transfer_gains.json (every run, and mean / min / max per
-recipe, size and arm) and transfer_gains.png; prints the table as Markdown.
+Writes bench/results/<name>.json (every run, and mean / min / max per recipe,
+size and arm; --name, default transfer_gains) and <name>.png; prints the table
+as Markdown. Another --name keeps a side study (more seeds at one size, say)
+out of the main table.
 The raw results of each run stay in runs/gains*/<size>_<seed>/results.json; a
 finished run there is reused when it is the run this command would make (same
 recipe, extra flags and, for fine_tune, the same defaults); --rerun forces.
 
 usage: python bench/transfer_gains.py [--recipe fine_tune] [--sizes 100 300 1000 10000 0]
-                                      [--seeds 0 1 2] [-- extra flags for the script]
+                                      [--seeds 0 1 2] [--name transfer_gains] [--rerun]
+                                      [-- extra flags for the script]
        (size 0 means all 55,000 images not held out for validation)
 """
 
@@ -39,6 +42,8 @@ def main():
     parser.add_argument("--recipe", choices=sorted(RUNS), default="fine_tune")
     parser.add_argument("--sizes", type=int, nargs="+", default=[100, 300, 1000, 10000, 0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--name", default="transfer_gains",
+                        help="results go to bench/results/<name>.json and .png")
     parser.add_argument("--rerun", action="store_true",
                         help="run again even where a finished run is on disk")
     parser.add_argument("extra", nargs="*", help="more flags for the pipeline script")
@@ -66,13 +71,13 @@ def main():
                              "seconds": round(sum(data["seconds"].values()), 1)})
             print(f"{args.recipe}: size {size} seed {seed} done", flush=True)
     done = {(row["recipe"], row["size"], row["seed"]) for row in rows}
-    rows = [row for row in load_rows()  # the runs of other recipes, sizes and seeds
+    rows = [row for row in load_rows(args.name)  # the runs of other recipes, sizes and seeds
             if (row["recipe"], row["size"], row["seed"]) not in done] + rows
     summary = summarize(rows)
     OUT.mkdir(parents=True, exist_ok=True)
-    (OUT / "transfer_gains.json").write_text(
+    (OUT / f"{args.name}.json").write_text(
         json.dumps({"runs": rows, "by_recipe": summary}, indent=1))
-    plot(summary)
+    plot(summary, OUT / f"{args.name}.png")
     print(markdown(summary))
 
 
@@ -109,9 +114,9 @@ def reusable(out, args):
     return True
 
 
-def load_rows():
+def load_rows(name):
     """The runs already recorded; rows without a recipe are the seed's (the baseline)."""
-    path = OUT / "transfer_gains.json"
+    path = OUT / f"{name}.json"
     if not path.is_file():
         return []
     return [{"recipe": "seed", **row} for row in json.loads(path.read_text())["runs"]]
@@ -150,7 +155,7 @@ def markdown(summary):
     return "\n".join(lines)
 
 
-def plot(summary):
+def plot(summary, path):
     import matplotlib
 
     matplotlib.use("Agg")
@@ -178,7 +183,7 @@ def plot(summary):
     ax.set_title(f"Fashion-MNIST -> MNIST: transfer vs. scratch (up to {seeds} seeds, "
                  "min..max)")
     fig.tight_layout()
-    fig.savefig(OUT / "transfer_gains.png", dpi=100)
+    fig.savefig(path, dpi=100)
 
 
 if __name__ == "__main__":

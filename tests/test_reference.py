@@ -17,3 +17,105 @@ def test_a_bad_class_count_is_a_transfer_error_and_a_value_error(num_classes):
     with pytest.raises(ValueError, match="num_classes must be an int >= 2") as err:
         reference.target_cnn(num_classes=num_classes)
     assert isinstance(err.value, kt.ArgumentError)
+
+
+def _bn_pair(x):
+    """Keras' BatchNormalization and ours, built alike with the same weights."""
+    import keras
+    import numpy as np
+
+    keras_bn = keras.layers.BatchNormalization(momentum=0.9)
+    fused_bn = reference.FusedBatchNormalization(momentum=0.9)
+    rng = np.random.default_rng(1)
+    for layer in (keras_bn, fused_bn):
+        layer.build(x.shape)
+    for values in zip(keras_bn.weights, fused_bn.weights):
+        value = rng.uniform(0.5, 2.0, values[0].shape).astype("float32")
+        for v in values:
+            v.assign(value)
+    return keras_bn, fused_bn
+
+
+def _fit_steps(bn, x, y, steps=3):
+    """A few SGD steps of a small model around `bn`; its weights afterwards."""
+    import keras
+
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input(x.shape[1:]), keras.layers.Conv2D(4, 3), bn,
+                              keras.layers.Flatten(), keras.layers.Dense(3)])
+    model.compile(optimizer=keras.optimizers.SGD(0.1),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.fit(x, y, batch_size=len(x) // steps, epochs=1, shuffle=False, verbose=0)
+    return [keras.ops.convert_to_numpy(w) for w in model.weights]
+
+
+def test_fused_batchnorm_trains_as_keras_batchnorm_does():
+    # The same steps with Keras' layer and ours: outputs in training mode,
+    # every weight after 3 SGD steps (kernels, gamma, beta) and the moving
+    # statistics (Keras' biased variance, not the kernel's corrected one).
+    import keras
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(2.0, 3.0, (24, 7, 7, 2)).astype("float32")
+    y = rng.integers(0, 3, 24)
+    keras_bn, fused_bn = _bn_pair(np.zeros((24, 5, 5, 4), "float32"))
+    h = rng.normal(2.0, 3.0, (24, 5, 5, 4)).astype("float32")
+    expected = keras.ops.convert_to_numpy(keras_bn(h, training=True))
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(fused_bn(h, training=True)),
+                               expected, rtol=1e-5, atol=1e-5)
+    for a, b in zip(keras_bn.non_trainable_weights, fused_bn.non_trainable_weights):
+        np.testing.assert_allclose(keras.ops.convert_to_numpy(b), keras.ops.convert_to_numpy(a),
+                                   rtol=1e-6, atol=1e-7)
+    ours = _fit_steps(reference.FusedBatchNormalization(momentum=0.9), x, y)
+    theirs = _fit_steps(keras.layers.BatchNormalization(momentum=0.9), x, y)
+    for a, b in zip(theirs, ours):
+        np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-5)
+
+
+def test_fused_batchnorm_runs_the_fused_kernel_on_tensorflow_only():
+    import keras
+    import numpy as np
+
+    keras_bn, fused_bn = _bn_pair(np.zeros((4, 3, 3, 2), "float32"))
+    x = np.random.default_rng(0).normal(size=(4, 3, 3, 2)).astype("float32")
+    # inference is Keras' own call, to the bit, on every backend
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(fused_bn(x, training=False)),
+                                  keras.ops.convert_to_numpy(keras_bn(x, training=False)))
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        graph = tf.function(lambda t: fused_bn(t, training=True)).get_concrete_function(
+            tf.TensorSpec((4, 3, 3, 2))).graph
+        assert "FusedBatchNormV3" in {op.type for op in graph.get_operations()}
+        frozen_graph = tf.function(lambda t: fused_bn(t, training=False)).get_concrete_function(
+            tf.TensorSpec((4, 3, 3, 2))).graph
+        assert "FusedBatchNormV3" not in {op.type for op in frozen_graph.get_operations()}
+    else:  # Keras' call: the same numbers as Keras' layer, to the bit
+        np.testing.assert_array_equal(
+            keras.ops.convert_to_numpy(fused_bn(x, training=True)),
+            keras.ops.convert_to_numpy(keras_bn(x, training=True)))
+
+
+def test_keras_batchnorm_still_has_no_fused_option():
+    # FusedBatchNormalization exists because Keras 3 dropped tf.keras' `fused`
+    # argument. When this fails, Keras has a fused path again: use it and
+    # retire the subclass.
+    import keras
+
+    with pytest.raises(ValueError, match="fused"):
+        keras.layers.BatchNormalization(fused=True)
+
+
+def test_the_reference_cnn_saves_and_loads_with_its_batchnorm_class(tmp_path):
+    import keras
+    import numpy as np
+
+    model = reference.target_cnn()
+    model.save(tmp_path / "cnn.keras")
+    loaded = keras.saving.load_model(tmp_path / "cnn.keras")
+    assert [type(l).__name__ for l in loaded.layers if "Bn" in l.name] == \
+        ["FusedBatchNormalization"] * 3
+    x = np.random.default_rng(0).random((2, 28, 28, 1)).astype("float32")
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(loaded.predict(x, verbose=0)),
+                                  keras.ops.convert_to_numpy(model.predict(x, verbose=0)))
