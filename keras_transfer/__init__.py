@@ -11,6 +11,7 @@ them: `heads`, `hub` (TensorFlow backend only), `datasets`, `reference`,
 `comparison`.
 """
 
+from keras_transfer import reference  # registers FusedBatchNormalization for load_model
 from keras_transfer.caching import fit_head_cached
 from keras_transfer.errors import ArgumentError
 from keras_transfer.errors import ArgumentTypeError

@@ -14,9 +14,10 @@ frozen and keep the source's statistics.
 
 Its BatchNormalization layers are `FusedBatchNormalization`: Keras'
 BatchNormalization with TensorFlow's fused kernel when it trains on the
-TensorFlow backend (Keras 3 composes it from several ops there, which makes
-a training epoch of this CNN about twice as slow on a CPU); the same weights,
-names and results otherwise.
+TensorFlow backend (Keras 3 composes it from several ops there: a training
+step of this CNN takes 1.4x as long on a CPU); the same weights, names and
+results otherwise. `import keras_transfer` registers the class, so a `.keras`
+file of these models loads where keras_transfer is imported.
 """
 
 import keras
@@ -38,8 +39,8 @@ class FusedBatchNormalization(keras.layers.BatchNormalization):
     Keras 3 computes a training step of BatchNormalization from separate ops
     (moments, then normalization, each differentiated on its own); Keras 2
     and tf_keras called TensorFlow's `FusedBatchNormV3`, one kernel forward
-    and one backward. On the reference CNN, on 2 CPU cores, that halves the
-    time of a training epoch (`bench/fused_batchnorm.py`).
+    and one backward. On the reference CNN, on 2 CPU cores, Keras' layer
+    makes a training step take 1.41x as long (`bench/fused_batchnorm.py`).
 
     In training mode, on the TensorFlow backend, for 4-D float32 inputs with
     the features last, no mask, `center` and `scale`, and neither `renorm` nor
@@ -47,7 +48,9 @@ class FusedBatchNormalization(keras.layers.BatchNormalization):
     the fused kernel; the moving statistics are updated as Keras does (with
     the batch's biased variance: the kernel's is Bessel-corrected, and is
     scaled back). Everything else (inference, other backends, other inputs)
-    is Keras' own `call`. Weights, their names and the config are Keras'.
+    is Keras' own `call`. Weights, their names and the config are Keras';
+    a `.keras` file records the class as `keras_transfer>FusedBatchNormalization`,
+    which loads once keras_transfer is imported.
     `tests/test_reference.py` compares it with Keras' layer, and fails when
     Keras' BatchNormalization takes a `fused` argument again.
 
@@ -65,7 +68,8 @@ class FusedBatchNormalization(keras.layers.BatchNormalization):
 
         outputs, mean, variance = tf.compat.v1.nn.fused_batch_norm(
             inputs, self.gamma, self.beta, epsilon=self.epsilon, is_training=True)
-        count = tf.cast(tf.size(inputs) // tf.shape(inputs)[-1], variance.dtype)
+        count = tf.size(inputs, out_type=tf.int64) // tf.shape(inputs, out_type=tf.int64)[-1]
+        count = tf.cast(count, variance.dtype)
         variance = variance * (count - 1.0) / tf.maximum(count, 1.0)  # biased, as Keras
         self.moving_mean.assign(
             self.moving_mean * self.momentum + mean * (1.0 - self.momentum))

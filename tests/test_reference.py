@@ -85,16 +85,70 @@ def test_fused_batchnorm_runs_the_fused_kernel_on_tensorflow_only():
     if keras.backend.backend() == "tensorflow":
         import tensorflow as tf
 
-        graph = tf.function(lambda t: fused_bn(t, training=True)).get_concrete_function(
+        assert _fused_ops(fused_bn, tf.TensorSpec((4, 3, 3, 2)))
+        inference = tf.function(lambda t: fused_bn(t, training=False)).get_concrete_function(
             tf.TensorSpec((4, 3, 3, 2))).graph
-        assert "FusedBatchNormV3" in {op.type for op in graph.get_operations()}
-        frozen_graph = tf.function(lambda t: fused_bn(t, training=False)).get_concrete_function(
-            tf.TensorSpec((4, 3, 3, 2))).graph
-        assert "FusedBatchNormV3" not in {op.type for op in frozen_graph.get_operations()}
+        assert "FusedBatchNormV3" not in {op.type for op in inference.get_operations()}
     else:  # Keras' call: the same numbers as Keras' layer, to the bit
         np.testing.assert_array_equal(
             keras.ops.convert_to_numpy(fused_bn(x, training=True)),
             keras.ops.convert_to_numpy(keras_bn(x, training=True)))
+
+
+def _fused_ops(layer, spec, **call_kwargs):
+    """Whether a traced training-mode call of `layer` runs TensorFlow's fused kernel."""
+    import tensorflow as tf
+
+    graph = tf.function(lambda t: layer(t, training=True, **call_kwargs)).get_concrete_function(
+        spec).graph
+    return "FusedBatchNormV3" in {op.type for op in graph.get_operations()}
+
+
+def test_a_frozen_fused_batchnorm_runs_in_inference_mode_as_keras_does():
+    # The transfer arm's frozen BatchNormalization under fit (training=True):
+    # the moving statistics are used and kept, as in Keras' layer.
+    import keras
+    import numpy as np
+
+    keras_bn, fused_bn = _bn_pair(np.zeros((4, 3, 3, 2), "float32"))
+    keras_bn.trainable = fused_bn.trainable = False
+    before = [keras.ops.convert_to_numpy(v) for v in fused_bn.non_trainable_weights]
+    x = np.random.default_rng(0).normal(size=(4, 3, 3, 2)).astype("float32")
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(fused_bn(x, training=True)),
+                                  keras.ops.convert_to_numpy(keras_bn(x, training=True)))
+    for v, value in zip(fused_bn.non_trainable_weights, before):
+        np.testing.assert_array_equal(keras.ops.convert_to_numpy(v), value)
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        assert not _fused_ops(fused_bn, tf.TensorSpec((4, 3, 3, 2)))
+
+
+@pytest.mark.parametrize("case", ["axis_1", "mixed_float16", "mask", "renorm", "no_center",
+                                  "rank_5"])
+def test_fused_batchnorm_falls_back_to_keras_where_the_kernel_does_not_apply(case):
+    # Each case outside the fused kernel's scope is Keras' own call: the same
+    # training-mode output and moving statistics as Keras' layer.
+    import keras
+    import numpy as np
+
+    shape = (4, 3, 3, 1, 2) if case == "rank_5" else (4, 3, 3, 2)
+    kwargs = {"axis_1": {"axis": 1}, "mixed_float16": {"dtype": "mixed_float16"},
+              "renorm": {"renorm": True}, "no_center": {"center": False}}.get(case, {})
+    x = np.random.default_rng(0).normal(size=shape).astype("float32")
+    mask = np.ones(shape[:-1], bool) if case == "mask" else None
+    call = {"mask": mask} if mask is not None else {}
+    keras_bn = keras.layers.BatchNormalization(momentum=0.9, **kwargs)
+    fused_bn = reference.FusedBatchNormalization(momentum=0.9, **kwargs)
+    outputs = [keras.ops.convert_to_numpy(bn(x, training=True, **call))
+               for bn in (keras_bn, fused_bn)]
+    np.testing.assert_array_equal(outputs[1], outputs[0])
+    for a, b in zip(keras_bn.non_trainable_weights, fused_bn.non_trainable_weights):
+        np.testing.assert_array_equal(keras.ops.convert_to_numpy(b), keras.ops.convert_to_numpy(a))
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        assert not _fused_ops(fused_bn, tf.TensorSpec(shape), **call)
 
 
 def test_keras_batchnorm_still_has_no_fused_option():
@@ -105,6 +159,21 @@ def test_keras_batchnorm_still_has_no_fused_option():
 
     with pytest.raises(ValueError, match="fused"):
         keras.layers.BatchNormalization(fused=True)
+
+
+def test_a_saved_reference_cnn_loads_after_a_plain_import_keras_transfer(tmp_path):
+    # load_model finds the registered class once keras_transfer is imported
+    # (in a fresh process, where nothing imported keras_transfer.reference).
+    import subprocess
+    import sys
+
+    reference.target_cnn().save(tmp_path / "cnn.keras")
+    code = ("import keras, keras_transfer; "
+            f"m = keras.saving.load_model({str(tmp_path / 'cnn.keras')!r}); "
+            "print(type(m.get_layer('Bn1')).__name__)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout
+    assert out.strip().splitlines()[-1] == "FusedBatchNormalization"
 
 
 def test_the_reference_cnn_saves_and_loads_with_its_batchnorm_class(tmp_path):
