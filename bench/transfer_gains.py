@@ -13,7 +13,8 @@ bench/results/transfer_gains.json:
 
 Writes bench/results/<name>.json (every run, and mean / min / max per recipe,
 size and arm; --name, default transfer_gains) and <name>.png; prints the table
-as Markdown. Another --name keeps a side study (more seeds at one size, say)
+as Markdown, then transfer minus scratch paired by seed (mean, standard error,
+seeds ahead / level / behind). Another --name keeps a side study (more seeds at one size, say)
 out of the main table.
 The raw results of each run stay in runs/gains*/<size>_<seed>/results.json; a
 finished run there is reused when it is the run this command would make (same
@@ -28,6 +29,7 @@ usage: python bench/transfer_gains.py [--recipe fine_tune] [--sizes 100 300 1000
 import argparse
 import json
 import pathlib
+import statistics
 import subprocess
 import sys
 
@@ -79,6 +81,8 @@ def main():
         json.dumps({"runs": rows, "by_recipe": summary}, indent=1))
     plot(summary, OUT / f"{args.name}.png")
     print(markdown(summary))
+    print()
+    print(paired_markdown(rows))
 
 
 def reusable(out, args):
@@ -152,6 +156,26 @@ def markdown(summary):
                 values = summary[recipe].get(str(size), {}).get(arm)
                 cells.append(spread(values["end"]) if values else "-")
         lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def paired_markdown(rows):
+    """Transfer minus scratch per seed, in points: mean, standard error, seeds ahead."""
+    ends = {(r["recipe"], r["size"], r["seed"], r["arm"]): r["end"] for r in rows}
+    lines = ["| recipe | training images | seeds | transfer - scratch, points: mean "
+             "(standard error) | transfer ahead / level / behind |", "|---|---|---|---|---|"]
+    for recipe, size in sorted({(r, s) for r, s, _, _ in ends}):
+        seeds = sorted({seed for r, s, seed, _ in ends if (r, s) == (recipe, size)})
+        diffs = [100 * (ends[(recipe, size, seed, "transfer")]
+                        - ends[(recipe, size, seed, "scratch")])
+                 for seed in seeds if {(recipe, size, seed, arm) for arm in ARMS} <= set(ends)]
+        if not diffs:
+            continue
+        error = statistics.stdev(diffs) / len(diffs) ** 0.5 if len(diffs) > 1 else float("nan")
+        counts = [sum(d > 0 for d in diffs), sum(d == 0 for d in diffs),
+                  sum(d < 0 for d in diffs)]
+        lines.append(f"| {recipe} | {size:,} | {len(diffs)} | {mean(diffs):+.2f} ({error:.2f}) "
+                     f"| {' / '.join(map(str, counts))} |")
     return "\n".join(lines)
 
 
