@@ -1,4 +1,4 @@
-"""Training epoch of the reference CNN: Keras' BatchNormalization vs. the fused kernel.
+"""Training step of the reference CNN: Keras' BatchNormalization vs. the fused kernel.
 
 The reference CNN (everything trainable, BatchNormalization in training mode,
 as the scratch arm and fine_tune's phase 2 train it) runs one warm-up epoch and
@@ -8,7 +8,7 @@ Reports, per arm, the median time of the timed epoch's training steps (robust
 to the bursts of a shared machine) and that epoch's wall time, and the median
 over repeats of the per-repeat ratio of step times.
 
-usage: python bench/fused_batchnorm.py [--examples 55040] [--repeats 3]
+usage: python bench/fused_batchnorm.py [--examples 20480] [--repeats 7]
        (TensorFlow backend: elsewhere FusedBatchNormalization is Keras' layer)
 """
 
@@ -50,8 +50,8 @@ def timed_epoch(arm, x, y, batch_size):
 
 def main():
     parser = argparse.ArgumentParser()
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--examples", type=int, default=55040)
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--examples", type=int, default=20480)
     parser.add_argument("--batch_size", type=int, default=256)
     args = parser.parse_args()
     if keras.backend.backend() != "tensorflow":

@@ -14,8 +14,8 @@ bench/results/transfer_gains.json:
 Writes bench/results/<name>.json (every run, and mean / min / max per recipe,
 size and arm; --name, default transfer_gains) and <name>.png; prints the table
 as Markdown, then transfer minus scratch paired by seed (mean, standard error,
-seeds ahead / level / behind). Another --name keeps a side study (more seeds at one size, say)
-out of the main table.
+seeds ahead / level / behind). Another --name keeps a side study (more seeds
+at one size, say) out of the main table.
 The raw results of each run stay in runs/gains*/<size>_<seed>/results.json; a
 finished run there is reused when it is the run this command would make (same
 recipe, extra flags and, for fine_tune, the same defaults); --rerun forces.
