@@ -36,6 +36,15 @@ def _bn_pair(x):
     return keras_bn, fused_bn
 
 
+def _fused_ops(layer, spec, training=True, **call_kwargs):
+    """Whether a traced call of `layer` (training mode by default) runs the fused kernel."""
+    import tensorflow as tf
+
+    graph = tf.function(lambda t: layer(t, training=training, **call_kwargs)) \
+        .get_concrete_function(spec).graph
+    return "FusedBatchNormV3" in {op.type for op in graph.get_operations()}
+
+
 def _fit_steps(bn, x, y, steps=3):
     """A few SGD steps of a small model around `bn`; its weights afterwards."""
     import keras
@@ -86,22 +95,11 @@ def test_fused_batchnorm_runs_the_fused_kernel_on_tensorflow_only():
         import tensorflow as tf
 
         assert _fused_ops(fused_bn, tf.TensorSpec((4, 3, 3, 2)))
-        inference = tf.function(lambda t: fused_bn(t, training=False)).get_concrete_function(
-            tf.TensorSpec((4, 3, 3, 2))).graph
-        assert "FusedBatchNormV3" not in {op.type for op in inference.get_operations()}
+        assert not _fused_ops(fused_bn, tf.TensorSpec((4, 3, 3, 2)), training=False)
     else:  # Keras' call: the same numbers as Keras' layer, to the bit
         np.testing.assert_array_equal(
             keras.ops.convert_to_numpy(fused_bn(x, training=True)),
             keras.ops.convert_to_numpy(keras_bn(x, training=True)))
-
-
-def _fused_ops(layer, spec, **call_kwargs):
-    """Whether a traced training-mode call of `layer` runs TensorFlow's fused kernel."""
-    import tensorflow as tf
-
-    graph = tf.function(lambda t: layer(t, training=True, **call_kwargs)).get_concrete_function(
-        spec).graph
-    return "FusedBatchNormV3" in {op.type for op in graph.get_operations()}
 
 
 def test_a_frozen_fused_batchnorm_runs_in_inference_mode_as_keras_does():
