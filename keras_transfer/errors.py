@@ -78,6 +78,22 @@ class UnsafeSourceError(WeightFileError):
     """A `.keras` archive holds code that Keras' safe mode refuses to load."""
 
 
+def whole_number(value, name, minimum, why=""):
+    """`value` as an int >= `minimum`, or an `ArgumentError` naming `name`.
+
+    `why`, if given, is said in brackets after the bound: what the count is for.
+    A bool is refused although Python counts it as an int.
+
+    Raises:
+        ArgumentError: `value` is not an integer (a bool, a float, None) or is
+            below `minimum`.
+    """
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+        because = f" ({why})" if why else ""
+        raise ArgumentError(f"{name} must be an int >= {minimum}{because}, received {value!r}.")
+    return int(value)
+
+
 def real_number(value, name, owner):
     """`value` as a float, or a typed error naming `owner`'s argument `name`.
 

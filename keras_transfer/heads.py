@@ -83,10 +83,7 @@ def replace_head(model, num_classes, *, cut=None, activation="same", name=None,
     target = keras_transfer.replace_head(source, 3, class_subset=[0, 4, 6])
     ```
     """
-    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
-        raise errors.ArgumentError(
-            f"num_classes must be a positive int (the new head's units); received "
-            f"num_classes={num_classes!r}.")
+    num_classes = errors.whole_number(num_classes, "num_classes", 1, "the new head's units")
     old = _final_dense(model)
     if activation == "same":
         activation = old.activation

@@ -223,10 +223,8 @@ def _check_arguments(model, start_lr, end_lr, num_steps, smoothing, diverge, met
         raise errors.ArgumentError(
             f"Model '{model.name}' has no trainable variables: there is nothing whose "
             "rate could be found. Unfreeze the layers to train first.")
-    if isinstance(num_steps, bool) or not isinstance(num_steps, int) or num_steps < 10:
-        raise errors.ArgumentError(
-            f"num_steps must be an int >= 10 (the curve needs points to suggest "
-            f"from), received {num_steps!r}.")
+    num_steps = errors.whole_number(num_steps, "num_steps", 10,
+                                    "the curve needs points to suggest from")
     if not 0 < start_lr < end_lr:
         raise errors.ArgumentError(
             f"Expected 0 < start_lr < end_lr, received start_lr={start_lr!r}, "
@@ -255,8 +253,7 @@ def _array_batches(data, batch_size):
     size = len(keras.tree.flatten(data[0])[0])
     if size == 0:
         raise errors.ArgumentError("data holds no examples: the finder needs at least one batch.")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise errors.ArgumentError(f"batch_size must be an int >= 1, received {batch_size!r}.")
+    batch_size = errors.whole_number(batch_size, "batch_size", 1)
     width = min(batch_size, size)
     # Full batches only (one shape, one trace); data smaller than a batch is one batch.
     starts = range(0, size - width + 1, width)

@@ -264,10 +264,9 @@ def fine_tune(model, train, *, validation=None, freeze, epochs, freeze_epochs=1,
     history.history["phase"]   # [1, 2, 2, 2, 2, 2]
     ```
     """
-    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
-        raise errors.ArgumentError(f"epochs must be an int >= 1, received {epochs!r}.")
-    if isinstance(freeze_epochs, bool) or not isinstance(freeze_epochs, int) \
-            or not 0 <= freeze_epochs <= epochs:
+    epochs = errors.whole_number(epochs, "epochs", 1)
+    freeze_epochs = errors.whole_number(freeze_epochs, "freeze_epochs", 0)
+    if freeze_epochs > epochs:
         raise errors.ArgumentError(
             f"Expected 0 <= freeze_epochs <= epochs, received freeze_epochs="
             f"{freeze_epochs!r}, epochs={epochs}.")
@@ -288,9 +287,8 @@ def fine_tune(model, train, *, validation=None, freeze, epochs, freeze_epochs=1,
             "finder= takes find_learning_rate's other arguments; batch_size and verbose "
             "come from fine_tune's own, received "
             f"{sorted({'batch_size', 'verbose'} & set(finder))}.")
-    if batch_size is not None and (isinstance(batch_size, bool)
-                                   or not isinstance(batch_size, int) or batch_size < 1):
-        raise errors.ArgumentError(f"batch_size must be an int >= 1, received {batch_size!r}.")
+    if batch_size is not None:
+        batch_size = errors.whole_number(batch_size, "batch_size", 1)
     if "validation_split" in fit_kwargs:
         raise errors.ArgumentError(
             "fine_tune does not take validation_split: the one-cycles are sized on the "
@@ -355,11 +353,7 @@ def default_options():
 def _steps_per_epoch(train, batch_size, steps_per_epoch):
     """Optimizer steps in one epoch of `train` (the one-cycles' unit)."""
     if steps_per_epoch is not None:
-        if isinstance(steps_per_epoch, bool) or not isinstance(steps_per_epoch, int) \
-                or steps_per_epoch < 1:
-            raise errors.ArgumentError(
-                f"steps_per_epoch must be an int >= 1, received {steps_per_epoch!r}.")
-        return steps_per_epoch
+        return errors.whole_number(steps_per_epoch, "steps_per_epoch", 1)
     if isinstance(train, tuple):
         return math.ceil(len(keras.tree.flatten(train[0])[0]) / batch_size)
     cardinality = getattr(train, "cardinality", None)  # tf.data

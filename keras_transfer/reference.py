@@ -102,10 +102,8 @@ def feature_layers():
 
 
 def _cnn(head_names, num_classes, name):
-    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
-        raise errors.ArgumentError(
-            f"The reference CNN is a softmax classifier: num_classes must be an int "
-            f">= 2; received num_classes={num_classes!r}.")
+    num_classes = errors.whole_number(num_classes, "num_classes", 2,
+                                      "the reference CNN is a softmax classifier")
     dense, out = head_names
     return keras.Sequential(
         [keras.Input((28, 28, 1)), *feature_layers(),

@@ -234,9 +234,7 @@ class TwoPhaseSchedule(FinetuningSchedule):
     def __init__(self, freeze, switch_epoch, head_lr=1e-3, finetune_lr=1e-4, *,
                  unfreeze=None, train_batchnorm=False, lora_rank=None, verbose=1):
         super().__init__(verbose=verbose)
-        if isinstance(switch_epoch, bool) or not isinstance(switch_epoch, int) or switch_epoch < 0:
-            raise errors.ArgumentError(
-                f"switch_epoch must be an int >= 0, received {switch_epoch!r}.")
+        switch_epoch = errors.whole_number(switch_epoch, "switch_epoch", 0)
         self.freeze = freeze
         self.unfreeze = freeze if unfreeze is None else unfreeze
         self.switch_epoch = switch_epoch
@@ -348,9 +346,7 @@ class GradualUnfreezing(FinetuningSchedule):
             raise errors.ArgumentError(
                 f"learning_rates needs {len(self.blocks) + 1} entries (0 to "
                 f"{len(self.blocks)} unfrozen blocks), received {len(learning_rates)}.")
-        if isinstance(start_epoch, bool) or not isinstance(start_epoch, int) or start_epoch < 0:
-            raise errors.ArgumentError(
-                f"start_epoch must be an int >= 0, received {start_epoch!r}.")
+        start_epoch = errors.whole_number(start_epoch, "start_epoch", 0)
         self.start_epoch = start_epoch
         self.learning_rates = learning_rates
         self.train_batchnorm = train_batchnorm
