@@ -74,7 +74,8 @@ def main():
     accuracy = float(model.evaluate(test, verbose=0, return_dict=True)["accuracy"])
     print(json.dumps(dict(vars(a), test=accuracy, base_lr_used=history.base_lr,
                           seconds=round(seconds, 1),
-                          val=[round(v, 4) for v in history.history["val_accuracy"]])),
+                          val=[round(v, 4) for v in history.history["val_accuracy"]],
+                          val_loss=[round(v, 5) for v in history.history["val_loss"]])),
           flush=True)
 
 
