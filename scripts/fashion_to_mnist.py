@@ -16,8 +16,8 @@ takes any TensorFlow Datasets image-classification set instead (`kmnist`,
 3. Scratch: the same target architecture from random weights, same data,
    epochs and batch size; with fine_tune, the same finder and one-cycle over
    every epoch, nothing frozen; with seed, the same rates.
-4. Regimes: all images and, in the same run, a low-data regime
-   (--low_data_examples), in one table and one figure.
+4. Regimes: all images and, in the same run, low-data regimes
+   (--low_data_examples: 1,000 and 100 images), in one table and one figure.
 5. Outputs in --out_dir: <dataset>.h5 (the transfer target of the first
    regime, by name; mnist.h5), comparison.png, results.json; a summary table
    on stdout.
@@ -73,11 +73,11 @@ flags.DEFINE_integer("batch_size", None, "Batch size of the target arms; default
 flags.DEFINE_integer("train_examples", 0, "Use only N MNIST training images, drawn "
                      "with --seed (0: all 55000 not held out for validation).",
                      lower_bound=0)
-flags.DEFINE_integer("low_data_examples", None, "Also run a low-data regime on N "
-                     "images drawn with --seed, in the same table and figure; default "
-                     "1000 with all images (--train_examples=0) if they are more, none "
-                     "otherwise; 0: skip.",
-                     lower_bound=0)
+flags.DEFINE_multi_integer("low_data_examples", None, "Also run a low-data regime on N "
+                           "images drawn with --seed, in the same table and figure; "
+                           "repeat the flag for several. Default: 1000 and 100 with all "
+                           "images (--train_examples=0), none otherwise; 0: skip.",
+                           lower_bound=0)
 flags.DEFINE_integer("val_examples", 5000, "MNIST training images held out for "
                      "validation (the last N of the 60000).", lower_bound=1)
 flags.DEFINE_float("base_lr", None, "fine_tune: the head's peak learning rate; default: "
@@ -117,10 +117,15 @@ flags.register_multi_flags_validator(
             "training images.")
 flags.register_validator("base_lr", lambda v: v is None or v > 0,
                          message="--base_lr must be > 0 (leave it out to run the finder).")
+def _distinct_regimes(f):
+    sizes = [f["train_examples"]] + [n for n in f["low_data_examples"] or [] if n]
+    return len(set(sizes)) == len(sizes)
+
+
 flags.register_multi_flags_validator(
-    ["train_examples", "low_data_examples"],
-    lambda f: not f["low_data_examples"] or f["low_data_examples"] != f["train_examples"],
-    message="--low_data_examples must differ from --train_examples (the two regimes).")
+    ["train_examples", "low_data_examples"], _distinct_regimes,
+    message="each --low_data_examples must differ from --train_examples and from the "
+            "others (each is a regime of its own).")
 
 
 def run():
@@ -189,10 +194,10 @@ def run():
     options = {name: FLAGS[name].value for name in ("base_lr", "lr_mult", "train_batchnorm")
                if FLAGS[name].value is not None}  # else fine_tune's defaults
     low_data = FLAGS.low_data_examples
-    if low_data is None:  # 1000, when all images are more than that
-        low_data = 1000 if FLAGS.train_examples == 0 and len(mx) - FLAGS.val_examples > 1000 \
-            else 0
-    sizes = [FLAGS.train_examples] + ([low_data] if low_data else [])
+    if low_data is None:  # 1000 and 100, when all images are more than that
+        low_data = [1000, 100] if FLAGS.train_examples == 0 \
+            and len(mx) - FLAGS.val_examples > 1000 else []
+    sizes = [FLAGS.train_examples] + [size for size in low_data if size]
 
     def run_regime(size, backup):
         """Both arms on `size` training images (0: all); returns their results."""
@@ -250,7 +255,7 @@ def run():
         return {"train_examples": int(len(x_train)), "batch_size": batch_size, "arms": arms,
                 "transfer_report": report, "target": target}
 
-    # 3. Regimes: the first one (all images by default), then the low-data one --
+    # 3. Regimes: the first one (all images by default), then the low-data ones -
     regimes = []
     for i, size in enumerate(sizes):
         if i:

@@ -57,10 +57,11 @@ def test_reduced_pipeline_trains_source_then_transfer_and_scratch(tmp_path):
     done = run_script(
         f"--out_dir={out}", f"--source_weights={source}", "--retrain_source",
         "--source_epochs=1", "--source_examples=4000", "--train_examples=2000",
-        "--low_data_examples=300", "--head_epochs=1", "--epochs=2", "--batch_size=64")
+        "--low_data_examples=300", "--low_data_examples=600", "--head_epochs=1", "--epochs=2",
+        "--batch_size=64")
     assert done.returncode == 0, done.stderr[-3000:]
     results = check_outputs(out, ["transfer", "scratch"])
-    check_regimes(results, done.stdout, out, [2000, 300])
+    check_regimes(results, done.stdout, out, [2000, 300, 600])
     assert results["source_test_accuracy"] > 0.5  # Fashion-MNIST, 10 classes
     # What tells transfer from scratch at this size is phase 1: by the end of
     # phase 2 scratch has caught up. Measured with these flags, seeds 0 / 1 / 2:
@@ -116,7 +117,7 @@ def png_height(path):
 
 
 def check_regimes(results, stdout, out_dir, sizes):
-    """The default recipe's report: both regimes in one table and one figure."""
+    """The default recipe's report: every regime in one table and one figure."""
     assert results["recipe"] == "fine_tune"
     # the options fine_tune ran with are recorded (bench/transfer_gains.py reuses
     # a run only if they are today's)
@@ -140,7 +141,8 @@ def check_regimes(results, stdout, out_dir, sizes):
         assert len(rows) == 2
         for row, arm in zip(rows, (transfer, scratch)):
             assert f"{arm['test_accuracy']:.4f}" in row
-    assert png_height(out_dir / "comparison.png") >= 800  # one figure, a row per regime
+    # one figure, a row per regime (3.8 inches at 100 dpi each)
+    assert png_height(out_dir / "comparison.png") >= 370 * len(sizes)
 
 
 @pytest.mark.once  # the script's own plan; fine_tune's callbacks run on JAX in test_recipes
@@ -271,7 +273,8 @@ def test_any_tfds_image_classification_set_can_be_the_target(tmp_path):
     ("--epochs=0", "epochs"), ("--head_epochs=11", "--head_epochs must not exceed --epochs"),
     ("--train_examples=59000", "must not exceed MNIST's 60000"), ("--batch_size=x", "batch_size"),
     ("--base_lr=0", "--base_lr must be > 0"),
-    ("--train_examples=500 --low_data_examples=500", "--low_data_examples must differ")])
+    ("--train_examples=500 --low_data_examples=500", "--low_data_examples must differ"),
+    ("--low_data_examples=300 --low_data_examples=300", "--low_data_examples must differ")])
 @pytest.mark.once  # absl refuses the flags before any model exists
 def test_bad_flags_exit_non_zero_with_a_message(tmp_path, flag, message):
     done = run_script(f"--out_dir={tmp_path}", *flag.split())
