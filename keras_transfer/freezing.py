@@ -10,6 +10,7 @@ trains; inside `model.fit` use `TwoPhaseSchedule`, otherwise `compile()` again.
 """
 
 import math
+import numbers
 import re
 
 import keras
@@ -44,8 +45,8 @@ def select_layers(model, spec=None, *, upto=None, layers=None, pattern=None):
         if isinstance(spec, bool):
             raise errors.LayerSelectionError(
                 f"Expected an int, a name pattern or a list of layers; received {spec!r}.")
-        if isinstance(spec, int):
-            upto = spec
+        if isinstance(spec, numbers.Integral):
+            upto = int(spec)
         elif isinstance(spec, (str, re.Pattern)):
             pattern = spec
         else:

@@ -168,7 +168,8 @@ def find_learning_rate(model, data, *, start_lr=1e-7, end_lr=10.0, num_steps=100
     model.compile(optimizer=keras.optimizers.Adam(curve.suggestion), loss=...)
     ```
     """
-    _check_arguments(model, start_lr, end_lr, num_steps, smoothing, diverge, method)
+    num_steps = _check_arguments(model, start_lr, end_lr, num_steps, smoothing, diverge,
+                                 method)
     batches = _batches(data, batch_size, num_steps)
     sweep = keras.optimizers.schedules.ExponentialDecay(
         start_lr, decay_steps=num_steps, decay_rate=end_lr / start_lr)
@@ -203,6 +204,7 @@ def find_learning_rate(model, data, *, start_lr=1e-7, end_lr=10.0, num_steps=100
 
 
 def _check_arguments(model, start_lr, end_lr, num_steps, smoothing, diverge, method):
+    """Raises on bad arguments; returns `num_steps` as a Python int."""
     if not isinstance(model, keras.Model):
         raise errors.ArgumentTypeError(
             f"find_learning_rate takes a keras.Model, received {type(model).__name__}.")
@@ -236,6 +238,7 @@ def _check_arguments(model, start_lr, end_lr, num_steps, smoothing, diverge, met
     if method not in SUGGESTIONS:
         raise errors.ArgumentError(
             f"method must be one of {SUGGESTIONS}, received {method!r}.")
+    return num_steps
 
 
 def _batches(data, batch_size, num_steps):

@@ -11,6 +11,7 @@ the base's layer groups, all inside one `fit`.
 
 import inspect
 import math
+import numbers
 
 import keras
 import numpy as np
@@ -99,7 +100,7 @@ def fit_two_phase(model, train, *, validation=None, freeze, head_epochs, epochs,
         if start == stop:
             continue
         if phase == 1 and cache_features:
-            if isinstance(freeze, bool) or not isinstance(freeze, int):
+            if isinstance(freeze, bool) or not isinstance(freeze, numbers.Integral):
                 raise errors.ArgumentError(
                     "cache_features=True needs freeze=N (the base's first N layers).")
             history = caching.fit_head_cached(

@@ -1,4 +1,5 @@
 import keras
+import numpy as np
 import pytest
 
 import keras_transfer as kt
@@ -29,6 +30,7 @@ def test_freeze_by_index_name_and_pattern():
 def test_spec_shorthand_picks_the_selector():
     model = tiny_model()
     assert [l.name for l in kt.select_layers(model, 2)] == ["Dense_a", "Bn"]
+    assert kt.select_layers(model, np.int64(2)) == kt.select_layers(model, 2)  # numpy counts
     assert [l.name for l in kt.select_layers(model, "Dense_.*")] == ["Dense_a", "Dense_b"]
     assert [l.name for l in kt.select_layers(model, ["Head"])] == ["Head"]
 

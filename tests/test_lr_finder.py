@@ -155,7 +155,7 @@ def test_batches_from_a_dataset_a_list_and_a_plot(tmp_path, data):
     assert len(curve.learning_rates) == 12
     assert (tmp_path / "lr.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     listed = [(x[i:i + 16], y[i:i + 16]) for i in range(0, 64, 16)]
-    again = kt.find_learning_rate(bn_dropout_model(), listed, num_steps=12)
+    again = kt.find_learning_rate(bn_dropout_model(), listed, num_steps=np.int64(12))
     assert len(again.learning_rates) == 12
 
 
