@@ -16,8 +16,9 @@ takes any TensorFlow Datasets image-classification set instead (`kmnist`,
 3. Scratch: the same target architecture from random weights, same data,
    epochs and batch size; with fine_tune, the same finder and one-cycle over
    every epoch, nothing frozen; with seed, the same rates.
-4. Regimes: all images and, in the same run, low-data regimes
-   (--low_data_examples: 1,000 and 100 images), in one table and one figure.
+4. Regimes: the training set (all images by default) and, in the same run,
+   low-data regimes (--low_data_examples; by default 1,000 and 100 images
+   when training on all images), in one table and one figure.
 5. Outputs in --out_dir: <dataset>.h5 (the transfer target of the first
    regime, by name; mnist.h5), comparison.png, results.json; a summary table
    on stdout.
@@ -76,7 +77,8 @@ flags.DEFINE_integer("train_examples", 0, "Use only N MNIST training images, dra
 flags.DEFINE_multi_integer("low_data_examples", None, "Also run a low-data regime on N "
                            "images drawn with --seed, in the same table and figure; "
                            "repeat the flag for several. Default: 1000 and 100 with all "
-                           "images (--train_examples=0), none otherwise; 0: skip.",
+                           "images (--train_examples=0) if they are more than 1000, none "
+                           "otherwise; 0: skip.",
                            lower_bound=0)
 flags.DEFINE_integer("val_examples", 5000, "MNIST training images held out for "
                      "validation (the last N of the 60000).", lower_bound=1)
@@ -117,7 +119,10 @@ flags.register_multi_flags_validator(
             "training images.")
 flags.register_validator("base_lr", lambda v: v is None or v > 0,
                          message="--base_lr must be > 0 (leave it out to run the finder).")
+
+
 def _distinct_regimes(f):
+    """Whether the regimes' sizes as given differ (run() checks them once resolved)."""
     sizes = [f["train_examples"]] + [n for n in f["low_data_examples"] or [] if n]
     return len(set(sizes)) == len(sizes)
 
@@ -198,6 +203,11 @@ def run():
         low_data = [1000, 100] if FLAGS.train_examples == 0 \
             and len(mx) - FLAGS.val_examples > 1000 else []
     sizes = [FLAGS.train_examples] + [size for size in low_data if size]
+    available = len(mx) - FLAGS.val_examples  # what --train_examples=0 trains on
+    if len({size or available for size in sizes}) < len(sizes):
+        raise kt.ArgumentError(
+            f"--low_data_examples={low_data} repeats a regime: --train_examples=0 trains "
+            f"on all {available:,} images not held out. Give low-data sizes below that.")
 
     def run_regime(size, backup):
         """Both arms on `size` training images (0: all); returns their results."""

@@ -283,6 +283,15 @@ def test_bad_flags_exit_non_zero_with_a_message(tmp_path, flag, message):
     assert not any(tmp_path.iterdir())
 
 
+@pytest.mark.once  # refused once the data's size is known, before any training
+def test_a_low_data_size_equal_to_all_images_is_refused_in_one_line(tmp_path):
+    done = run_script(f"--out_dir={tmp_path / 'out'}", "--val_examples=59000",
+                      "--low_data_examples=1000")
+    assert done.returncode == 1
+    assert "--low_data_examples=[1000] repeats a regime" in done.stderr
+    assert "Traceback" not in done.stderr and "Epoch 1/" not in done.stdout
+
+
 @pytest.mark.once  # refused while reading the data
 def test_a_truncated_data_file_is_named_in_one_line(tmp_path):
     from test_datasets import write_idx, write_set
