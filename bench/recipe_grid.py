@@ -7,7 +7,9 @@ the options it ran with; `tag` and `augment` are gone, and grid1-5 predate
 `head_lr_mult`). A transfer arm loads the shipped source weights and freezes the 12
 feature layers in phase 1; a scratch arm starts from random weights with
 nothing frozen and one rate for every layer (`lr_mult=1`, no phase 1), as
-bench/transfer_gains.py runs them.
+bench/transfer_gains.py runs them. Up to grid8, a scratch line records the
+command's --freeze_epochs and --lr_mult, not the 0 and 1 it ran with; later
+lines record what ran.
 
 usage: python bench/recipe_grid.py --size 10000 --arm transfer [--seed 0] [--epochs 10]
            [--batch 256] [--base_lr R] [--lr_mult 10] [--train_bn 1] [--head_lr_mult 1]
@@ -72,7 +74,8 @@ def main():
         finder={"method": a.method}, verbose=0)
     seconds = time.perf_counter() - start
     accuracy = float(model.evaluate(test, verbose=0, return_dict=True)["accuracy"])
-    print(json.dumps(dict(vars(a), test=accuracy, base_lr_used=history.base_lr,
+    used = dict(vars(a), freeze_epochs=freeze_epochs, lr_mult=lr_mult)  # scratch's own
+    print(json.dumps(dict(used, test=accuracy, base_lr_used=history.base_lr,
                           seconds=round(seconds, 1),
                           val=[round(v, 4) for v in history.history["val_accuracy"]],
                           val_loss=[round(v, 5) for v in history.history["val_loss"]])),
