@@ -13,7 +13,7 @@ lines record what ran.
 
 usage: python bench/recipe_grid.py --size 10000 --arm transfer [--seed 0] [--epochs 10]
            [--batch 256] [--base_lr R] [--lr_mult 10] [--train_bn 1] [--head_lr_mult 1]
-           [--freeze_epochs 1] [--method minimum] >> grid.jsonl
+           [--freeze_epochs 1] [--method minimum] [--transfer_layers 12] >> grid.jsonl
        (--size 0: all 55,000 images not held out for validation)
 """
 
@@ -44,6 +44,10 @@ def main():
     p.add_argument("--head_pct_start", type=float, default=0.99)
     p.add_argument("--head_lr_mult", type=float, default=1.0)
     p.add_argument("--method", default="minimum", help="the finder's rule")
+    p.add_argument("--transfer_layers", type=int, default=12,
+                   help="transfer: load and freeze only the first N of the 12 feature "
+                        "layers; the others keep their initial weights and train from "
+                        "the start")
     a = p.parse_args()
 
     import keras
@@ -61,8 +65,12 @@ def main():
     val, test = datasets.as_dataset(xv, yv, 1000), datasets.as_dataset(tx, ty, 1000)
     model = reference.target_cnn()
     if a.arm == "transfer":
-        kt.load_weights_by_name(model, REPO / "weights" / "fashion_mnist.h5")
-        freeze, freeze_epochs, lr_mult = list(reference.FEATURE_LAYERS), a.freeze_epochs, a.lr_mult
+        kept = list(reference.FEATURE_LAYERS[:a.transfer_layers])
+        fresh = {n: f"{n} (not loaded)" for n in reference.FEATURE_LAYERS if n not in kept}
+        report = kt.load_weights_by_name(model, REPO / "weights" / "fashion_mnist.h5",
+                                         rename=fresh)
+        assert not set(report.loaded) & set(fresh), report
+        freeze, freeze_epochs, lr_mult = kept, a.freeze_epochs, a.lr_mult
     else:
         freeze, freeze_epochs, lr_mult = [], 0, 1.0
     start = time.perf_counter()
