@@ -5,7 +5,8 @@ defaults") were made with earlier versions of this script, one line per run;
 their raw output is in bench/results/recipe_grid/grid*.jsonl (each line holds
 the options it ran with; `tag` and `augment` are gone, and grid1-5 predate
 `head_lr_mult`). A transfer arm loads the shipped source weights and freezes the 12
-feature layers in phase 1; a scratch arm starts from random weights with
+feature layers in phase 1 (or only the first --transfer_layers, the rest starting
+from their initial weights); a scratch arm starts from random weights with
 nothing frozen and one rate for every layer (`lr_mult=1`, no phase 1), as
 bench/transfer_gains.py runs them. Up to grid8, a scratch line records the
 command's --freeze_epochs and --lr_mult, not the 0 and 1 it ran with; later
@@ -82,7 +83,8 @@ def main():
         finder={"method": a.method}, verbose=0)
     seconds = time.perf_counter() - start
     accuracy = float(model.evaluate(test, verbose=0, return_dict=True)["accuracy"])
-    used = dict(vars(a), freeze_epochs=freeze_epochs, lr_mult=lr_mult)  # scratch's own
+    # what ran: a scratch arm overrides --freeze_epochs and --lr_mult
+    used = dict(vars(a), freeze_epochs=freeze_epochs, lr_mult=lr_mult)
     print(json.dumps(dict(used, test=accuracy, base_lr_used=history.base_lr,
                           seconds=round(seconds, 1),
                           val=[round(v, 4) for v in history.history["val_accuracy"]],
