@@ -14,7 +14,8 @@ lines record what ran.
 
 usage: python bench/recipe_grid.py --size 10000 --arm transfer [--seed 0] [--epochs 10]
            [--batch 256] [--base_lr R] [--lr_mult 10] [--train_bn 1] [--head_lr_mult 1]
-           [--freeze_epochs 1] [--method minimum] [--transfer_layers 12] >> grid.jsonl
+           [--freeze_epochs 1] [--method minimum] [--transfer_layers 12]
+           [--shrink 1 --perturb 0] >> grid.jsonl
        (--size 0: all 55,000 images not held out for validation)
 """
 
@@ -49,6 +50,10 @@ def main():
                    help="transfer: load and freeze only the first N of the 12 feature "
                         "layers; the others keep their initial weights and train from "
                         "the start")
+    p.add_argument("--shrink", type=float, default=1.0,
+                   help="transfer: shrink-and-perturb (Ash & Adams, 2020) the loaded "
+                        "convolutions: w = shrink * w + perturb * (a fresh initial w)")
+    p.add_argument("--perturb", type=float, default=0.0)
     a = p.parse_args()
 
     import keras
@@ -65,12 +70,17 @@ def main():
     train = datasets.as_dataset(xtr, ytr, a.batch, shuffle=True, seed=a.seed)
     val, test = datasets.as_dataset(xv, yv, 1000), datasets.as_dataset(tx, ty, 1000)
     model = reference.target_cnn()
+    initial = {v.path: v.numpy() for v in model.weights}  # this seed's fresh initialization
     if a.arm == "transfer":
         kept = list(reference.FEATURE_LAYERS[:a.transfer_layers])
         fresh = {n: f"{n} (not loaded)" for n in reference.FEATURE_LAYERS if n not in kept}
         report = kt.load_weights_by_name(model, REPO / "weights" / "fashion_mnist.h5",
                                          rename=fresh)
         assert not set(report.loaded) & set(fresh), report
+        for name in report.loaded:
+            if name.startswith("Conv"):
+                for v in model.get_layer(name).weights:
+                    v.assign(a.shrink * v.numpy() + a.perturb * initial[v.path])
         freeze, freeze_epochs, lr_mult = kept, a.freeze_epochs, a.lr_mult
     else:
         freeze, freeze_epochs, lr_mult = [], 0, 1.0
