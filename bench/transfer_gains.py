@@ -136,12 +136,8 @@ def summarize(rows):
     return summary
 
 
-def mean(values):
-    return sum(values) / len(values)
-
-
 def spread(values):
-    return f"{mean(values):.4f} [{min(values):.4f}, {max(values):.4f}]"
+    return f"{statistics.mean(values):.4f} [{min(values):.4f}, {max(values):.4f}]"
 
 
 def markdown(summary):
@@ -174,8 +170,8 @@ def paired_markdown(rows):
         error = statistics.stdev(diffs) / len(diffs) ** 0.5 if len(diffs) > 1 else float("nan")
         counts = [sum(d > 0 for d in diffs), sum(d == 0 for d in diffs),
                   sum(d < 0 for d in diffs)]
-        lines.append(f"| {recipe} | {size:,} | {len(diffs)} | {mean(diffs):+.2f} ({error:.2f}) "
-                     f"| {' / '.join(map(str, counts))} |")
+        lines.append(f"| {recipe} | {size:,} | {len(diffs)} | {statistics.mean(diffs):+.2f} "
+                     f"({error:.2f}) | {' / '.join(map(str, counts))} |")
     return "\n".join(lines)
 
 
@@ -193,8 +189,10 @@ def plot(summary, path):
             continue
         sizes = sorted(summary[recipe], key=int)
         values = [summary[recipe][s][arm]["end"] for s in sizes]
-        ax.errorbar([int(s) for s in sizes], [mean(v) for v in values],
-                    yerr=[[mean(v) - min(v) for v in values], [max(v) - mean(v) for v in values]],
+        means = [statistics.mean(v) for v in values]
+        ax.errorbar([int(s) for s in sizes], means,
+                    yerr=[[m - min(v) for m, v in zip(means, values)],
+                          [max(v) - m for m, v in zip(means, values)]],
                     fmt=style, color=color, capsize=3, alpha=1.0 if recipe == "fine_tune" else 0.5,
                     label=f"{arm}, {'fine_tune' if recipe == 'fine_tune' else 'seed recipe'}")
     ax.set_xscale("log")
