@@ -4,7 +4,7 @@ By-name weight transfer, freezing, and a two-phase fine-tuning schedule that
 really trains inside `model.fit`, on every Keras 3 backend.
 
 Modules, bottom to top: `errors`, private helpers (`_layers`, `_files`,
-`_optimizer_state`); `weights`, `freezing`, `learning_rates`, `optimizers`;
+`_optimizer_state`); `weights`, `freezing`, `warm_start`, `learning_rates`, `optimizers`;
 the callbacks (`schedules`), the learning-rate finder (`lr_finder`) and
 `caching`; the one-call `recipes`. Beside
 them: `heads`, `hub` (TensorFlow backend only), `datasets`, `reference`,
@@ -49,6 +49,7 @@ from keras_transfer.schedules import GradualUnfreezing
 from keras_transfer.schedules import TwoPhaseSchedule
 from keras_transfer.recipes import fine_tune
 from keras_transfer.recipes import fit_two_phase
+from keras_transfer.warm_start import shrink_perturb
 from keras_transfer.weights import TransferReport
 from keras_transfer.weights import load_weights_by_name
 from keras_transfer.weights import save_weights_by_name
@@ -95,6 +96,7 @@ __all__ = [
     "replace_head",
     "save_weights_by_name",
     "select_layers",
+    "shrink_perturb",
     "trainable_summary",
     "transfer_weights",
     "unfreeze",
