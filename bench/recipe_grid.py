@@ -51,8 +51,8 @@ def main():
                         "layers; the others keep their initial weights and train from "
                         "the start")
     p.add_argument("--shrink", type=float, default=1.0,
-                   help="transfer: shrink-and-perturb (Ash & Adams, 2020) the loaded "
-                        "convolutions: w = shrink * w + perturb * (a fresh initial w)")
+                   help="transfer: keras_transfer.shrink_perturb on the loaded "
+                        "convolutions: w = shrink * w + perturb * (this seed's initial w)")
     p.add_argument("--perturb", type=float, default=0.0)
     a = p.parse_args()
 
@@ -70,17 +70,17 @@ def main():
     train = datasets.as_dataset(xtr, ytr, a.batch, shuffle=True, seed=a.seed)
     val, test = datasets.as_dataset(xv, yv, 1000), datasets.as_dataset(tx, ty, 1000)
     model = reference.target_cnn()
-    initial = {v.path: v.numpy() for v in model.weights}  # this seed's fresh initialization
+    initial = keras.models.clone_model(model)  # holds this seed's fresh initialization
+    initial.set_weights(model.get_weights())
     if a.arm == "transfer":
         kept = list(reference.FEATURE_LAYERS[:a.transfer_layers])
         fresh = {n: f"{n} (not loaded)" for n in reference.FEATURE_LAYERS if n not in kept}
         report = kt.load_weights_by_name(model, REPO / "weights" / "fashion_mnist.h5",
                                          rename=fresh)
         assert not set(report.loaded) & set(fresh), report
-        for name in report.loaded:
-            if name.startswith("Conv"):
-                for v in model.get_layer(name).weights:
-                    v.assign(a.shrink * v.numpy() + a.perturb * initial[v.path])
+        if (a.shrink, a.perturb) != (1.0, 0.0):
+            kt.shrink_perturb(model, layers=[n for n in report.loaded if n.startswith("Conv")],
+                              shrink=a.shrink, perturb=a.perturb, fresh=initial)
         freeze, freeze_epochs, lr_mult = kept, a.freeze_epochs, a.lr_mult
     else:
         freeze, freeze_epochs, lr_mult = [], 0, 1.0
