@@ -15,6 +15,20 @@ def is_container(layer):
     return isinstance(layer, keras.Model)
 
 
+def check_model(model, argument):
+    """Raises unless `model` is a built Keras 3 model; `argument` names it."""
+    if not isinstance(model, keras.Model):
+        raise errors.ArgumentTypeError(
+            f"{argument} must be a Keras 3 `keras.Model`, received "
+            f"{type(model).__module__}.{type(model).__name__}. For a tf_keras "
+            "model, save it with model.save_weights('x.h5') and load that file "
+            "by name.")
+    if not model.weights:
+        raise errors.UnbuiltModelError(
+            f"Model '{model.name}' has no weights yet: build it first "
+            "(give it an `Input` or call it on data).")
+
+
 def walk(model):
     """Yields `(layer, parent)` for every layer below `model`, pre-order.
 

@@ -9,7 +9,8 @@ that gap. Their code draws `w_fresh` from a freshly initialized copy of the
 network; `shrink_perturb` does the same with `keras.models.clone_model`.
 
 What it costs and buys on this project's benchmark (Fashion-MNIST source,
-MNIST target) is in BENCHMARKS.md, "Shrink-and-perturb": it is not part of
+MNIST target) is in BENCHMARKS.md, "Transfer gains": it helps with a large
+target set and costs with a very small one, so it is not part of
 `fine_tune`'s default recipe.
 """
 
@@ -26,8 +27,10 @@ def shrink_perturb(model, spec=None, *, shrink, perturb, fresh=None, upto=None,
 
     Call it after loading the source weights and before freezing. Only
     trainable weights change: BatchNormalization's moving statistics are left
-    as they are, as Ash & Adams leave PyTorch's buffers. Nothing changes if
-    any argument is refused.
+    as they are, as Ash & Adams leave PyTorch's buffers. Layers are paired with
+    `fresh`'s by name, as by-name loading pairs them, so layer names must be
+    unique; weights within a layer are paired in order, and their shapes must
+    agree. Nothing changes if any argument is refused.
 
     Args:
         model: a built `keras.Model`.
@@ -36,33 +39,39 @@ def shrink_perturb(model, spec=None, *, shrink, perturb, fresh=None, upto=None,
             layers).
         shrink: the factor on the current weights, in [0, 1].
         perturb: the factor on the fresh initialization, >= 0.
-        fresh: a model with the same architecture whose weights are a fresh
-            initialization; its layers are found by name. Default: a
+        fresh: a built model of the same architecture whose weights are a
+            fresh initialization (not `model` itself). Default: a
             `keras.models.clone_model(model)`, which initializes every layer
-            again from its own initializers (under Keras' global seed, see
-            `keras.utils.set_random_seed`). Pass one for a subclassed model
-            that Keras cannot clone.
+            again from its own initializers; that draws from Keras' global
+            seed (`keras.utils.set_random_seed`) and moves it on, even when a
+            later check refuses the call. Pass one for a model that Keras
+            cannot clone.
 
     Returns:
-        The list of layers changed, in model order (selected layers without
-        weights, such as activations and pooling, are passed over).
+        The list of layers changed, in model order, each once. Selected
+        layers without weights (activations, pooling) are passed over.
 
     Raises:
         LayerSelectionError: the selector does not fit the model, selects
             no layer holding weights, or selects a frozen one.
-        ArgumentError: `shrink` is outside [0, 1], `perturb` is negative, or
-            `fresh` lacks a selected layer, is not built, or cannot be made
-            by cloning.
-        ArgumentTypeError: `shrink` or `perturb` is not a number.
-        ShapeMismatchError: a weight of `fresh` has another shape than the
-            model's.
+        DuplicateLayerNameError: two layers holding weights share a name, in
+            `model` or in `fresh`.
+        UnbuiltModelError: `model` or `fresh` is not built.
+        ArgumentError: `shrink` is outside [0, 1], `perturb` is negative,
+            either is NaN or infinite; `fresh` is `model`, lacks a selected
+            layer, or cannot be made by cloning; a selected weight is not
+            floating-point.
+        ArgumentTypeError: `shrink` or `perturb` is not a number, or `fresh`
+            is not a Keras 3 model.
+        ShapeMismatchError: a layer of `fresh` holds other weights (another
+            count or shape) than the model's.
 
     Example:
 
     ```python
     model = build_target()
     keras_transfer.load_weights_by_name(model, "source.h5")
-    keras_transfer.shrink_perturb(model, pattern="Conv.*", shrink=0.4, perturb=0.1)
+    keras_transfer.shrink_perturb(model, pattern="Conv.*", shrink=0.4, perturb=0.2)
     keras_transfer.fine_tune(model, train, freeze=12, epochs=10)
     ```
     """
@@ -76,41 +85,48 @@ def shrink_perturb(model, spec=None, *, shrink, perturb, fresh=None, upto=None,
         raise errors.ArgumentError(
             f"shrink_perturb: perturb must be >= 0 (the share of a fresh "
             f"initialization added), received {perturb!r}.")
-    selected = _layers.leaves(
-        freezing.select_layers(model, spec, upto=upto, layers=layers, pattern=pattern))
-    chosen = [layer for layer in selected if layer.weights]  # not ReLU, pooling, ...
+    _layers.check_model(model, "model")
+    units = _layers.units(model)  # every layer holding weights; refuses duplicate names
+    selected = set(_layers.leaves(
+        freezing.select_layers(model, spec, upto=upto, layers=layers, pattern=pattern)))
+    chosen = [layer for layer in units if layer in selected]
     if not chosen:
         raise errors.LayerSelectionError(
             f"shrink_perturb: the selected layers of model '{model.name}' hold no "
-            f"weights: {[layer.name for layer in selected]}.")
+            f"weights: {sorted(layer.name for layer in selected)}. Select layers "
+            "that do (convolutions, dense layers).")
     for layer in chosen:
         if not layer.trainable_weights:
             raise errors.LayerSelectionError(
                 f"shrink_perturb: layer '{layer.name}' of model '{model.name}' is "
                 "frozen, so it has no trainable weights to change; call "
                 "shrink_perturb before freezing.")
+    if fresh is model:
+        raise errors.ArgumentError(
+            "shrink_perturb: fresh is the model itself; pass a newly built model "
+            "of the same architecture, or leave fresh=None for a clone.")
     fresh = _fresh_copy(model) if fresh is None else fresh
-    counterparts = _counterparts(chosen, fresh)
+    _layers.check_model(fresh, "fresh")
+    twins = {layer.name: layer for layer in _layers.units(fresh)}
+    missing = [layer.name for layer in chosen if layer.name not in twins]
+    if missing:
+        raise errors.ArgumentError(
+            f"shrink_perturb: fresh model '{fresh.name}' has no layer holding "
+            f"weights named {missing}; pass a model built like '{model.name}'.")
     # Every new value is computed before the first assignment, so a refusal
-    # (a missing layer, a shape) leaves the model as it was.
+    # (a shape, a dtype) leaves the model as it was.
     updates = []
-    for layer, twin in zip(chosen, counterparts):
-        if not twin.weights:
-            raise errors.ArgumentError(
-                f"shrink_perturb: layer '{layer.name}' of fresh model '{fresh.name}' "
-                "holds no weights; build the fresh model (call it on a batch) first.")
-        initial = {_layers.relative_name(twin, v): v for v in twin.weights}
-        for variable in layer.trainable_weights:
-            name = _layers.relative_name(layer, variable)
-            if name not in initial or tuple(initial[name].shape) != tuple(variable.shape):
-                found = tuple(initial[name].shape) if name in initial else "no such weight"
-                raise errors.ShapeMismatchError(
-                    f"shrink_perturb: weight '{name}' of layer '{layer.name}' has shape "
-                    f"{tuple(variable.shape)}; fresh model '{fresh.name}' has {found}. "
-                    "Pass a fresh model built like this one.")
+    for layer in chosen:
+        for variable, start in _paired_weights(layer, twins[layer.name], fresh):
             current = keras.ops.convert_to_numpy(variable)
-            start = keras.ops.convert_to_numpy(initial[name])
-            updates.append((variable, (shrink * current + perturb * start).astype(current.dtype)))
+            if current.dtype.kind != "f":
+                raise errors.ArgumentError(
+                    f"shrink_perturb: weight '{variable.path}' is {current.dtype}; only "
+                    f"floating-point weights can be mixed. Leave layer '{layer.name}' "
+                    "out of the selection.")
+            mixed = (shrink * current.astype("float64")
+                     + perturb * keras.ops.convert_to_numpy(start).astype("float64"))
+            updates.append((variable, mixed.astype(current.dtype)))
     for variable, value in updates:
         variable.assign(value)
     return chosen
@@ -127,15 +143,17 @@ def _fresh_copy(model):
             "built model of the same architecture.") from e
 
 
-def _counterparts(chosen, fresh):
-    """The layer of `fresh` with each chosen layer's name."""
-    if not isinstance(fresh, keras.Model):
-        raise errors.ArgumentTypeError(
-            f"shrink_perturb: fresh must be a keras.Model, received {type(fresh).__name__}.")
-    by_name = {layer.name: layer for layer, _ in _layers.walk(fresh)}
-    missing = [layer.name for layer in chosen if layer.name not in by_name]
-    if missing:
-        raise errors.ArgumentError(
-            f"shrink_perturb: fresh model '{fresh.name}' has no layer named "
-            f"{missing}; its layers: {list(by_name)}.")
-    return [by_name[layer.name] for layer in chosen]
+def _paired_weights(layer, twin, fresh):
+    """(trainable weight of `layer`, the weight of `twin` in its place), in order.
+
+    Paired by position in `weights`, which a layer creates in the same order
+    whenever it is built the same way; the shapes are checked.
+    """
+    ours, theirs = layer.weights, twin.weights
+    if [tuple(v.shape) for v in ours] != [tuple(v.shape) for v in theirs]:
+        raise errors.ShapeMismatchError(
+            f"shrink_perturb: layer '{layer.name}' holds weights of shapes "
+            f"{[tuple(v.shape) for v in ours]}; in fresh model '{fresh.name}' it holds "
+            f"{[tuple(v.shape) for v in theirs]}. Pass a fresh model built like this one.")
+    trainable = {id(v) for v in layer.trainable_weights}
+    return [(v, start) for v, start in zip(ours, theirs) if id(v) in trainable]

@@ -25,6 +25,7 @@ import numpy as np
 
 from keras_transfer import _files
 from keras_transfer import _h5
+from keras_transfer import _layers
 from keras_transfer import _matching
 from keras_transfer import errors
 
@@ -60,7 +61,7 @@ def save_weights_by_name(model, path):
     ```
     """
     path = os.fspath(path)
-    _check_model(model, "model")
+    _layers.check_model(model, "model")
     with _files.atomic_write(path) as tmp:
         with h5py.File(tmp, "w") as f:
             _h5.write_model(f, model)
@@ -198,7 +199,7 @@ def load_weights_by_name(
     ```
     """
     path = os.fspath(path)
-    _check_model(model, "model")
+    _layers.check_model(model, "model")
     _check_sha256(sha256)
     options = dict(skip_mismatch=skip_mismatch, rename=rename,
                    require=_checked_require(require),
@@ -259,8 +260,8 @@ def transfer_weights(source_model, target_model, *, skip_mismatch=False,
     print(keras_transfer.transfer_weights(base, target))
     ```
     """
-    _check_model(source_model, "source_model")
-    _check_model(target_model, "target_model")
+    _layers.check_model(source_model, "source_model")
+    _layers.check_model(target_model, "target_model")
     return _transfer(_matching.model_groups(source_model), target_model,
                      f"model '{source_model.name}'", skip_mismatch=skip_mismatch,
                      rename=rename, require=_checked_require(require))
@@ -309,19 +310,6 @@ def _value(array, variable, where):
     if value.shape != tuple(variable.shape):
         value = adapt_input_conv(value, variable.shape[-2])
     return value.astype(_matching.numpy_dtype(variable.dtype), copy=False)
-
-
-def _check_model(model, argument):
-    if not isinstance(model, keras.Model):
-        raise errors.ArgumentTypeError(
-            f"{argument} must be a Keras 3 `keras.Model`, received "
-            f"{type(model).__module__}.{type(model).__name__}. For a tf_keras "
-            "model, save it with model.save_weights('x.h5') and load that file "
-            "by name.")
-    if not model.weights:
-        raise errors.UnbuiltModelError(
-            f"Model '{model.name}' has no weights yet: build it first "
-            "(give it an `Input` or call it on data).")
 
 
 def _load_archive(f, path, custom_objects, safe_mode, copy):

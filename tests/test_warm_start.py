@@ -30,7 +30,7 @@ def test_each_trainable_weight_becomes_shrink_w_plus_perturb_w_fresh():
         layer, weight = path.split("/")[-2:]
         if layer in ("Dense_a", "Bn") and weight not in ("moving_mean", "moving_variance"):
             np.testing.assert_allclose(after[path], 0.4 * before[path] + 0.1 * start[path],
-                                       rtol=1e-6, err_msg=path)
+                                       rtol=1e-6, atol=1e-7, err_msg=path)
         else:  # unselected layers and the moving statistics are left as they were
             np.testing.assert_array_equal(after[path], before[path], err_msg=path)
 
@@ -42,6 +42,7 @@ def test_default_fresh_is_a_new_draw_from_each_layers_initializer():
                               keras.layers.Dense(1, name="Out")])
     loaded = np.full((200, 100), 5.0, "float32")  # far outside Glorot's range
     model.get_layer("Wide").kernel.assign(loaded)
+    model.get_layer("Wide").bias.assign(np.full(100, 7.0, "float32"))
     original_out = keras.ops.convert_to_numpy(model.get_layer("Out").kernel).copy()
     kt.shrink_perturb(model, layers=["Wide"], shrink=0.0, perturb=1.0)
     kernel = keras.ops.convert_to_numpy(model.get_layer("Wide").kernel)
@@ -49,22 +50,27 @@ def test_default_fresh_is_a_new_draw_from_each_layers_initializer():
     assert np.abs(kernel).max() <= limit
     assert abs(kernel.std() - limit / np.sqrt(3)) < 0.05 * limit  # uniform, not a constant
     np.testing.assert_array_equal(keras.ops.convert_to_numpy(model.get_layer("Wide").bias),
-                                  np.ones(100))  # the bias initializer's value
+                                  np.ones(100))  # the bias initializer's value, not 7
     np.testing.assert_array_equal(keras.ops.convert_to_numpy(model.get_layer("Out").kernel),
                                   original_out)
 
 
-def test_default_fresh_follows_keras_global_seed():
-    def mixed():
-        keras.utils.set_random_seed(5)
+def test_default_fresh_follows_keras_global_seed_and_leaves_moving_statistics():
+    def mixed(seed):
+        keras.utils.set_random_seed(seed)
         model = randomize(tiny_model())
-        kt.shrink_perturb(model, "Dense_.", shrink=0.5, perturb=0.5)
-        return values(model)
+        before = values(model)
+        kt.shrink_perturb(model, "Dense_.|Bn", shrink=0.5, perturb=0.5)
+        return before, values(model)
 
-    first, second = mixed(), mixed()
-    assert first.keys() == second.keys()
-    for path in first:
-        np.testing.assert_array_equal(first[path], second[path], err_msg=path)
+    before, first = mixed(5)
+    _, again = mixed(5)
+    _, other = mixed(6)
+    kernel, moving = "tiny/Dense_a/kernel", "tiny/Bn/moving_variance"
+    np.testing.assert_array_equal(first[kernel], again[kernel])  # same seed, same draw
+    assert not np.array_equal(first[kernel], other[kernel])      # another seed, another draw
+    assert not np.array_equal(first[kernel], 0.5 * before[kernel])  # a draw was added
+    np.testing.assert_array_equal(first[moving], before[moving])
 
 
 def test_layers_without_weights_are_passed_over_and_nested_models_walked_into():
@@ -72,16 +78,59 @@ def test_layers_without_weights_are_passed_over_and_nested_models_walked_into():
                             name="base")
     model = randomize(keras.Sequential([keras.Input((4,)), base,
                                         keras.layers.Dense(3, name="Head")]))
+    fresh = randomize(keras.models.clone_model(model), seed=9)
     before = values(model)
-    changed = kt.shrink_perturb(model, upto=1, shrink=0.5, perturb=0.0)  # the whole base
+    changed = kt.shrink_perturb(model, upto=1, shrink=0.5, perturb=0.25, fresh=fresh)  # the base
     assert [layer.name for layer in changed] == ["Dense_a", "Bn", "Dense_b"]
     after = values(model)
-    np.testing.assert_allclose(after[model.get_layer("base").get_layer("Dense_b").kernel.path],
-                               0.5 * before[model.get_layer("base").get_layer("Dense_b").kernel.path])
+    kernel = model.get_layer("base").get_layer("Dense_b").kernel
+    np.testing.assert_allclose(
+        after[kernel.path],
+        0.5 * before[kernel.path] + 0.25 * keras.ops.convert_to_numpy(
+            fresh.get_layer("base").get_layer("Dense_b").kernel), rtol=1e-6, atol=1e-7)
     np.testing.assert_array_equal(after[model.get_layer("Head").kernel.path],
                                   before[model.get_layer("Head").kernel.path])
     with pytest.raises(kt.LayerSelectionError, match=r"hold no weights: \['Act'\]"):
         kt.shrink_perturb(model, layers=["Act"], shrink=0.5, perturb=0.0)
+
+
+def test_the_result_lists_each_changed_layer_once_in_model_order():
+    model = keras.Sequential([keras.Input((4,)), keras.Sequential(
+        [keras.Input((4,)), *tiny_base()], name="base"), keras.layers.Dense(3, name="Head")])
+    before = values(model)
+    changed = kt.shrink_perturb(model, pattern=".*", shrink=0.5, perturb=0.0)  # base and inside it
+    assert [layer.name for layer in changed] == ["Dense_a", "Bn", "Dense_b", "Head"]
+    kernel = model.get_layer("Head").kernel.path
+    np.testing.assert_allclose(values(model)[kernel], 0.5 * before[kernel])  # halved once
+    changed = kt.shrink_perturb(model, layers=["Head", "Dense_a"], shrink=0.5, perturb=0.0)
+    assert [layer.name for layer in changed] == ["Dense_a", "Head"]
+
+
+def test_duplicate_layer_names_are_refused_as_by_name_loading_refuses_them():
+    def twice():
+        inner = [keras.Sequential([keras.Input((4,)), keras.layers.Dense(4, name="D")], name=n)
+                 for n in ("a", "b")]
+        inputs = keras.Input((4,))
+        return keras.Model(inputs, inner[1](inner[0](inputs)))
+
+    with pytest.raises(kt.DuplicateLayerNameError, match="'D'"):
+        kt.shrink_perturb(twice(), pattern="D", shrink=0.0, perturb=1.0)
+    model = tiny_model()
+    with pytest.raises(kt.DuplicateLayerNameError, match="'D'"):
+        kt.shrink_perturb(model, pattern="Dense_a", shrink=0.0, perturb=1.0, fresh=twice())
+
+
+def test_weights_that_are_not_floating_point_are_refused():
+    class Counter(keras.layers.Layer):
+        def build(self, input_shape):
+            self.count = self.add_weight(shape=(3,), dtype="int32", initializer="ones")
+
+        def call(self, x):
+            return x
+
+    model = keras.Sequential([keras.Input((4,)), Counter(name="Counter")])
+    with pytest.raises(kt.ArgumentError, match=r"'.*Counter/.*' is int32.*Leave layer 'Counter'"):
+        kt.shrink_perturb(model, layers=["Counter"], shrink=0.5, perturb=0.5)
 
 
 def test_a_frozen_layer_is_refused_by_name_and_nothing_changes():
@@ -115,26 +164,30 @@ def test_a_fresh_model_of_another_architecture_is_refused_and_nothing_changes():
     model = randomize(tiny_model())
     before = values(model)
     wider = tiny_model(head_units=5)
-    with pytest.raises(kt.ShapeMismatchError, match=r"'kernel' of layer 'Head' has shape \(6, 3\)"
-                                                    r".*has \(6, 5\)"):
+    with pytest.raises(kt.ShapeMismatchError, match=r"layer 'Head' holds weights of shapes "
+                                                    r"\[\(6, 3\), \(3,\)\].*\[\(6, 5\), \(5,\)\]"):
         # Dense_a comes first and would be changed if values were assigned as they are found
         kt.shrink_perturb(model, layers=["Dense_a", "Head"], shrink=0.4, perturb=0.1, fresh=wider)
     other = keras.Sequential([keras.Input((4,)), keras.layers.Dense(8, name="Other")])
-    with pytest.raises(kt.ArgumentError, match=r"no layer named \['Dense_a'\]"):
+    with pytest.raises(kt.ArgumentError, match=r"no layer holding weights named \['Dense_a'\]"):
         kt.shrink_perturb(model, layers=["Dense_a"], shrink=0.4, perturb=0.1, fresh=other)
-    with pytest.raises(kt.ArgumentTypeError, match="fresh must be a keras.Model"):
+    with pytest.raises(kt.ArgumentTypeError, match="fresh must be a Keras 3 `keras.Model`"):
         kt.shrink_perturb(model, layers=["Dense_a"], shrink=0.4, perturb=0.1,
                           fresh=model.get_weights())
+    with pytest.raises(kt.ArgumentError, match="fresh is the model itself"):
+        kt.shrink_perturb(model, layers=["Dense_a"], shrink=0.4, perturb=0.1, fresh=model)
     after = values(model)
     for path in before:
         np.testing.assert_array_equal(after[path], before[path], err_msg=path)
 
 
-def test_an_unbuilt_fresh_model_is_refused():
-    model = randomize(tiny_model())
-    unbuilt = keras.Sequential([keras.layers.Dense(8, name="Dense_a")])
-    with pytest.raises(kt.ArgumentError, match="'Dense_a' of fresh model .* holds no weights"):
-        kt.shrink_perturb(model, layers=["Dense_a"], shrink=0.4, perturb=0.1, fresh=unbuilt)
+def test_an_unbuilt_model_or_fresh_model_is_refused():
+    unbuilt = keras.Sequential([keras.layers.Dense(8, name="Dense_a")], name="unbuilt")
+    with pytest.raises(kt.UnbuiltModelError, match="'unbuilt' has no weights yet"):
+        kt.shrink_perturb(randomize(tiny_model()), layers=["Dense_a"], shrink=0.4, perturb=0.1,
+                          fresh=unbuilt)
+    with pytest.raises(kt.UnbuiltModelError, match="'unbuilt' has no weights yet"):
+        kt.shrink_perturb(unbuilt, layers=["Dense_a"], shrink=0.4, perturb=0.1)
 
 
 def test_a_model_keras_cannot_clone_asks_for_fresh(monkeypatch):
@@ -159,4 +212,4 @@ def test_the_mix_starts_from_weights_loaded_from_a_tf_keras_file(tmp_path):
         np.testing.assert_allclose(
             keras.ops.convert_to_numpy(model.get_layer(name).kernel),
             0.4 * loaded[f"{name}/kernel:0"]
-            + 0.1 * keras.ops.convert_to_numpy(fresh.get_layer(name).kernel), rtol=1e-6)
+            + 0.1 * keras.ops.convert_to_numpy(fresh.get_layer(name).kernel), rtol=1e-6, atol=1e-7)
