@@ -13,7 +13,7 @@ BLOCKS = re.findall(r"<!-- tested -->\n```python\n(.*?)```", README.read_text(),
 
 
 def test_readme_has_tested_examples():
-    assert len(BLOCKS) == 12
+    assert len(BLOCKS) == 13
 
 
 def check_quickstart(namespace, printed):
@@ -39,6 +39,19 @@ def check_quickstart(namespace, printed):
     assert rows == [["Bn1", "BatchNormalization", "0", "64"]], printed
 
 
+def check_shrink_perturb(namespace, printed):
+    assert printed.strip() == "['Dense1', 'Dense2']"
+    # Dense1's kernel: 0.4 * the loaded one + 0.2 * a Glorot-uniform draw (8 in, 16 out);
+    # its bias: 0.4 * the loaded one + 0.2 * zeros (Dense's bias initializer)
+    kernel, bias = namespace["model"].get_layer("Dense1").get_weights()
+    loaded_kernel, loaded_bias = namespace["loaded"]
+    draw = (kernel - 0.4 * loaded_kernel) / 0.2
+    limit = np.sqrt(6 / (8 + 16))
+    assert np.abs(draw).max() <= limit + 1e-5
+    assert abs(draw.std() - limit / np.sqrt(3)) < 0.25 * limit / np.sqrt(3)  # 128 draws
+    np.testing.assert_allclose(bias, 0.4 * loaded_bias, rtol=1e-6)
+
+
 def test_readme_examples_run_in_order(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     namespace, outputs = {}, []
@@ -52,6 +65,8 @@ def test_readme_examples_run_in_order(tmp_path, monkeypatch):
         if index == 1:  # by-name weights
             assert namespace["report"].loaded == {"Dense1": "Dense1"}
             assert namespace["report"].missing == ("NewHead",)
+        if index == 11:  # shrink-and-perturb
+            check_shrink_perturb(namespace, outputs[11])
     rates = namespace["opt"].group_learning_rates()
     assert rates == pytest.approx({"head": 1e-3, "group_1": 1e-3 / 2.6, "group_0": 1e-3 / 2.6 ** 2})
     assert namespace["counts"] == [34, 146]
