@@ -124,9 +124,8 @@ def shrink_perturb(model, spec=None, *, shrink, perturb, fresh=None, upto=None,
                     f"shrink_perturb: weight '{variable.path}' is {current.dtype}; only "
                     f"floating-point weights can be mixed. Leave layer '{layer.name}' "
                     "out of the selection.")
-            mixed = (shrink * current.astype("float64")
-                     + perturb * keras.ops.convert_to_numpy(start).astype("float64"))
-            updates.append((variable, mixed.astype(current.dtype)))
+            start = keras.ops.convert_to_numpy(start).astype(current.dtype)
+            updates.append((variable, shrink * current + perturb * start))  # in w's dtype
     for variable, value in updates:
         variable.assign(value)
     return chosen
