@@ -70,15 +70,17 @@ def main():
     train = datasets.as_dataset(xtr, ytr, a.batch, shuffle=True, seed=a.seed)
     val, test = datasets.as_dataset(xv, yv, 1000), datasets.as_dataset(tx, ty, 1000)
     model = reference.target_cnn()
-    initial = keras.models.clone_model(model)  # holds this seed's fresh initialization
-    initial.set_weights(model.get_weights())
+    mix = a.arm == "transfer" and (a.shrink, a.perturb) != (1.0, 0.0)
+    if mix:  # keep this seed's fresh initialization, the mix's w_fresh, before the load
+        initial = keras.models.clone_model(model)
+        initial.set_weights(model.get_weights())
     if a.arm == "transfer":
         kept = list(reference.FEATURE_LAYERS[:a.transfer_layers])
         fresh = {n: f"{n} (not loaded)" for n in reference.FEATURE_LAYERS if n not in kept}
         report = kt.load_weights_by_name(model, REPO / "weights" / "fashion_mnist.h5",
                                          rename=fresh)
         assert not set(report.loaded) & set(fresh), report
-        if (a.shrink, a.perturb) != (1.0, 0.0):
+        if mix:
             kt.shrink_perturb(model, layers=[n for n in report.loaded if n.startswith("Conv")],
                               shrink=a.shrink, perturb=a.perturb, fresh=initial)
         freeze, freeze_epochs, lr_mult = kept, a.freeze_epochs, a.lr_mult
