@@ -171,14 +171,17 @@ def relative(array_name, group_name):
     return "/".join(parts[1:]) if len(parts) > 1 else array_name
 
 
-def plan(units, groups, source_of, *, skip_mismatch=False, adapt=frozenset(),
-         where=""):
+def plan(units, groups, source_of, *, models=frozenset(), skip_mismatch=False,
+         adapt=frozenset(), where=""):
     """Decides every load, or raises; see the module docstring.
 
     Args:
         units: the target's `Unit`s.
         groups: the source's `Group`s.
         source_of: target layer name -> source layer name (`rename=`).
+        models: names of the target's nested models: a source group of one
+            of them is read as a nested model's even when it holds one
+            layer's arrays (see `_nested`).
         skip_mismatch: report units that cannot load instead of raising.
         adapt: names of units whose kernels may differ in input channels.
         where: the source, for messages ("x.h5", "model 'resnet50'").
@@ -187,7 +190,7 @@ def plan(units, groups, source_of, *, skip_mismatch=False, adapt=frozenset(),
         A `Plan`.
     """
     groups = [g for g in groups if g.arrays]
-    found, problems = _find_sources(units, groups, source_of, where)
+    found, problems = _find_sources(units, groups, source_of, models, where)
     matches, skipped = [], {}
     for unit in units:
         try:
@@ -206,7 +209,7 @@ def plan(units, groups, source_of, *, skip_mismatch=False, adapt=frozenset(),
     return Plan(matches, skipped, missing, _unused(groups, matches))
 
 
-def _find_sources(units, groups, source_of, where):
+def _find_sources(units, groups, source_of, models, where):
     """unit name -> (source label, layer-level how, [(Array, relative name)])."""
     found, problems = {}, {}
     by_name = {g.name: g for g in groups if g.name != TOP_GROUP}
@@ -254,8 +257,10 @@ def _find_sources(units, groups, source_of, where):
              [(a, relative(a.name, group_name)) for a in group.arrays])
         claimed.add(group_name)
     pending = [u for u in layers if u.name not in found and u.name not in problems]
+    models = {source_of(name) for name in models}
     inside = _inside_nested_groups(
-        pending, [g for g in by_name.values() if g.name not in claimed and _nested(g)],
+        pending, [g for g in by_name.values()
+                  if g.name not in claimed and (_nested(g) or g.name in models)],
         source_of)
     rivals = collections.Counter(normalize(source_of(u.name)) for u in pending)
     taken = set()
@@ -298,7 +303,8 @@ def _nested(group):
     """True if `group` can be a nested model's: it holds arrays of two or more
     layers (its own weights count as one). A group holding one layer's arrays
     under another name (`dense/kernel` in group `Dense_a`) is a layer renamed
-    after it was built, not a model holding a layer `dense`. (A nested model
+    after it was built, not a model holding a layer `dense`, unless the
+    target has a nested model `Dense_a` (`plan`'s `models`). (A nested model
     group of ours reaches here holding only the model's own weights: its
     links to its layers' arrays are dropped in `_h5.read_groups`.)"""
     own = group.name.split("/")

@@ -272,8 +272,9 @@ def _transfer(groups, model, where, *, skip_mismatch, rename, require,
     source_of = _rename_function(rename)
     units = _matching.target_units(model)
     adapt = _adapt_set(model, units, adapt_input_channels)
-    plan = _matching.plan(units, groups, source_of, skip_mismatch=skip_mismatch,
-                          adapt=adapt, where=where)
+    models = {c.name for c in _layers.containers(model)[1:]}
+    plan = _matching.plan(units, groups, source_of, models=models,
+                          skip_mismatch=skip_mismatch, adapt=adapt, where=where)
     if not plan.matches:
         raise errors.NoLayersMatchedError(_zero_match_message(
             model, where, groups, plan, source_of))

@@ -805,6 +805,38 @@ def test_a_renamed_layer_does_not_load_into_a_layer_of_its_old_name(tmp_path):
     np.testing.assert_array_equal(target.get_layer("dense").kernel.numpy(), source.layers[0].kernel.numpy())
 
 
+@pytest.mark.parametrize("save", ["save_weights", "save"])
+def test_tf_keras_nested_model_with_one_weighted_layer_loads_into_a_nested_target(
+        tmp_path, data, save):
+    # tf_keras writes a nested model's group with its layers' array names:
+    # group 'base' holds 'Dense_a/kernel:0'. With a single weighted layer that
+    # reads the same as a layer 'base' renamed after it was built; a target
+    # with a nested model 'base' says which it is. (Keras' own, topological
+    # loader fills it; ours reported 'Dense_a' missing and 'base' unused.)
+    x, _ = data
+    base = tf_keras.Sequential([tf_keras.Input((4,)), tf_keras.layers.Dense(8, name="Dense_a")],
+                               name="base")
+    source = randomize_tf_keras(tf_keras.Sequential(
+        [tf_keras.Input((4,)), base, tf_keras.layers.Dense(3, name="Head")]))
+    getattr(source, save)(str(tmp_path / "w.h5"))
+    target = keras.Sequential([
+        keras.Input((4,)),
+        keras.Sequential([keras.Input((4,)), keras.layers.Dense(8, name="Dense_a")], name="base"),
+        keras.layers.Dense(3, name="Head")])
+    report = kt.load_weights_by_name(target, tmp_path / "w.h5")
+    assert report.loaded == {"Dense_a": "base/Dense_a", "Head": "Head"}
+    assert report.how["Dense_a"] == "in 'base', by name" and not report.unused
+    np.testing.assert_allclose(predict(target, x), source.predict(x, verbose=0), rtol=1e-5, atol=1e-5)
+    # A flat target cannot tell the two readings apart: 'Dense_a' stays
+    # missing (as a layer renamed after it was built stays apart from a
+    # layer of its old name, above) until rename= names the group.
+    flat = keras.Sequential([keras.Input((4,)), keras.layers.Dense(8, name="Dense_a"),
+                             keras.layers.Dense(3, name="Head")])
+    assert kt.load_weights_by_name(flat, tmp_path / "w.h5").missing == ("Dense_a",)
+    kt.load_weights_by_name(flat, tmp_path / "w.h5", rename={"Dense_a": "base"})
+    np.testing.assert_allclose(predict(flat, x), source.predict(x, verbose=0), rtol=1e-5, atol=1e-5)
+
+
 def tokens_model(lib, name):
     """A subclassed model (tf_keras or Keras 3) that holds a weight itself, a
     class token, beside its layer."""
