@@ -143,7 +143,9 @@ def load_weights_by_name(
     `conv1_conv`, `Conv` -> `conv`). Within a layer, arrays match by variable
     name where the names identify them, else by Keras' saved order (trainable
     first, whatever the current `trainable` flags), with every shape checked.
-    A layer loads whole or not at all, and nothing is assigned unless every
+    (A Keras 2 nested model with a single weighted layer is stored as that
+    layer renamed: it loads into a target nesting a model of its name, or
+    with `rename=` into a flat one.) A layer loads whole or not at all, and nothing is assigned unless every
     check passes. The file is read only inside itself: external links and
     external or virtual datasets are refused.
 
