@@ -298,11 +298,17 @@ def run():
     labels = {f"{r['train_examples']:,} images": r for r in regimes}
     comparison.plot_regimes({label: (r["arms"], head_epochs) for label, r in labels.items()},
                             out_dir / "comparison.png",
-                            title=f"Fashion-MNIST -> {FLAGS.dataset}, recipe {FLAGS.recipe}")
+                            title=f"Fashion-MNIST -> {_display_name(FLAGS.dataset)}, "
+                                  f"recipe {FLAGS.recipe}")
     comparison.write_json(results, out_dir / "results.json")
     print("\n" + comparison.regimes_table({label: r["arms"] for label, r in labels.items()}))
     print(f"\nWrote {out_dir / f'{target_name}.h5'}, {out_dir / 'comparison.png'}, "
           f"{out_dir / 'results.json'}")
+
+
+def _display_name(dataset):
+    """The data set as its authors write it (the flag is tfds' lower-case name)."""
+    return {"mnist": "MNIST", "fashion_mnist": "Fashion-MNIST"}.get(dataset, dataset)
 
 
 def main(argv):
