@@ -171,7 +171,7 @@ def relative(array_name, group_name):
     return "/".join(parts[1:]) if len(parts) > 1 else array_name
 
 
-def plan(units, groups, source_of, *, models=frozenset(), skip_mismatch=False,
+def plan(units, groups, source_of, *, models=None, skip_mismatch=False,
          adapt=frozenset(), where=""):
     """Decides every load, or raises; see the module docstring.
 
@@ -179,9 +179,10 @@ def plan(units, groups, source_of, *, models=frozenset(), skip_mismatch=False,
         units: the target's `Unit`s.
         groups: the source's `Group`s.
         source_of: target layer name -> source layer name (`rename=`).
-        models: names of the target's nested models: a source group of one
-            of them is read as a nested model's even when it holds one
-            layer's arrays (see `_nested`).
+        models: the target's nested models, {name: names of the layers in
+            it}: a source group of such a name (after `rename=`) is read as
+            that model's even when it holds one layer's arrays (see
+            `_nested`), for its own layers only.
         skip_mismatch: report units that cannot load instead of raising.
         adapt: names of units whose kernels may differ in input channels.
         where: the source, for messages ("x.h5", "model 'resnet50'").
@@ -190,7 +191,7 @@ def plan(units, groups, source_of, *, models=frozenset(), skip_mismatch=False,
         A `Plan`.
     """
     groups = [g for g in groups if g.arrays]
-    found, problems = _find_sources(units, groups, source_of, models, where)
+    found, problems = _find_sources(units, groups, source_of, models or {}, where)
     matches, skipped = [], {}
     for unit in units:
         try:
@@ -257,11 +258,16 @@ def _find_sources(units, groups, source_of, models, where):
              [(a, relative(a.name, group_name)) for a in group.arrays])
         claimed.add(group_name)
     pending = [u for u in layers if u.name not in found and u.name not in problems]
-    models = {source_of(name) for name in models}
-    inside = _inside_nested_groups(
-        pending, [g for g in by_name.values()
-                  if g.name not in claimed and (_nested(g) or g.name in models)],
-        source_of)
+    left = [g for g in by_name.values() if g.name not in claimed]
+    inside = _inside_nested_groups(pending, [g for g in left if _nested(g)], source_of)
+    # One layer's arrays in the group of a nested model of the target: that
+    # model holding one weighted layer, for the layers in it only.
+    members = {source_of(name): held for name, held in models.items()}
+    for group in left:
+        if not _nested(group) and group.name in members:
+            held = [u for u in pending if u.name in members[group.name]]
+            for name, hits in _inside_nested_groups(held, [group], source_of).items():
+                inside[name].extend(hits)
     rivals = collections.Counter(normalize(source_of(u.name)) for u in pending)
     taken = set()
     for unit in pending:  # 3. inside the group of a nested model
@@ -303,8 +309,8 @@ def _nested(group):
     """True if `group` can be a nested model's: it holds arrays of two or more
     layers (its own weights count as one). A group holding one layer's arrays
     under another name (`dense/kernel` in group `Dense_a`) is a layer renamed
-    after it was built, not a model holding a layer `dense`, unless the
-    target has a nested model `Dense_a` (`plan`'s `models`). (A nested model
+    after it was built, not a model holding a layer `dense` (unless the
+    target nests a model `Dense_a`: see `plan`'s `models`). (A nested model
     group of ours reaches here holding only the model's own weights: its
     links to its layers' arrays are dropped in `_h5.read_groups`.)"""
     own = group.name.split("/")

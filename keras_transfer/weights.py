@@ -143,11 +143,12 @@ def load_weights_by_name(
     `conv1_conv`, `Conv` -> `conv`). Within a layer, arrays match by variable
     name where the names identify them, else by Keras' saved order (trainable
     first, whatever the current `trainable` flags), with every shape checked.
-    (A Keras 2 nested model with a single weighted layer is stored as that
-    layer renamed: it loads into a target nesting a model of its name, or
-    with `rename=` into a flat one.) A layer loads whole or not at all, and nothing is assigned unless every
-    check passes. The file is read only inside itself: external links and
-    external or virtual datasets are refused.
+    (In a legacy `.h5` file a nested model with a single weighted layer reads
+    as that layer renamed: it loads into a target nesting a model of its
+    name, or with `rename=` into a flat one.) A layer loads whole or not at
+    all, and nothing is assigned unless every check passes. The file is read
+    only inside itself: external links and external or virtual datasets are
+    refused.
 
     Args:
         model: a built `keras.Model` (the target).
@@ -274,7 +275,8 @@ def _transfer(groups, model, where, *, skip_mismatch, rename, require,
     source_of = _rename_function(rename)
     units = _matching.target_units(model)
     adapt = _adapt_set(model, units, adapt_input_channels)
-    models = {c.name for c in _layers.containers(model)[1:]}
+    models = {c.name: {layer.name for layer in _layers.units(c)}
+              for c in _layers.containers(model)[1:]}
     plan = _matching.plan(units, groups, source_of, models=models,
                           skip_mismatch=skip_mismatch, adapt=adapt, where=where)
     if not plan.matches:

@@ -805,36 +805,67 @@ def test_a_renamed_layer_does_not_load_into_a_layer_of_its_old_name(tmp_path):
     np.testing.assert_array_equal(target.get_layer("dense").kernel.numpy(), source.layers[0].kernel.numpy())
 
 
-@pytest.mark.parametrize("save", ["save_weights", "save"])
-def test_tf_keras_nested_model_with_one_weighted_layer_loads_into_a_nested_target(
-        tmp_path, data, save):
+def one_layer_nested(lib, base="base"):
+    """Input(4) -> nested model `base` holding one Dense `Dense_a` -> Head."""
+    inner = lib.Sequential([lib.Input((4,)), lib.layers.Dense(8, name="Dense_a")], name=base)
+    return lib.Sequential([lib.Input((4,)), inner, lib.layers.Dense(3, name="Head")])
+
+
+@pytest.mark.parametrize("writer", ["tf_keras save_weights", "tf_keras save", "keras save"])
+def test_nested_model_with_one_weighted_layer_loads_into_a_nested_target(tmp_path, data, writer):
     # tf_keras writes a nested model's group with its layers' array names:
-    # group 'base' holds 'Dense_a/kernel:0'. With a single weighted layer that
-    # reads the same as a layer 'base' renamed after it was built; a target
-    # with a nested model 'base' says which it is. (Keras' own, topological
-    # loader fills it; ours reported 'Dense_a' missing and 'base' unused.)
+    # group 'base' holds 'Dense_a/kernel:0' (Keras 3's legacy .h5 writer
+    # 'base/Dense_a/kernel'). With a single weighted layer that reads the same
+    # as a layer 'base' renamed after it was built; a target that nests a
+    # model 'base' says which. (Keras' own, topological loader fills it; ours
+    # reported 'Dense_a' missing and 'base' unused.)
     x, _ = data
-    base = tf_keras.Sequential([tf_keras.Input((4,)), tf_keras.layers.Dense(8, name="Dense_a")],
-                               name="base")
-    source = randomize_tf_keras(tf_keras.Sequential(
-        [tf_keras.Input((4,)), base, tf_keras.layers.Dense(3, name="Head")]))
+    lib, save = writer.split()
+    if lib == "tf_keras":
+        source = randomize_tf_keras(one_layer_nested(tf_keras))
+    else:
+        source = randomize(one_layer_nested(keras))
     getattr(source, save)(str(tmp_path / "w.h5"))
-    target = keras.Sequential([
-        keras.Input((4,)),
-        keras.Sequential([keras.Input((4,)), keras.layers.Dense(8, name="Dense_a")], name="base"),
-        keras.layers.Dense(3, name="Head")])
+    target = one_layer_nested(keras)
     report = kt.load_weights_by_name(target, tmp_path / "w.h5")
     assert report.loaded == {"Dense_a": "base/Dense_a", "Head": "Head"}
     assert report.how["Dense_a"] == "in 'base', by name" and not report.unused
-    np.testing.assert_allclose(predict(target, x), source.predict(x, verbose=0), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(predict(target, x), predict(source, x), rtol=1e-5, atol=1e-5)
+    # The nested model may be renamed too, as a layer is.
+    other = one_layer_nested(keras, base="backbone")
+    report = kt.load_weights_by_name(other, tmp_path / "w.h5", rename={"backbone": "base"})
+    assert report.loaded == {"Dense_a": "base/Dense_a", "Head": "Head"}
+    np.testing.assert_allclose(predict(other, x), predict(source, x), rtol=1e-5, atol=1e-5)
     # A flat target cannot tell the two readings apart: 'Dense_a' stays
     # missing (as a layer renamed after it was built stays apart from a
-    # layer of its old name, above) until rename= names the group.
+    # layer of its old name, below) until rename= names the group.
     flat = keras.Sequential([keras.Input((4,)), keras.layers.Dense(8, name="Dense_a"),
                              keras.layers.Dense(3, name="Head")])
     assert kt.load_weights_by_name(flat, tmp_path / "w.h5").missing == ("Dense_a",)
     kt.load_weights_by_name(flat, tmp_path / "w.h5", rename={"Dense_a": "base"})
-    np.testing.assert_allclose(predict(flat, x), source.predict(x, verbose=0), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(predict(flat, x), predict(source, x), rtol=1e-5, atol=1e-5)
+
+
+def test_a_group_named_for_a_nested_target_model_loads_only_into_its_layers(tmp_path):
+    # Group 'base' holding 'dense/kernel:0' (a layer renamed after it was
+    # built) beside a target that nests a model 'base' and has a new layer
+    # 'dense' outside it: 'dense' is not in 'base', so it must not take the
+    # arrays. (A review found the first version of the nested-model reading
+    # loading them.)
+    source = randomize_tf_keras(tf_keras.Sequential(
+        [tf_keras.Input((4,)), tf_keras.layers.Dense(8), tf_keras.layers.Dense(3, name="Head")]))
+    source.layers[0]._name = "base"
+    source.save_weights(str(tmp_path / "w.h5"))
+    inputs = keras.Input((4,))
+    base = keras.Sequential([keras.Input((4,)), keras.layers.Dense(8, name="Dense_a")], name="base")
+    new = keras.layers.Dense(8, name="dense")
+    target = keras.Model(inputs, keras.layers.Dense(3, name="Head")(
+        keras.layers.Add()([base(inputs), new(inputs)])))
+    before = new.kernel.numpy().copy()
+    report = kt.load_weights_by_name(target, tmp_path / "w.h5")
+    assert report.loaded == {"Head": "Head"}
+    assert sorted(report.missing) == ["Dense_a", "dense"] and report.unused == ("base",)
+    np.testing.assert_array_equal(new.kernel.numpy(), before)
 
 
 def tokens_model(lib, name):
