@@ -307,7 +307,7 @@ def run():
 
 
 def _display_name(dataset):
-    """The data set as its authors write it (the flag is tfds' lower-case name)."""
+    """MNIST and Fashion-MNIST as their authors write them; other tfds names as given."""
     return {"mnist": "MNIST", "fashion_mnist": "Fashion-MNIST"}.get(dataset, dataset)
 
 
