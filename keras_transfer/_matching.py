@@ -262,7 +262,9 @@ def _find_sources(units, groups, source_of, models, where):
     inside = _inside_nested_groups(pending, [g for g in left if _nested(g)], source_of)
     # One layer's arrays in the group of a nested model of the target: that
     # model holding one weighted layer, for the layers in it only.
-    members = {source_of(name): held for name, held in models.items()}
+    members = collections.defaultdict(set)  # rename= may map two models to one
+    for name, held in models.items():
+        members[source_of(name)] |= held
     for group in left:
         if not _nested(group) and group.name in members:
             held = [u for u in pending if u.name in members[group.name]]

@@ -836,6 +836,14 @@ def test_nested_model_with_one_weighted_layer_loads_into_a_nested_target(tmp_pat
     report = kt.load_weights_by_name(other, tmp_path / "w.h5", rename={"backbone": "base"})
     assert report.loaded == {"Dense_a": "base/Dense_a", "Head": "Head"}
     np.testing.assert_allclose(predict(other, x), predict(source, x), rtol=1e-5, atol=1e-5)
+    # Two nested models renamed to one group: each offers its own layers.
+    inputs = keras.Input((4,))
+    towers = [keras.Sequential([keras.Input((4,)), keras.layers.Dense(8, name=n)], name=t)
+              for t, n in (("left", "Dense_a"), ("right", "Other"))]
+    two = keras.Model(inputs, keras.layers.Add()([t(inputs) for t in towers]))
+    report = kt.load_weights_by_name(two, tmp_path / "w.h5",
+                                     rename={"left": "base", "right": "base"})
+    assert report.loaded == {"Dense_a": "base/Dense_a"} and report.missing == ("Other",)
     # A flat target cannot tell the two readings apart: 'Dense_a' stays
     # missing (as a layer renamed after it was built stays apart from a
     # layer of its old name, below) until rename= names the group.
