@@ -258,17 +258,20 @@ def _find_sources(units, groups, source_of, models, where):
              [(a, relative(a.name, group_name)) for a in group.arrays])
         claimed.add(group_name)
     pending = [u for u in layers if u.name not in found and u.name not in problems]
-    left = [g for g in by_name.values() if g.name not in claimed]
-    inside = _inside_nested_groups(pending, [g for g in left if _nested(g)], source_of)
-    # One layer's arrays in the group of a nested model of the target: that
-    # model holding one weighted layer, for the layers in it only.
     members = collections.defaultdict(set)  # rename= may map two models to one
     for name, held in models.items():
         members[source_of(name)] |= held
-    for group in left:
-        if not _nested(group) and group.name in members:
-            held = [u for u in pending if u.name in members[group.name]]
-            for name, hits in _inside_nested_groups(held, [group], source_of).items():
+    inside = collections.defaultdict(list)
+    for group in by_name.values():
+        if group.name in claimed:
+            continue
+        # A nested model's group is open to every pending layer; one layer's
+        # arrays in the group of a nested model of the target (a model
+        # holding one weighted layer) only to the layers in that model.
+        offered = pending if _nested(group) else [
+            u for u in pending if u.name in members.get(group.name, ())]
+        if offered:
+            for name, hits in _inside_nested_group(offered, group, source_of).items():
                 inside[name].extend(hits)
     rivals = collections.Counter(normalize(source_of(u.name)) for u in pending)
     taken = set()
@@ -326,9 +329,9 @@ def _nested(group):
     return len(layers) > 1
 
 
-def _inside_nested_groups(units, groups, source_of):
-    """unit name -> [(group, Array, layer name, name after it)]: the arrays of
-    `groups` whose names hold the unit's (source) name. A nested model's group
+def _inside_nested_group(units, group, source_of):
+    """unit name -> [(group name, Array, layer name, name after it)]: the
+    arrays of `group` whose names hold the unit's (source) name. A nested model's group
     in a tf_keras file holds `Dense_a/kernel`, in a Keras 3 file
     `base/Dense_a/kernel`. Each array goes to the unit with the longest
     matching name: `Conv/BatchNorm/gamma` to `conv_bn`, not to `conv`."""
@@ -336,22 +339,21 @@ def _inside_nested_groups(units, groups, source_of):
     for unit in units:
         wanted[normalize(source_of(unit.name))].append(unit)
     found = collections.defaultdict(list)
-    for group in groups:
-        own = group.name.split("/")
-        for array in group.arrays:
-            parts = array.name.split("/")
-            starts = [0] + [k + len(own) for k in range(len(parts))
-                            if parts[k:k + len(own)] == own]
-            best = None
-            for j in starts:
-                for i in range(j + 1, len(parts)):
-                    layer = "/".join(parts[j:i])
-                    if normalize(layer) in wanted and (best is None or i - j > best[1] - best[0]):
-                        best = (j, i, layer)
-            if best:
-                j, i, layer = best
-                for unit in wanted[normalize(layer)]:
-                    found[unit.name].append((group.name, array, layer, "/".join(parts[i:])))
+    own = group.name.split("/")
+    for array in group.arrays:
+        parts = array.name.split("/")
+        starts = [0] + [k + len(own) for k in range(len(parts))
+                        if parts[k:k + len(own)] == own]
+        best = None
+        for j in starts:
+            for i in range(j + 1, len(parts)):
+                layer = "/".join(parts[j:i])
+                if normalize(layer) in wanted and (best is None or i - j > best[1] - best[0]):
+                    best = (j, i, layer)
+        if best:
+            j, i, layer = best
+            for unit in wanted[normalize(layer)]:
+                found[unit.name].append((group.name, array, layer, "/".join(parts[i:])))
     return found
 
 
