@@ -271,7 +271,8 @@ def _find_sources(units, groups, source_of, models, where):
         offered = pending if _nested(group) else [
             u for u in pending if u.name in members.get(group.name, ())]
         if offered:
-            for name, hits in _inside_nested_group(offered, group, source_of).items():
+            for name, hits in _inside_nested_group(offered, group, source_of,
+                                                   models=members).items():
                 inside[name].extend(hits)
     rivals = collections.Counter(normalize(source_of(u.name)) for u in pending)
     taken = set()
@@ -329,21 +330,29 @@ def _nested(group):
     return len(layers) > 1
 
 
-def _inside_nested_group(units, group, source_of):
+def _inside_nested_group(units, group, source_of, models=()):
     """unit name -> [(group name, Array, layer name, name after it)]: the
     arrays of `group` whose names hold the unit's (source) name. A nested model's group
     in a tf_keras file holds `Dense_a/kernel`, in a Keras 3 file
-    `base/Dense_a/kernel`. Each array goes to the unit with the longest
-    matching name: `Conv/BatchNorm/gamma` to `conv_bn`, not to `conv`."""
+    `base/Dense_a/kernel`, or, for a model `block` nested in `base`,
+    `block/Dense_a/kernel` (Keras 3 names a variable by the models it was
+    built in). So a layer's name is looked for at the start, after the
+    group's own name, and after the (source) name of any model in `models`,
+    the target's nested models; not after any other part, where `conv` would
+    take the arrays of a Keras 2 layer `conv1/conv`. Each array goes to the
+    unit with the longest matching name: `Conv/BatchNorm/gamma` to `conv_bn`,
+    not to `conv`."""
     wanted = collections.defaultdict(list)
     for unit in units:
         wanted[normalize(source_of(unit.name))].append(unit)
+    boundaries = {normalize(name) for name in models}
     found = collections.defaultdict(list)
     own = group.name.split("/")
     for array in group.arrays:
         parts = array.name.split("/")
         starts = [0] + [k + len(own) for k in range(len(parts))
                         if parts[k:k + len(own)] == own]
+        starts += [k + 1 for k in range(len(parts) - 1) if normalize(parts[k]) in boundaries]
         best = None
         for j in starts:
             for i in range(j + 1, len(parts)):

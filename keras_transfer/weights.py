@@ -145,7 +145,9 @@ def load_weights_by_name(
     first, whatever the current `trainable` flags), with every shape checked.
     (In a legacy `.h5` file a nested model with a single weighted layer reads
     as that layer renamed: it loads into a target nesting a model of its
-    name, or with `rename=` into a flat one.) A layer loads whole or not at
+    name, or with `rename=` into a flat one. Keras 3 writes `block/Dense_a/kernel`
+    for a model `block` nested in one: it loads into a target nesting a
+    model `block` too.) A layer loads whole or not at
     all, and nothing is assigned unless every check passes. The file is read
     only inside itself: external links and external or virtual datasets are
     refused.

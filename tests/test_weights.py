@@ -876,6 +876,62 @@ def test_a_group_named_for_a_nested_target_model_loads_only_into_its_layers(tmp_
     np.testing.assert_array_equal(new.kernel.numpy(), before)
 
 
+def two_deep(lib, block="block"):
+    """Input(4) -> model `inner` nesting a Sequential `block` (Dense_a, Dense_b) -> Head."""
+    layers = [lib.layers.Dense(8, name="Dense_a"), lib.layers.Dense(6, name="Dense_b")]
+    inputs = lib.Input((4,))
+    inner = lib.Model(inputs, lib.Sequential([lib.Input((4,)), *layers], name=block)(inputs),
+                      name="inner")
+    inputs = lib.Input((4,))
+    return lib.Model(inputs, lib.layers.Dense(3, name="Head")(inner(inputs)))
+
+
+@pytest.mark.parametrize("writer", ["tf_keras save_weights", "tf_keras save", "keras save"])
+def test_a_model_nested_two_deep_loads_by_name(tmp_path, data, writer):
+    # Keras 3's legacy .h5 writer names a variable by the models it was built
+    # in: group 'inner' holds 'block/Dense_a/kernel' (tf_keras: 'Dense_a/kernel:0').
+    # Found by porting Keras' nested-model cases: the layers were reported
+    # missing and kept their initial values.
+    x, _ = data
+    lib, save = writer.split()
+    source = (randomize_tf_keras(two_deep(tf_keras)) if lib == "tf_keras"
+              else randomize(two_deep(keras)))
+    getattr(source, save)(str(tmp_path / "w.h5"))
+    target = two_deep(keras)
+    report = kt.load_weights_by_name(target, tmp_path / "w.h5")
+    assert report.loaded == {"Dense_a": "inner/Dense_a", "Dense_b": "inner/Dense_b",
+                             "Head": "Head"}
+    assert not report.missing and not report.unused
+    np.testing.assert_allclose(predict(target, x), predict(source, x), rtol=1e-5, atol=1e-5)
+    # The middle model renamed: rename= names it, as it names a layer.
+    other = two_deep(keras, block="tower")
+    kt.load_weights_by_name(other, tmp_path / "w.h5", rename={"tower": "block"})
+    np.testing.assert_allclose(predict(other, x), predict(source, x), rtol=1e-5, atol=1e-5)
+
+
+def test_a_layer_name_inside_another_layers_name_is_not_a_match(tmp_path):
+    # A layer's name is looked for after the target's nested models' names,
+    # not after any part of an array's name: tf_keras' 'block/Conv' (names
+    # with '/', as its DenseNet and MobileNetV3 have) is not the layer 'Conv'.
+    layer = tf_keras.layers.Dense(4, name="block/Conv")
+    source = randomize_tf_keras(tf_keras.Sequential(
+        [tf_keras.Input((4,)), tf_keras.Sequential([tf_keras.Input((4,)), layer], name="base"),
+         tf_keras.layers.Dense(2, name="Head")]))
+    source.save(str(tmp_path / "w.h5"))
+    with h5py.File(tmp_path / "w.h5", "r") as f:
+        assert [text(n) for n in f["model_weights/base"].attrs["weight_names"]] == [
+            "block/Conv/kernel:0", "block/Conv/bias:0"]
+    conv = keras.layers.Dense(4, name="Conv")
+    target = keras.Sequential([keras.Input((4,)),
+                               keras.Sequential([keras.Input((4,)), conv], name="base"),
+                               keras.layers.Dense(2, name="Head")])
+    before = conv.kernel.numpy().copy()
+    report = kt.load_weights_by_name(target, tmp_path / "w.h5")
+    assert report.loaded == {"Head": "Head"}
+    assert report.missing == ("Conv",) and report.unused == ("base",)
+    np.testing.assert_array_equal(conv.kernel.numpy(), before)
+
+
 def tokens_model(lib, name):
     """A subclassed model (tf_keras or Keras 3) that holds a weight itself, a
     class token, beside its layer."""
