@@ -2,6 +2,7 @@
 serialization inside an optimizer, and its composition with the phase schedule
 and with per-group rates."""
 
+import json
 import math
 
 import keras
@@ -9,6 +10,7 @@ import numpy as np
 import pytest
 
 import keras_transfer as kt
+from keras_transfer.learning_rates import ScaledLearningRate
 from helpers import randomize, tiny_model
 
 LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
@@ -150,3 +152,92 @@ def test_groups_run_the_cycle_scaled_on_their_own_steps(data):
         top = by_hand(step, 1e-2, 8, 0.3, 5.0, 1e3)
         assert rates == pytest.approx({"head": top, "group_1": 0.1 * top,
                                        "group_0": 0.01 * top}, rel=1e-5), step
+
+
+# Ports of Keras 3's LearningRateSchedule tests
+# (keras/src/optimizers/schedules/learning_rate_schedule_test.py), and of
+# fastai's fit_one_cycle integration test.
+
+CYCLE = dict(max_learning_rate=2e-2, total_steps=30, pct_start=0.4, div=8.0, final_div=300.0)
+
+
+@pytest.mark.parametrize("make", [
+    lambda: kt.OneCycle(**CYCLE),
+    lambda: kt.PhaseLearningRate(kt.OneCycle(**CYCLE), start_step=7),
+    lambda: ScaledLearningRate(kt.OneCycle(**CYCLE), factor=0.1),
+], ids=["one_cycle", "phase", "scaled"])
+def test_config_and_serialization_round_trips(make):
+    # Port of Keras' test_config (run_class_serialization_test): get_config ->
+    # from_config, and serialize -> JSON -> deserialize without custom_objects,
+    # give the same class, config and attributes, and the same rates.
+    schedule = make()
+    config = schedule.get_config()
+    for revived in (
+            type(schedule).from_config(json.loads(json.dumps(config))),
+            keras.optimizers.schedules.deserialize(
+                json.loads(json.dumps(keras.optimizers.schedules.serialize(schedule))))):
+        assert type(revived) is type(schedule)
+        assert json.dumps(revived.get_config(), sort_keys=True) == json.dumps(config,
+                                                                               sort_keys=True)
+        assert set(dir(revived)) == set(dir(schedule))
+        for step in (0, 5, 12, 29, 40):
+            assert rate(revived, step) == rate(schedule, step), step
+    # The config holds the values given, not defaults: every rate depends on them.
+    cycle = schedule if isinstance(schedule, kt.OneCycle) else schedule.learning_rate
+    assert cycle.get_config() == CYCLE
+
+
+def test_the_step_can_be_an_int_a_float_an_array_a_tensor_or_a_variable():
+    # Port of Keras' test_continuous, test_variables and test_staircase
+    # (a variable step assigned in turn): every kind of step gives the same
+    # float32 rate, and a fractional step lies on the curve between its
+    # neighbours (the schedule is continuous, as the formula).
+    cycle = kt.OneCycle(**CYCLE)
+    step = keras.optimizers.SGD(cycle).iterations  # the variable an optimizer passes
+    for s in (0, 3, 12, 13, 29, 30, 50):
+        expected = by_hand(s, 2e-2, 30, 0.4, 8.0, 300.0)
+        step.assign(s)
+        values = [cycle(s), cycle(float(s)), cycle(np.int64(s)), cycle(np.float32(s)),
+                  cycle(keras.ops.convert_to_tensor(s, "int32")), cycle(step)]
+        for value in values:
+            assert keras.backend.standardize_dtype(value.dtype) == "float32"
+            assert float(keras.ops.convert_to_numpy(value)) == pytest.approx(expected,
+                                                                              rel=1e-5), s
+    for s in (3.5, 12.25, 20.5):
+        assert rate(cycle, s) == pytest.approx(
+            by_hand(s, 2e-2, 30, 0.4, 8.0, 300.0), rel=1e-5), s
+        assert rate(cycle, s) not in (rate(cycle, math.floor(s)), rate(cycle, math.ceil(s)))
+
+
+def test_numpy_and_float64_arguments_give_a_json_config_and_float32_rates():
+    # Port of Keras' test_float64 (CosineDecay with an np.float64 rate):
+    # numpy scalars are taken, the config holds plain Python numbers (JSON),
+    # and the rates are float32 and the same as with Python numbers.
+    cycle = kt.OneCycle(np.float64(2e-2), total_steps=np.int64(30), pct_start=np.float32(0.4),
+                        div=np.int32(8), final_div=np.float64(300.0))
+    config = cycle.get_config()
+    assert {name: type(value) for name, value in config.items()} == {
+        "max_learning_rate": float, "total_steps": int, "pct_start": float, "div": float,
+        "final_div": float}
+    json.dumps(config)
+    plain = kt.OneCycle(**CYCLE)
+    for s in (0, 12, 29):
+        value = cycle(s)
+        assert keras.backend.standardize_dtype(value.dtype) == "float32"
+        assert rate(cycle, s) == pytest.approx(rate(plain, s), rel=1e-6)
+
+
+def test_training_on_a_one_cycle_makes_the_model_better():
+    # Port of fastai's fit_one_cycle integration test ("training a few epochs
+    # should make the model better"), on least squares where the noise floor
+    # is known (0.25): 2 epochs on a one-cycle below the stable bound reach it.
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(512, 8)).astype("float32")
+    y = x @ rng.normal(size=(8, 1)).astype("float32") + 0.5 * rng.normal(
+        size=(512, 1)).astype("float32")
+    model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(1)])
+    model.compile(optimizer=keras.optimizers.SGD(kt.OneCycle(0.3, total_steps=16)), loss="mse")
+    initial = model.evaluate(x, y, verbose=0)
+    model.fit(x, y, batch_size=64, epochs=2, verbose=0)
+    final = model.evaluate(x, y, verbose=0)
+    assert initial > 2.0 and final < 0.3

@@ -213,3 +213,213 @@ def test_mixed_precision_the_finder_sweeps_the_inner_optimizer_and_puts_it_back(
             np.testing.assert_array_equal(a, b.numpy())
     finally:
         keras.mixed_precision.set_global_policy("float32")
+
+
+# Ports of PyTorch Lightning's LR-finder tests
+# (tests/tests_pytorch/tuner/test_lr_finder.py).
+
+
+def square_model(optimizer):
+    """y = w x with w = 1 and x = 1, MSE against 0: the loss is w**2, its gradient 2 w."""
+    model = keras.Sequential([keras.Input((1,)),
+                              keras.layers.Dense(1, use_bias=False, kernel_initializer="ones")])
+    model.compile(optimizer=optimizer, loss="mse")
+    return model
+
+
+def square_batch():
+    return np.ones((4, 1), "float32"), np.zeros((4, 1), "float32")
+
+
+def test_a_fresh_model_comes_back_unbuilt_and_nothing_is_written(data, tmp_path, monkeypatch):
+    # Port of Lightning's test_model_reset_correctly: the weights of a model
+    # that never trained are put back, and no temporary file is left behind.
+    monkeypatch.chdir(tmp_path)
+    x, y = data
+    model = bn_dropout_model()
+    optimizer = model.optimizer
+    before = state_of(model)
+    curve = kt.find_learning_rate(model, (x, y), batch_size=16, num_steps=10, end_lr=1e6)
+    assert len(curve.learning_rates) >= 3  # it trained
+    after = state_of(model)
+    assert [p for p, _ in after] == [p for p, _ in before]
+    for (path, a), (_, b) in zip(before, after):
+        np.testing.assert_array_equal(a, b, err_msg=path)
+    assert model.optimizer is optimizer and not optimizer.built
+    assert model.train_function is None
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_rates_recorded_are_the_rates_applied_and_stay_in_the_range():
+    # Port of Lightning's test_lr_candidates_between_min_and_max (and of its
+    # exponential mode): every rate lies in [start_lr, end_lr), the first is
+    # start_lr, each the previous times (end_lr / start_lr) ** (1 / num_steps),
+    # and it is the rate the step trained at: on the loss w**2, plain SGD
+    # makes w' = w (1 - 2 lr).
+    start, end = 1e-3, 0.45
+    model = square_model(keras.optimizers.SGD(0.1))
+    curve = kt.find_learning_rate(model, square_batch(), start_lr=start, end_lr=end,
+                                  num_steps=10, batch_size=4)
+    rates = np.asarray(curve.learning_rates)
+    assert len(rates) == 10 and not curve.stopped_early
+    assert rates[0] == pytest.approx(start, rel=1e-6)
+    assert all(start * (1 - 1e-6) <= r < end for r in rates)
+    np.testing.assert_allclose(rates[1:] / rates[:-1], (end / start) ** 0.1, rtol=1e-5)
+    w = np.sqrt(curve.raw_losses)  # w stays positive: 1 - 2 lr > 0.1 at every step
+    np.testing.assert_allclose(w[1:], w[:-1] * (1 - 2 * rates[:-1]), rtol=1e-5)
+
+
+def test_the_sweep_takes_exactly_num_steps_batches():
+    # Port of Lightning's test_lr_finder_ends_before_num_training: no step
+    # past num_steps. A one-shot iterator of exactly num_steps batches is
+    # enough (an eleventh draw would be refused as running out), and all of
+    # them are used.
+    batches = iter([square_batch()] * 10)
+    curve = kt.find_learning_rate(square_model("sgd"), batches, start_lr=1e-4, end_lr=1e-2,
+                                  num_steps=10)
+    assert len(curve.learning_rates) == len(curve.raw_losses) == 10
+    assert next(batches, None) is None
+
+
+def test_the_sweep_runs_the_model_optimizer_kind_and_config_from_fresh_slots():
+    # Port of Lightning's test_call_to_trainer_method (the finder with
+    # another optimizer than SGD). The sweep trains with SGD with the model's
+    # momentum, from a zero momentum slot although the model's own slot is not
+    # zero: w2 = w1 + m', m' = 0.9 m - lr 2 w1.
+    model = square_model(keras.optimizers.SGD(0.1, momentum=0.9))
+    model.fit(*square_batch(), batch_size=4, epochs=1, verbose=0)  # slot now -0.2
+    model.layers[0].kernel.assign(np.ones((1, 1), "float32"))
+    slot = [v for v in model.optimizer.variables if "momentum" in v.path]
+    assert len(slot) == 1 and float(slot[0].numpy().ravel()[0]) == pytest.approx(-0.2)
+    curve = kt.find_learning_rate(model, square_batch(), start_lr=1e-3, end_lr=1e-1,
+                                  num_steps=10, batch_size=4)
+    w, momentum, expected = 1.0, 0.0, []
+    for rate in curve.learning_rates:
+        expected.append(w * w)
+        momentum = 0.9 * momentum - rate * 2 * w
+        w += momentum
+    np.testing.assert_allclose(curve.raw_losses, expected, rtol=1e-5)
+    assert float(slot[0].numpy().ravel()[0]) == pytest.approx(-0.2)  # the model's untouched
+
+
+def test_repeated_calls_give_the_same_curve(data):
+    # Port of Lightning's test_multiple_lr_find_calls_gives_same_results: the
+    # restore leaves nothing (weights, slots, dropout seeds) that changes the
+    # next run.
+    x, y = data
+    model = bn_dropout_model()
+    model.fit(x, y, batch_size=16, epochs=1, verbose=0)
+    curves = [kt.find_learning_rate(model, (x, y), batch_size=16, num_steps=30, end_lr=1e3)
+              for _ in range(3)]
+    assert len(curves[0].learning_rates) > 10
+    for curve in curves[1:]:
+        for field in ("learning_rates", "losses", "raw_losses"):
+            np.testing.assert_array_equal(getattr(curve, field), getattr(curves[0], field))
+        assert (curve.suggestion, curve.valley, curve.steepest, curve.minimum,
+                curve.stopped_early) == (curves[0].suggestion, curves[0].valley,
+                                         curves[0].steepest, curves[0].minimum,
+                                         curves[0].stopped_early)
+
+
+def test_the_divergence_threshold_sets_where_the_sweep_stops():
+    # Port of Lightning's test_accumulation_and_early_stopping: with the
+    # threshold out of reach, the sweep runs every step; with a given
+    # threshold it stops at the first smoothed loss above threshold times the
+    # lowest so far, and a higher threshold runs on along the same curve.
+    x, y, bound = least_squares(0)
+    model = linear_model()
+    calm = kt.find_learning_rate(model, (x, y), batch_size=64, start_lr=1e-4,
+                                 end_lr=bound / 4, num_steps=30)
+    assert len(calm.learning_rates) == 30 and not calm.stopped_early
+    low = kt.find_learning_rate(model, (x, y), batch_size=64, diverge=4.0)
+    high = kt.find_learning_rate(model, (x, y), batch_size=64, diverge=1e3)
+    assert low.stopped_early and high.stopped_early
+    assert len(high.losses) > len(low.losses)
+    np.testing.assert_array_equal(high.losses[:len(low.losses)], low.losses)
+    losses = high.losses
+    assert not (losses[-1] <= 1e3 * min(losses))  # > 1000x the lowest, or not finite
+    assert all(value <= 1e3 * min(losses[:i + 1]) for i, value in enumerate(losses[:-1]))
+
+
+def batches_with_nan_at(step, n=10):
+    """Least-squares batches of 64; the one drawn at `step` holds NaN inputs."""
+    x, y, _ = least_squares(0, n=64 * n)
+    batches = [(x[i:i + 64], y[i:i + 64]) for i in range(0, 64 * n, 64)]
+    batches[step] = (np.full_like(batches[step][0], np.nan), batches[step][1])
+    return batches
+
+
+def test_a_loss_that_turns_nan_is_recorded_but_not_suggested_from():
+    # Port of Lightning's test_suggestion_with_non_finite_values: the sweep
+    # stops at a NaN loss, which stays on the curve, and the three rules read
+    # only the finite losses before it. (The curve is short, so no end is cut.)
+    model = linear_model()
+    before = state_of(model)
+    curve = kt.find_learning_rate(model, batches_with_nan_at(6), start_lr=1e-4, end_lr=1e-2,
+                                  num_steps=10)
+    assert len(curve.learning_rates) == 7 and curve.stopped_early
+    assert np.isnan(curve.losses[-1]) and np.isfinite(curve.losses[:-1]).all()
+    rates, losses = np.asarray(curve.learning_rates[:6]), np.asarray(curve.losses[:6])
+    assert curve.minimum == pytest.approx(rates[np.argmin(losses)] / 10, rel=1e-9)
+    slopes = np.diff(losses) / np.diff(np.log(rates))
+    assert curve.steepest == pytest.approx(rates[np.argmin(slopes)], rel=1e-9)
+    assert rates[0] <= curve.valley <= rates[-1]
+    for (path, a), (_, b) in zip(before, state_of(model)):  # NaN weights put back
+        np.testing.assert_array_equal(a, b, err_msg=path)
+
+
+@pytest.mark.parametrize("step", [0, 1])
+def test_too_few_finite_losses_to_suggest_from_is_an_error_and_the_model_is_restored(step):
+    # Port of Lightning's test_suggestion_not_enough_finite_points and
+    # test_lr_attribute_when_suggestion_invalid: with fewer than two finite
+    # losses there is no suggestion; the finder says so, and the model is as
+    # before (two finite losses are enough: the test above).
+    model = linear_model()
+    model.fit(*least_squares(1, n=64)[:2], batch_size=64, epochs=1, verbose=0)
+    before = state_of(model)
+    with pytest.raises(kt.ArgumentError, match=f"not finite from step {step + 1} on"):
+        kt.find_learning_rate(model, batches_with_nan_at(step), num_steps=10)
+    for (path, a), (_, b) in zip(before, state_of(model)):
+        np.testing.assert_array_equal(a, b, err_msg=path)
+
+
+def test_an_error_during_the_sweep_still_puts_everything_back(data):
+    # Port of Lightning's test_lr_finder_checkpoint_cleanup_on_error: a
+    # failure after some steps have trained propagates, and the model, its
+    # optimizer and its train function are as before.
+    x, y = data
+    model = bn_dropout_model()
+    model.fit(x, y, batch_size=16, epochs=1, verbose=0)
+    optimizer, train_function = model.optimizer, model.train_function
+    before = state_of(model)
+
+    def failing():
+        for start in (0, 16, 32):
+            yield x[start:start + 16], y[start:start + 16] * 0 + 2
+        raise RuntimeError("Intentional failure")
+
+    with pytest.raises(RuntimeError, match="Intentional failure"):
+        kt.find_learning_rate(model, failing(), end_lr=1e6, start_lr=1.0)
+    for (path, a), (_, b) in zip(before, state_of(model)):
+        np.testing.assert_array_equal(a, b, err_msg=path)
+    assert model.optimizer is optimizer and model.train_function is train_function
+
+
+@pytest.mark.parametrize("bad", [dict(method="slide"), dict(diverge=1.0), dict(smoothing=1.0),
+                                 dict(start_lr=1e-2, end_lr=1e-3), dict(num_steps=9)])
+def test_a_bad_setting_fails_before_any_batch_is_drawn(data, bad):
+    # Port of Lightning's test_lr_finder_fails_fast_on_bad_config: the
+    # arguments are checked before the sweep draws data or builds anything.
+    x, y = data
+    drawn = []
+
+    def batches():
+        while True:
+            drawn.append(1)
+            yield x[:16], y[:16]
+
+    model = bn_dropout_model()
+    with pytest.raises(kt.ArgumentError):
+        kt.find_learning_rate(model, batches(), **bad)
+    assert drawn == []
+    assert not model.optimizer.built and model.train_function is None
