@@ -111,7 +111,9 @@ def find_learning_rate(model, data, *, start_lr=1e-7, end_lr=10.0, num_steps=100
     (i / num_steps)`, with a fresh optimizer of the model's kind and config
     over what is trainable now (freeze the base first to find the head's
     rate). The test stops after `num_steps` steps, or as soon as the smoothed
-    loss exceeds `diverge` times its lowest value or is not finite. Then the
+    loss exceeds `diverge` times its lowest value (while that is positive:
+    for a loss that goes to 0 or below, such as cosine similarity, only a
+    loss that is not finite stops it) or is not finite. Then the
     model's variables, metrics, optimizer and train function are put back as
     they were (see the module docstring).
 
@@ -144,7 +146,7 @@ def find_learning_rate(model, data, *, start_lr=1e-7, end_lr=10.0, num_steps=100
         batch_size: the batch size for array data.
         smoothing: the moving average's factor, in [0, 1).
         diverge: stop when the smoothed loss exceeds this times its lowest
-            value (> 1).
+            value (> 1), if that is positive.
         method: `"minimum"`, `"valley"` or `"steepest"`: which rule's rate
             `suggestion` holds.
         plot_to: if given, the curve is also written to this PNG.
@@ -189,7 +191,7 @@ def find_learning_rate(model, data, *, start_lr=1e-7, end_lr=10.0, num_steps=100
             raw.append(loss)
             smoothed.append(value)
             best = min(best, value)
-            if not math.isfinite(value) or value > diverge * best:
+            if not math.isfinite(value) or _diverged(value, best, diverge):
                 break
     finally:
         _restore_state(model, saved)
@@ -335,6 +337,18 @@ def _compiled_parts(model):
     """
     parts = (getattr(model, "_compile_loss", None), getattr(model, "_compile_metrics", None))
     return [part for part in parts if part is not None and hasattr(part, "built")]
+
+
+def _diverged(value, best, diverge):
+    """`value` above `diverge` times `best`, for a positive `best` only.
+
+    fastai's and Lightning's rule, `value > diverge * best`, assumes a loss
+    bounded below by 0: it stops a negative loss (cosine similarity, a
+    shifted loss) at its first step. A ratio has no meaning there, nor does
+    any other threshold on a loss whose zero is arbitrary, so such a sweep
+    runs on until the loss is not finite or `num_steps` is reached.
+    """
+    return best > 0 and value > diverge * best
 
 
 def _curve(rates, smoothed, raw, method, stopped_early):

@@ -341,6 +341,35 @@ def test_the_divergence_threshold_sets_where_the_sweep_stops():
     assert all(value <= 1e3 * min(losses[:i + 1]) for i, value in enumerate(losses[:-1]))
 
 
+def test_a_loss_that_goes_negative_is_swept_to_a_stable_rate():
+    # The stop rule of fastai and Lightning, loss > diverge * lowest, stopped a
+    # negative loss (cosine similarity, or a shifted loss) at its first step,
+    # and the finder then blamed a loss that was "not finite". A ratio means
+    # nothing for such a loss: the sweep goes on until the loss is not finite
+    # (or num_steps), along the same path as the unshifted loss.
+    x, y, bound = least_squares(0)
+    reference = linear_model()
+    plain = kt.find_learning_rate(reference, (x, y), batch_size=64)
+    model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(1)])
+    model.set_weights(reference.get_weights())  # the same start
+    model.compile(optimizer=keras.optimizers.SGD(0.1),
+                  loss=lambda t, p: keras.ops.mean((t - p) ** 2) - 1e3)
+    shifted = kt.find_learning_rate(model, (x, y), batch_size=64)
+    assert min(shifted.losses) < 0 and shifted.stopped_early
+    assert not np.isfinite(shifted.losses[-1]) and np.isfinite(shifted.losses[:-1]).all()
+    steps = len(plain.losses)
+    assert len(shifted.losses) > steps
+    np.testing.assert_allclose(np.asarray(shifted.losses[:steps]) + 1e3, plain.losses,
+                               rtol=1e-3, atol=1e-2)
+    assert bound / 20 < shifted.suggestion < bound / 2  # as for the plain loss
+    # A loss Keras ships that is negative by design, and bounded: every step.
+    model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(4)])
+    model.compile(optimizer=keras.optimizers.SGD(0.1), loss="cosine_similarity")
+    curve = kt.find_learning_rate(model, (x, np.repeat(y, 4, axis=1)), batch_size=64)
+    assert min(curve.losses) < 0 and len(curve.losses) == 100 and not curve.stopped_early
+    assert 1e-7 <= curve.suggestion < 10
+
+
 def batches_with_nan_at(step, n=10):
     """Least-squares batches of 64; the one drawn at `step` holds NaN inputs."""
     x, y, _ = least_squares(0, n=64 * n)
