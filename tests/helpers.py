@@ -29,3 +29,17 @@ def randomize(model, seed=1):
             value = np.abs(value) + 0.5
         v.assign(value)
     return model
+
+
+class Interrupt(keras.callbacks.Callback):
+    """Stops `fit` with KeyboardInterrupt right after epoch `at` ends (a
+    `BackupAndRestore` listed before it has backed that epoch up), as a
+    killed process would stop."""
+
+    def __init__(self, at):
+        super().__init__()
+        self.at = at
+
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch == self.at:
+            raise KeyboardInterrupt

@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 
 import keras_transfer as kt
+from helpers import Interrupt
 from keras_transfer import comparison
 
 
@@ -16,18 +17,6 @@ def test_plotting_an_arm_without_validation_is_a_transfer_error(tmp_path):
     del arms["scratch"]
     comparison.plot_comparison(arms, 1, tmp_path / "plot.png")
     assert (tmp_path / "plot.png").read_bytes()[:4] == b"\x89PNG"
-
-
-class Interrupt(keras.callbacks.Callback):
-    """Stops the process' fit with an error right after epoch `at` is backed up."""
-
-    def __init__(self, at):
-        super().__init__()
-        self.at = at
-
-    def on_epoch_end(self, epoch, logs=None):
-        if epoch == self.at:
-            raise KeyboardInterrupt
 
 
 def dropout_model():

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 import keras_transfer as kt
-from helpers import tiny_base, tiny_model
+from helpers import randomize, tiny_base, tiny_model
 
 
 def trainable_names(model):
@@ -92,3 +92,118 @@ def test_trainable_summary_counts_parameters():
     assert rows["Bn"][2:] == ["16", "16"]
     assert rows["base"][2:] == ["70", "56"]
     assert rows["total"][1:] == ["91", "56"]
+
+
+# -- Ports of Lightning's fine-tuning callback tests ---------------------------
+
+
+# Port of Lightning's test_freeze_unfreeze_function
+# (tests/tests_pytorch/callbacks/test_finetuning_callback.py). Lightning's
+# `freeze(train_bn=False)` stops BatchNorm tracking statistics, `make_trainable`
+# starts it again, and freezing a list freezes the listed modules only. Here a
+# frozen BatchNormalization must run in inference mode even when called with
+# training=True, exactly as one frozen by hand in plain Keras does.
+def test_frozen_batchnorm_runs_in_inference_mode_like_plain_keras(data):
+    x, _ = data
+    ours, by_hand = randomize(tiny_model()), randomize(tiny_model())
+    start = ours.get_layer("Bn").moving_mean.numpy().copy()
+
+    def outputs(model, training):
+        return keras.ops.convert_to_numpy(model(x, training=training))
+
+    kt.freeze(ours)
+    by_hand.trainable = False
+    np.testing.assert_allclose(outputs(ours, True), outputs(by_hand, True), rtol=1e-6)
+    np.testing.assert_allclose(outputs(ours, True), outputs(ours, False), rtol=1e-6)
+    np.testing.assert_array_equal(ours.get_layer("Bn").moving_mean.numpy(), start)
+
+    # unfrozen without train_batchnorm: the Dense layers train, BN stays in inference mode
+    kt.unfreeze(ours)
+    assert trainable_names(ours) == ["Dense_a", "Dense_b", "Head"]
+    np.testing.assert_allclose(outputs(ours, True), outputs(ours, False), rtol=1e-6)
+    np.testing.assert_array_equal(ours.get_layer("Bn").moving_mean.numpy(), start)
+
+    # with train_batchnorm: batch statistics and moving-average updates, as plain Keras
+    kt.unfreeze(ours, train_batchnorm=True)
+    by_hand.trainable = True
+    trained = outputs(ours, True)  # one training call each: it moves the averages
+    np.testing.assert_allclose(trained, outputs(by_hand, True), rtol=1e-5, atol=1e-6)
+    assert not np.allclose(trained, outputs(ours, False), atol=1e-3)
+    moved_mean = ours.get_layer("Bn").moving_mean.numpy()
+    assert not np.array_equal(moved_mean, start)
+    np.testing.assert_allclose(moved_mean, by_hand.get_layer("Bn").moving_mean.numpy(), rtol=1e-6)
+
+    # a list of a layer object and a name freezes those two only; BN is back in inference mode
+    kt.freeze(ours, layers=[ours.get_layer("Bn"), "Head"])
+    assert trainable_names(ours) == ["Dense_a", "Dense_b"]
+    np.testing.assert_allclose(outputs(ours, True), outputs(ours, False), rtol=1e-6)
+
+
+class ParamBlock(keras.Model):
+    """Lightning's ConvBlockParam: sublayers and a weight of its own (a parent with parameters)."""
+
+    def __init__(self, units, prefix, **kwargs):
+        super().__init__(**kwargs)
+        self.dense = keras.layers.Dense(units, name=f"{prefix}dense")
+        self.bn = keras.layers.BatchNormalization(name=f"{prefix}bn")
+
+    def build(self, input_shape):
+        self.parent_param = self.add_weight(shape=(1,), initializer="zeros", name="parent_param")
+
+    def call(self, x, training=None):
+        return self.bn(self.dense(x) + self.parent_param, training=training)
+
+
+def conv_block(units, prefix, name):
+    """Lightning's ConvBlock: a container of layer, activation, BatchNorm."""
+    return keras.Sequential([keras.layers.Dense(units, name=f"{prefix}dense"),
+                             keras.layers.ReLU(name=f"{prefix}relu"),
+                             keras.layers.BatchNormalization(name=f"{prefix}bn")], name=name)
+
+
+def encoder_decoder():
+    encoder = keras.Sequential([keras.Input((4,)), ParamBlock(8, "b0_", name="block0"),
+                                conv_block(6, "b1_", "block1")], name="encoder")
+    return keras.Sequential([keras.Input((4,)), encoder, conv_block(3, "dec_", "decoder")],
+                            name="net")
+
+
+# Port of Lightning's test_complex_nested_model (and its older form
+# test_deep_nested_model), tests/tests_pytorch/callbacks/test_finetuning_callback.py:
+# freezing an encoder made of nested containers freezes every leaf and the
+# weight a container holds itself; made trainable again, the encoder has 9
+# trainable weights with BatchNorm's (parent_param, 2 x kernel, bias, gamma,
+# beta), 5 without. Inside `fit`, phase 1 leaves every encoder weight, the
+# parent's own one and BN statistics two containers deep included, untouched.
+def test_freezing_a_nested_encoder_freezes_every_leaf_and_the_containers_own_weights(data):
+    model = encoder_decoder()
+    encoder = model.get_layer("encoder")
+    parent_param = encoder.get_layer("block0").parent_param
+    kt.freeze(model, layers=["encoder"])
+    assert encoder.trainable_weights == [] and not parent_param.trainable
+    assert len(model.get_layer("decoder").trainable_weights) == 4  # kernel, bias, gamma, beta
+    kt.unfreeze(model, train_batchnorm=True)
+    assert len(encoder.trainable_weights) == 9
+    kt.freeze(model)
+    kt.unfreeze(model)
+    assert sorted(v.path.split("/")[-1] for v in encoder.trainable_weights) == [
+        "bias", "bias", "kernel", "kernel", "parent_param"]
+
+    x, y = data
+    model = encoder_decoder()
+    model.compile(optimizer=keras.optimizers.SGD(0.1),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    encoder = model.get_layer("encoder")
+    start = {v.path: v.numpy().copy() for v in encoder.weights}
+    ends = []
+    model.fit(x, y, epochs=2, verbose=0, callbacks=[
+        kt.TwoPhaseSchedule(freeze=["encoder"], switch_epoch=1, verbose=0),
+        keras.callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs: ends.append(
+            {v.path: v.numpy().copy() for v in encoder.weights}))])
+    moved = lambda a, b: sorted(p for p in a if not np.array_equal(a[p], b[p]))  # noqa: E731
+    assert moved(start, ends[0]) == []
+    assert moved(ends[0], ends[1]) == [
+        "encoder/block0/b0_dense/bias", "encoder/block0/b0_dense/kernel",
+        "encoder/block0/parent_param", "encoder/block1/b1_dense/bias",
+        "encoder/block1/b1_dense/kernel"]
+

@@ -2,13 +2,14 @@ import json
 import os
 import subprocess
 import sys
+import warnings
 
 import keras
 import numpy as np
 import pytest
 
 import keras_transfer as kt
-from helpers import randomize, tiny_model
+from helpers import Interrupt, randomize, tiny_model
 
 
 class Snapshots(keras.callbacks.Callback):
@@ -478,3 +479,311 @@ def test_mixed_precision_two_phases_with_a_schedule_then_a_rate(data):
     base = [p for p in base_paths(model) if "Bn" not in p]
     assert moved(start, snaps.at_end[0], base) == []
     assert moved(snaps.at_end[0], snaps.at_end[2], base) == base
+
+
+# -- Ports of Lightning's fine-tuning callback tests (and fastai's freeze tests) --
+
+LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+
+
+class GroupRates(keras.callbacks.Callback):
+    """Records a DiscriminativeOptimizer's group learning rates at each epoch's first batch."""
+
+    def __init__(self):
+        super().__init__()
+        self.rates = []
+
+    def on_train_batch_begin(self, batch, logs=None):
+        if batch == 0:
+            self.rates.append(self.model.optimizer.group_learning_rates())
+
+
+# Port of Lightning's test_finetuning_callback
+# (tests/tests_pytorch/callbacks/test_finetuning_callback.py): BackboneFinetuning
+# leaves the backbone frozen until `unfreeze_backbone_at_epoch`, then trains it
+# at a ratio of the head's learning rate. Ours: TwoPhaseSchedule with a
+# discriminative optimizer whose base group runs at 0.1 x the head. Plain Keras
+# by hand (freeze, compile SGD, fit; unfreeze, compile a MultiOptimizer with the
+# base at a tenth of the rate, fit on) must log the same per-batch losses and
+# end with the same weights: the ratio is what the base's updates use.
+def test_backbone_frozen_until_the_switch_then_trains_at_its_ratio_of_the_head_rate(data):
+    x, y = data
+    base = ["Dense_a", "Bn", "Dense_b"]
+    by_hand, by_hand_losses = randomize(tiny_model()), BatchLosses()
+    for layer in by_hand.layers[:3]:
+        layer.trainable = False
+    by_hand.compile(optimizer=keras.optimizers.SGD(0.1), loss=LOSS)
+    by_hand.fit(x, y, batch_size=16, epochs=2, shuffle=False, verbose=0, callbacks=[by_hand_losses])
+    by_hand.get_layer("Dense_a").trainable = by_hand.get_layer("Dense_b").trainable = True
+    slow = keras.optimizers.SGD(0.005)
+    by_hand.compile(loss=LOSS, optimizer=keras.optimizers.MultiOptimizer(
+        keras.optimizers.OptimizerMap(keras.optimizers.SGD(0.05),
+                                      {"tiny/Dense_a/.*": slow, "tiny/Dense_b/.*": slow})))
+    by_hand.fit(x, y, batch_size=16, epochs=4, initial_epoch=2, shuffle=False, verbose=0,
+                callbacks=[by_hand_losses])
+
+    ours, losses, rates = randomize(tiny_model()), BatchLosses(), GroupRates()
+    ours.compile(loss=LOSS, optimizer=kt.discriminative_optimizer(
+        ours, groups=[base], learning_rate=0.1, multipliers=[0.1], optimizer="sgd"))
+    start = {v.path: v.numpy().copy() for v in ours.weights}
+    snaps = Snapshots()
+    ours.fit(x, y, batch_size=16, epochs=4, shuffle=False, verbose=0, callbacks=[
+        kt.TwoPhaseSchedule(freeze=3, switch_epoch=2, head_lr=0.1, finetune_lr=0.05, verbose=0),
+        losses, rates, snaps])
+    paths = base_paths(ours)
+    assert moved(start, snaps.at_end[1], paths) == []  # frozen up to the switch
+    assert moved(snaps.at_end[1], snaps.at_end[2], paths) == [p for p in paths if "Bn" not in p]
+    assert len(rates.rates) == 4
+    for got, head in zip(rates.rates, [0.1, 0.1, 0.05, 0.05]):
+        assert got.keys() == {"head", "group_0"}
+        np.testing.assert_allclose([got["head"], got["group_0"]], [head, head * 0.1], rtol=1e-6)
+    assert len(losses.losses) == len(by_hand_losses.losses) == 16
+    np.testing.assert_allclose(losses.losses, by_hand_losses.losses, rtol=1e-5)
+    for a, b in zip(ours.weights, by_hand.weights):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-5, atol=1e-6, err_msg=a.path)
+
+
+def momentum_slots(optimizer):
+    """The variables an SGD optimizer holds a momentum slot for, by name."""
+    return sorted(v.path.split("/")[-1].removesuffix("_momentum")
+                  for v in optimizer.variables if v.path.endswith("_momentum"))
+
+
+# Port of Lightning's test_unfreeze_and_add_param_group_function and of the
+# already-in-the-optimizer half of test_finetuning_callback_warning
+# (tests/tests_pytorch/callbacks/test_finetuning_callback.py): unfreezing adds
+# the backbone's parameters to the optimizer once, without BatchNorm's unless
+# train_bn; parameters the optimizer already holds are not added again. Ours:
+# an optimizer built over the head alone ends up with one slot per variable
+# that trains in some phase, no more on a second `fit`; one built over every
+# variable is kept as it is (same object, no slot added, the frozen BN's slots
+# never stepped).
+@pytest.mark.parametrize("train_batchnorm", [False, True])
+def test_the_optimizer_holds_each_variable_that_will_train_exactly_once(data, train_batchnorm):
+    x, y = data
+    model = randomize(tiny_model())
+    kt.freeze(model, upto=3)
+    model.compile(optimizer=keras.optimizers.SGD(0.01, momentum=0.9), loss=LOSS)
+    model.fit(x, y, epochs=1, verbose=0)  # builds the optimizer over the head only
+    assert momentum_slots(model.optimizer) == ["tiny_Head_bias", "tiny_Head_kernel"]
+    schedule = kt.TwoPhaseSchedule(freeze=3, switch_epoch=1, head_lr=0.01, finetune_lr=0.01,
+                                   train_batchnorm=train_batchnorm, verbose=0)
+    model.fit(x, y, epochs=2, verbose=0, callbacks=[schedule])
+    expected = ["tiny_Dense_a_bias", "tiny_Dense_a_kernel", "tiny_Dense_b_bias",
+                "tiny_Dense_b_kernel", "tiny_Head_bias", "tiny_Head_kernel"]
+    if train_batchnorm:
+        expected += ["tiny_Bn_beta", "tiny_Bn_gamma"]
+    assert momentum_slots(model.optimizer) == sorted(expected)
+    optimizer, layout = model.optimizer, [v.path for v in model.optimizer.variables]
+    model.fit(x, y, epochs=3, initial_epoch=2, verbose=0, callbacks=[schedule])  # nothing added
+    assert model.optimizer is optimizer and [v.path for v in optimizer.variables] == layout
+
+    # the user's optimizer already holds every variable, BatchNormalization's included
+    model = randomize(tiny_model())
+    model.compile(optimizer=keras.optimizers.SGD(0.01, momentum=0.9), loss=LOSS)
+    model.fit(x, y, epochs=1, verbose=0)
+    optimizer = model.optimizer
+    before = {v.path: v.numpy().copy() for v in optimizer.variables}
+    model.fit(x, y, epochs=2, verbose=0, callbacks=[
+        kt.TwoPhaseSchedule(freeze=3, switch_epoch=1, train_batchnorm=train_batchnorm, verbose=0)])
+    assert model.optimizer is optimizer
+    assert [v.path for v in optimizer.variables] == list(before)
+    bn_slots = [p for p in before if "_Bn_" in p]
+    assert len(bn_slots) == 2
+    stepped = [v.path for v in optimizer.variables
+               if v.path in bn_slots and not np.array_equal(before[v.path], v.numpy())]
+    assert stepped == (bn_slots if train_batchnorm else [])
+
+
+def stacked_layers():
+    # Lightning's FreezeModel of that test, shorter: Linear layers, biases alternating
+    return keras.Sequential(
+        [keras.Input((4,))]
+        + [keras.layers.Dense(4, use_bias=i % 2 == 1, name=f"L{i}") for i in range(3)]
+        + [keras.layers.Dense(3, name="Head")], name="stack")
+
+
+class Trainables(keras.callbacks.Callback):
+    """Records the trainable variables' paths and the optimizer's variables at each epoch end."""
+
+    def __init__(self):
+        super().__init__()
+        self.paths, self.optimizer_variables = [], []
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.paths.append([v.path for v in self.model.trainable_variables])
+        self.optimizer_variables.append([id(v) for v in self.model.optimizer.variables])
+
+
+# Port of Lightning's test_base_finetuning_internal_optimizer_metadata (its
+# older name: test_base_finetuning_internal_state),
+# tests/tests_pytorch/callbacks/test_finetuning_callback.py: a callback that
+# unfreezes one layer per epoch adds exactly that layer's parameters each time
+# (weight, or weight and bias), and its record survives a restart from a
+# checkpoint; resumed past the last layer, Lightning's fails with IndexError.
+# Ours: GradualUnfreezing adds exactly one block's variables per epoch, from
+# the top, over one optimizer layout for the whole run; past the last block
+# it stays with everything unfrozen; a run interrupted and resumed with
+# BackupAndRestore (fresh model, optimizer and callback, as a new process
+# would have) enters the right state and ends where an uninterrupted run does.
+def test_gradual_unfreezing_adds_one_block_per_epoch_and_resumes_in_its_state(tmp_path, data):
+    x, y = data
+    blocks = [[f"L{i}"] for i in range(3)]
+
+    def run(*more, backup=None):
+        model = randomize(stacked_layers())
+        kt.freeze(model, upto=3)  # before compile, as usual: the optimizer is built over the head
+        model.compile(optimizer=keras.optimizers.Adam(1e-2), loss=LOSS)
+        callback = kt.GradualUnfreezing(blocks=blocks, start_epoch=1, verbose=0)
+        restore = [keras.callbacks.BackupAndRestore(str(backup))] if backup else []
+        history = model.fit(x, y, batch_size=32, epochs=5, shuffle=False, verbose=0,
+                            callbacks=[*restore, callback, *more])
+        return model, callback, history
+
+    record = Trainables()
+    straight, callback, history = run(record)
+    assert history.history["unfrozen_blocks"] == [0, 1, 2, 3, 3]
+    assert callback.history == [(e, e) for e in range(4)]
+    added = [sorted(set(now) - set(before)) for before, now in zip(record.paths, record.paths[1:])]
+    assert record.paths[0] == ["stack/Head/kernel", "stack/Head/bias"]
+    assert added == [["stack/L2/kernel"], ["stack/L1/bias", "stack/L1/kernel"],
+                     ["stack/L0/kernel"], []]
+    assert all(ids == record.optimizer_variables[0] for ids in record.optimizer_variables)
+    assert len(record.optimizer_variables[0]) == 2 + 2 * 6  # step count, rate; m and v per weight
+
+    with pytest.raises(KeyboardInterrupt):
+        run(Interrupt(at=3), backup=tmp_path / "backup")  # resumed inside the last state
+    resumed, callback, history = run(backup=tmp_path / "backup")
+    assert callback.history == [(4, 3)]
+    assert history.history["unfrozen_blocks"] == [3]
+    for a, b in zip(resumed.weights + resumed.optimizer.variables,
+                    straight.weights + straight.optimizer.variables):
+        np.testing.assert_allclose(keras.ops.convert_to_numpy(a), keras.ops.convert_to_numpy(b),
+                                   rtol=1e-5, atol=1e-6, err_msg=a.path)
+
+
+# Port of Lightning's test_callbacks_restore and test_callbacks_restore_backbone
+# (tests/tests_pytorch/callbacks/test_finetuning_callback.py): a run resumed
+# from a checkpoint written after the unfreeze gets the callback's param groups
+# back (the head's at 0.1, the backbone's at 0.01) before the optimizer's state
+# loads, also in a new Trainer with a new model. Ours: TwoPhaseSchedule with a
+# discriminative Adam, BackupAndRestore listed before it, interrupted in
+# phase 2 and resumed by a fresh model, optimizer and callback: the checkpoint
+# loads whole (no "Skipping variable loading"), each group runs at its phase-2
+# rate, and the run ends where an uninterrupted one does.
+def test_a_run_resumed_in_phase_two_restores_the_group_rates_and_optimizer_state(tmp_path, data):
+    x, y = data
+
+    def run(*more, backup=None):
+        model = randomize(tiny_model())
+        kt.freeze(model, upto=3)  # before compile, as usual: the optimizer is built over the head
+        model.compile(loss=LOSS, optimizer=kt.discriminative_optimizer(
+            model, groups=[3], learning_rate=1e-2, multipliers=[0.1]))
+        schedule = kt.TwoPhaseSchedule(freeze=3, switch_epoch=1, head_lr=1e-2, finetune_lr=1e-3,
+                                       verbose=0)
+        restore = [keras.callbacks.BackupAndRestore(str(backup))] if backup else []
+        rates = GroupRates()
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            model.fit(x, y, batch_size=16, epochs=4, shuffle=False, verbose=0,
+                      callbacks=[*restore, schedule, rates, *more])
+        return model, schedule, rates.rates, [str(w.message) for w in caught]
+
+    straight, _, straight_rates, _ = run()
+    with pytest.raises(KeyboardInterrupt):
+        run(Interrupt(at=2), backup=tmp_path / "backup")
+    resumed, schedule, rates, caught = run(backup=tmp_path / "backup")
+    assert not [w for w in caught if "Skipping variable loading" in w]
+    assert schedule.history == [(3, 2)]
+    assert len(rates) == 1
+    np.testing.assert_allclose([rates[0]["head"], rates[0]["group_0"]], [1e-3, 1e-4], rtol=1e-6)
+    assert rates[0] == straight_rates[3]
+    for a, b in zip(resumed.weights + resumed.optimizer.variables,
+                    straight.weights + straight.optimizer.variables):
+        np.testing.assert_allclose(keras.ops.convert_to_numpy(a), keras.ops.convert_to_numpy(b),
+                                   rtol=1e-5, atol=1e-6, err_msg=a.path)
+
+
+# Port of fastai's freeze / freeze_to / unfreeze test with train_bn=False
+# (nbs/13a_learner.ipynb, "Transfer learning"): with plain SGD, frozen groups
+# (BatchNorm's included) do not move, and each group unfrozen by freeze_to
+# takes exactly the SGD step. Ours: GradualUnfreezing with BatchNormalization
+# as a block of its own and train_batchnorm=True, against plain Keras setting
+# the flags by hand and compiling again: same per-batch losses, same weights
+# and moving statistics at every epoch end (BN in training mode from the epoch
+# its block opens, in inference mode, statistics untouched, before).
+def test_blocks_with_batchnorm_train_as_plain_keras_unfreezing_by_hand(data):
+    x, y = data
+    plan = [(0, []), (1, ["Bn"]), (2, ["Bn", "Dense_a"])]  # layers of the base trainable
+    by_hand, by_hand_losses, by_hand_snaps = randomize(tiny_model()), BatchLosses(), Snapshots()
+    for i, (first, trainable) in enumerate(plan):
+        for name in ("Dense_a", "Bn"):
+            by_hand.get_layer(name).trainable = name in trainable
+        by_hand.compile(optimizer=keras.optimizers.SGD(0.1), loss=LOSS)
+        by_hand.fit(x, y, batch_size=16, epochs=plan[i + 1][0] if i + 1 < len(plan) else 4,
+                    initial_epoch=first, shuffle=False, verbose=0,
+                    callbacks=[by_hand_losses, by_hand_snaps])
+
+    ours, losses, snaps = randomize(tiny_model()), BatchLosses(), Snapshots()
+    ours.compile(optimizer=keras.optimizers.SGD(0.1), loss=LOSS)
+    start = {v.path: v.numpy().copy() for v in ours.weights}
+    ours.fit(x, y, batch_size=16, epochs=4, shuffle=False, verbose=0, callbacks=[
+        kt.GradualUnfreezing(blocks=[["Dense_a"], ["Bn"]], start_epoch=1, train_batchnorm=True,
+                             verbose=0), losses, snaps])
+    bn = [v.path for v in ours.get_layer("Bn").weights]
+    dense_a = [v.path for v in ours.get_layer("Dense_a").weights]
+    assert moved(start, snaps.at_end[0], bn + dense_a) == []
+    assert moved(snaps.at_end[0], snaps.at_end[1], bn + dense_a) == bn  # moving stats too
+    assert moved(snaps.at_end[1], snaps.at_end[2], dense_a) == dense_a
+    np.testing.assert_allclose(losses.losses, by_hand_losses.losses, rtol=1e-5)
+    for ours_end, by_hand_end in zip(snaps.at_end, by_hand_snaps.at_end):
+        for path, value in ours_end.items():
+            np.testing.assert_allclose(value, by_hand_end[path], rtol=1e-5, atol=1e-6, err_msg=path)
+
+
+# Port of the warning half of Lightning's test_finetuning_callback_warning
+# (tests/tests_pytorch/callbacks/test_finetuning_callback.py): where the
+# callback cannot do exactly what was asked it says so and training goes on;
+# a configuration that cannot work is refused. Ours: a run starting inside
+# phase 2 continues the phase's schedule when the steps per epoch are known,
+# and warns and restarts it when they are not (a generator); a `freeze`
+# naming no layer of the model is refused before any weight moves.
+@pytest.mark.filterwarnings("ignore:Your input ran out of data")
+def test_misuse_warns_or_is_refused_before_training(data):
+    x, y = data
+    decay = keras.optimizers.schedules.ExponentialDecay(1e-2, decay_steps=1, decay_rate=0.5)
+
+    def first_rate(inputs, **fit_args):
+        model = randomize(tiny_model())
+        model.compile(optimizer="sgd", loss=LOSS)
+        rates = []
+
+        class Rates(keras.callbacks.Callback):  # a LambdaCallback sees no model state on JAX
+            def on_train_batch_begin(self, batch, logs=None):
+                rates.append(float(self.model.optimizer.learning_rate))
+
+        model.fit(inputs, epochs=4, initial_epoch=3, verbose=0, callbacks=[
+            kt.TwoPhaseSchedule(freeze=3, switch_epoch=2, finetune_lr=decay, verbose=0), Rates()],
+            **fit_args)
+        return rates[0]
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)  # known steps: no warning
+        # 4 steps per epoch: epoch 4 is the phase's second, its schedule at step 4
+        np.testing.assert_allclose(first_rate(x, y=y, batch_size=16), 1e-2 * 0.5 ** 4, rtol=1e-6)
+
+    def batches():
+        for i in range(0, 64, 16):
+            yield x[i:i + 16], y[i:i + 16]
+
+    with pytest.warns(UserWarning, match="number of steps per epoch is unknown"):
+        np.testing.assert_allclose(first_rate(batches(), shuffle=False), 1e-2, rtol=1e-6)
+
+    model = randomize(tiny_model())
+    model.compile(optimizer="adam", loss=LOSS)
+    start = [v.numpy().copy() for v in model.weights]
+    with pytest.raises(kt.LayerSelectionError, match="No layer named 'Backbone'"):
+        model.fit(x, y, epochs=2, verbose=0, callbacks=[
+            kt.TwoPhaseSchedule(freeze=["Backbone"], switch_epoch=1, verbose=0)])
+    for before, v in zip(start, model.weights):
+        np.testing.assert_array_equal(v.numpy(), before, err_msg=v.path)
