@@ -123,6 +123,15 @@ def lora_frozen_weights(layer):
             and v.name in ("kernel", "embeddings")]
 
 
+def with_sublayers(layer):
+    """`layer` and every layer inside it at any depth: the layers of nested
+    models and the sublayers of plain layers (a block holding a
+    BatchNormalization), which `layer.trainable = v` sets too."""
+    # Keras has no public walk into a plain layer's sublayers; `_flatten_layers`
+    # is what its `trainable` setter walks (pinned with `saved_order`'s, below).
+    return layer._flatten_layers(include_self=True, recursive=True)  # noqa: SLF001
+
+
 def saved_order(layer):
     """A layer's weights in the order Keras writes them for a trainable model.
 
@@ -143,7 +152,7 @@ def saved_order(layer):
     # test_saved_order_sees_the_layer_itself_and_sublayers_at_any_depth).
     created_trainable = {
         id(v)
-        for sublayer in layer._flatten_layers(include_self=True, recursive=True)
+        for sublayer in with_sublayers(layer)
         for v in sublayer._trainable_variables
     }
     weights = layer.weights

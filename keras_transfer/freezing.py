@@ -166,8 +166,7 @@ def unfreeze(model, spec=None, *, upto=None, layers=None, pattern=None,
             container._trainable = True  # noqa: SLF001
     for layer in chosen:
         _layers.set_trainable(layer, True)
-        inner = [l for l, _ in _layers.walk(layer)] if _layers.is_container(layer) else []
-        for sub in [layer] + inner:
+        for sub in _layers.with_sublayers(layer):  # nested models' and blocks' layers
             if isinstance(sub, keras.layers.BatchNormalization) and not train_batchnorm:
                 sub.trainable = False
             # `trainable = True` turns every variable of a layer on, also the

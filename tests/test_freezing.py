@@ -207,3 +207,48 @@ def test_freezing_a_nested_encoder_freezes_every_leaf_and_the_containers_own_wei
         "encoder/block0/parent_param", "encoder/block1/b1_dense/bias",
         "encoder/block1/b1_dense/kernel"]
 
+
+class DenseBnBlock(keras.layers.Layer):
+    """A plain layer (not a model) holding a Dense and a BatchNormalization, as
+    a ResNet-style block written as a layer does."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.dense = keras.layers.Dense(8, name="dense")
+        self.bn = keras.layers.BatchNormalization(name="bn")
+
+    def call(self, x, training=None):
+        return self.bn(self.dense(x), training=training)
+
+
+def test_batchnorm_inside_a_plain_layer_stays_frozen_unless_asked(data):
+    # Keras' `trainable = True` on a layer turns on its sublayers too, so a
+    # BatchNormalization inside a block written as a layer was unfrozen with
+    # the block (found by porting Lightning's nested-model test); `unfreeze`
+    # and phase 2 keep it in inference mode with its statistics, as they do
+    # one inside a nested model.
+    x, y = data
+    model = keras.Sequential([keras.Input((4,)), DenseBnBlock(name="block"),
+                              keras.layers.Dense(3, name="head")])
+    block = model.get_layer("block")
+    kt.freeze(model)
+    kt.unfreeze(model)
+    assert block.dense.trainable and not block.bn.trainable
+    assert [v.path for v in model.trainable_weights] == [
+        "sequential/block/dense/kernel", "sequential/block/dense/bias",
+        "sequential/head/kernel", "sequential/head/bias"]
+    kt.unfreeze(model, train_batchnorm=True)
+    assert block.bn.trainable
+
+    model = keras.Sequential([keras.Input((4,)), DenseBnBlock(name="block"),
+                              keras.layers.Dense(3, name="head")])
+    block = model.get_layer("block")
+    model.compile(optimizer="adam",
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    statistics = [block.bn.moving_mean.numpy().copy(), block.bn.moving_variance.numpy().copy()]
+    dense = block.dense.kernel.numpy().copy()
+    model.fit(x, y, epochs=2, verbose=0, callbacks=[
+        kt.TwoPhaseSchedule(freeze=["block"], switch_epoch=1, verbose=0)])
+    np.testing.assert_array_equal(block.bn.moving_mean.numpy(), statistics[0])
+    np.testing.assert_array_equal(block.bn.moving_variance.numpy(), statistics[1])
+    assert not np.array_equal(block.dense.kernel.numpy(), dense)  # phase 2 trained the block
