@@ -100,13 +100,13 @@ def snapshot_trainable(model):
     every variable of the layer, so a variable frozen on its own (a LoRA
     layer's kernel) would otherwise come back trainable.
     """
-    flags = [(layer, layer.trainable) for layer, _ in walk(model)]
-    top = model.trainable
+    # every layer at any depth, the layers inside plain layers too (a frozen
+    # BatchNormalization in a block), each before its sublayers
+    flags = [(layer, layer.trainable) for layer in with_sublayers(model)]
     variables = [(v, v.trainable) for v in model.weights]
 
     def restore():
-        set_trainable(model, top)
-        for layer, flag in flags:  # pre-order: containers first
+        for layer, flag in flags:  # containers first: their setter sets their layers
             set_trainable(layer, flag)
         for variable, flag in variables:
             variable.trainable = flag
@@ -124,11 +124,14 @@ def lora_frozen_weights(layer):
 
 
 def with_sublayers(layer):
-    """`layer` and every layer inside it at any depth: the layers of nested
-    models and the sublayers of plain layers (a block holding a
-    BatchNormalization), which `layer.trainable = v` sets too."""
+    """`layer` and every layer inside it at any depth, each before its own
+    sublayers: the layers of nested models and the sublayers of plain layers
+    (a block holding a BatchNormalization), all of which `layer.trainable = v`
+    sets too."""
     # Keras has no public walk into a plain layer's sublayers; `_flatten_layers`
-    # is what its `trainable` setter walks (pinned with `saved_order`'s, below).
+    # is Keras' own walk over them (for `weights`); tests/test_freezing.py
+    # (a BatchNormalization in a plain layer) and `saved_order`'s tests fail if
+    # it changes.
     return layer._flatten_layers(include_self=True, recursive=True)  # noqa: SLF001
 
 

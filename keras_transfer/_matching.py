@@ -330,38 +330,45 @@ def _nested(group):
     return len(layers) > 1
 
 
-def _inside_nested_group(units, group, source_of, models=()):
+def _inside_nested_group(units, group, source_of, models=None):
     """unit name -> [(group name, Array, layer name, name after it)]: the
     arrays of `group` whose names hold the unit's (source) name. A nested model's group
     in a tf_keras file holds `Dense_a/kernel`, in a Keras 3 file
     `base/Dense_a/kernel`, or, for a model `block` nested in `base`,
     `block/Dense_a/kernel` (Keras 3 names a variable by the models it was
     built in). So a layer's name is looked for at the start, after the
-    group's own name, and after the (source) name of any model in `models`,
-    the target's nested models; not after any other part, where `conv` would
-    take the arrays of a Keras 2 layer `conv1/conv`. Each array goes to the
-    unit with the longest matching name: `Conv/BatchNorm/gamma` to `conv_bn`,
-    not to `conv`."""
+    group's own name, and after the (source) name of a nested model of the
+    target that holds the layer (`models`: source name -> names of the target
+    layers inside); not after any other part, where `conv` would take the
+    arrays of a Keras 2 layer `conv1/conv`. Each array goes to the unit with
+    the longest matching name: `Conv/BatchNorm/gamma` to `conv_bn`, not to
+    `conv`."""
     wanted = collections.defaultdict(list)
     for unit in units:
         wanted[normalize(source_of(unit.name))].append(unit)
-    boundaries = {normalize(name) for name in models}
+    inside = collections.defaultdict(set)  # normalized model name -> its layers
+    for name, held in (models or {}).items():
+        inside[normalize(name)] |= set(held)
     found = collections.defaultdict(list)
     own = group.name.split("/")
     for array in group.arrays:
         parts = array.name.split("/")
-        starts = [0] + [k + len(own) for k in range(len(parts))
-                        if parts[k:k + len(own)] == own]
-        starts += [k + 1 for k in range(len(parts) - 1) if normalize(parts[k]) in boundaries]
+        # (where a layer's name may start, the units it may then be; None: any)
+        starts = [(0, None)] + [(k + len(own), None) for k in range(len(parts))
+                                if parts[k:k + len(own)] == own]
+        starts += [(k + 1, inside[normalize(parts[k])]) for k in range(len(parts) - 1)
+                   if normalize(parts[k]) in inside]
         best = None
-        for j in starts:
+        for j, allowed in starts:
             for i in range(j + 1, len(parts)):
                 layer = "/".join(parts[j:i])
-                if normalize(layer) in wanted and (best is None or i - j > best[1] - best[0]):
-                    best = (j, i, layer)
+                takers = [u for u in wanted.get(normalize(layer), ())
+                          if allowed is None or u.name in allowed]
+                if takers and (best is None or i - j > best[1] - best[0]):
+                    best = (j, i, layer, takers)
         if best:
-            j, i, layer = best
-            for unit in wanted[normalize(layer)]:
+            j, i, layer, takers = best
+            for unit in takers:
                 found[unit.name].append((group.name, array, layer, "/".join(parts[i:])))
     return found
 

@@ -111,9 +111,10 @@ def find_learning_rate(model, data, *, start_lr=1e-7, end_lr=10.0, num_steps=100
     (i / num_steps)`, with a fresh optimizer of the model's kind and config
     over what is trainable now (freeze the base first to find the head's
     rate). The test stops after `num_steps` steps, or as soon as the smoothed
-    loss exceeds `diverge` times its lowest value (while that is positive:
-    for a loss that goes to 0 or below, such as cosine similarity, only a
-    loss that is not finite stops it) or is not finite. Then the
+    loss exceeds `diverge` times its lowest value or is not finite. (Once
+    the lowest smoothed value is 0 or below, as a cosine similarity's or a
+    shifted loss's can be, a ratio means nothing: only a loss that is not
+    finite, or `num_steps`, stops it.) Then the
     model's variables, metrics, optimizer and train function are put back as
     they were (see the module docstring).
 

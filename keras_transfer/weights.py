@@ -146,8 +146,8 @@ def load_weights_by_name(
     (In a legacy `.h5` file a nested model with a single weighted layer reads
     as that layer renamed: it loads into a target nesting a model of its
     name, or with `rename=` into a flat one. Keras 3 writes `block/Dense_a/kernel`
-    for a model `block` nested in one: it loads into a target nesting a
-    model `block` too.) A layer loads whole or not at
+    in group `base` for a model `block` nested in `base`: it loads into a
+    target nesting both models the same way.) A layer loads whole or not at
     all, and nothing is assigned unless every check passes. The file is read
     only inside itself: external links and external or virtual datasets are
     refused.

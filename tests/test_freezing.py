@@ -252,3 +252,19 @@ def test_batchnorm_inside_a_plain_layer_stays_frozen_unless_asked(data):
     np.testing.assert_array_equal(block.bn.moving_mean.numpy(), statistics[0])
     np.testing.assert_array_equal(block.bn.moving_variance.numpy(), statistics[1])
     assert not np.array_equal(block.dense.kernel.numpy(), dense)  # phase 2 trained the block
+
+    # A block outside what the schedule freezes keeps the flags `unfreeze` left:
+    # the schedule's look at every phase puts them back at any depth (it turned
+    # that BatchNormalization on again, and it trained).
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(4, name="base"),
+                              DenseBnBlock(name="block"), keras.layers.Dense(3, name="head")])
+    block = model.get_layer("block")
+    kt.freeze(model)
+    kt.unfreeze(model)
+    model.compile(optimizer="adam",
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    statistics = block.bn.moving_mean.numpy().copy()
+    model.fit(x, y, epochs=2, verbose=0, callbacks=[
+        kt.TwoPhaseSchedule(freeze=["base"], switch_epoch=1, verbose=0)])
+    assert not block.bn.trainable
+    np.testing.assert_array_equal(block.bn.moving_mean.numpy(), statistics)

@@ -367,7 +367,6 @@ def test_a_loss_that_goes_negative_is_swept_to_a_stable_rate():
     model.compile(optimizer=keras.optimizers.SGD(0.1), loss="cosine_similarity")
     curve = kt.find_learning_rate(model, (x, np.repeat(y, 4, axis=1)), batch_size=64)
     assert min(curve.losses) < 0 and len(curve.losses) == 100 and not curve.stopped_early
-    assert 1e-7 <= curve.suggestion < 10
 
 
 def batches_with_nan_at(step, n=10):

@@ -930,6 +930,18 @@ def test_a_layer_name_inside_another_layers_name_is_not_a_match(tmp_path):
     assert report.loaded == {"Head": "Head"}
     assert report.missing == ("Conv",) and report.unused == ("base",)
     np.testing.assert_array_equal(conv.kernel.numpy(), before)
+    # Nor when the target nests a model 'block' elsewhere: a name counts after
+    # a model's name only for the layers inside that model.
+    conv = keras.layers.Dense(4, name="Conv")
+    inputs = keras.Input((4,))
+    block = keras.Sequential([keras.Input((4,)), keras.layers.Dense(4, name="Other")], name="block")
+    base = keras.Sequential([keras.Input((4,)), conv], name="base")
+    target = keras.Model(inputs, keras.layers.Dense(2, name="Head")(
+        keras.layers.Add()([base(inputs), block(inputs)])))
+    before = conv.kernel.numpy().copy()
+    report = kt.load_weights_by_name(target, tmp_path / "w.h5")
+    assert report.loaded == {"Head": "Head"} and set(report.missing) == {"Conv", "Other"}
+    np.testing.assert_array_equal(conv.kernel.numpy(), before)
 
 
 def tokens_model(lib, name):
