@@ -264,10 +264,9 @@ class TwoPhaseSchedule(FinetuningSchedule):
         if self.lora_rank is None:
             return
         selected = freezing.select_layers(model, self.unfreeze)
-        inner = [l for layer in selected if _layers.is_container(layer)
-                 for l, _ in _layers.walk(layer)]
-        self._lora_layers = [l for l in selected + inner
-                             if type(l).__name__ in self._LORA_TYPES]
+        # at any depth: inside nested models and inside plain layers (a block)
+        every = {id(l): l for layer in selected for l in _layers.with_sublayers(layer)}
+        self._lora_layers = [l for l in every.values() if type(l).__name__ in self._LORA_TYPES]
         for layer in self._lora_layers:
             if not getattr(layer, "lora_enabled", False):
                 layer.enable_lora(self.lora_rank)

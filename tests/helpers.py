@@ -43,3 +43,16 @@ class Interrupt(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         if epoch == self.at:
             raise KeyboardInterrupt
+
+
+class DenseBnBlock(keras.layers.Layer):
+    """A plain layer (not a model) holding a Dense and a BatchNormalization, as
+    a ResNet-style block written as a layer does."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.dense = keras.layers.Dense(8, name="dense")
+        self.bn = keras.layers.BatchNormalization(name="bn")
+
+    def call(self, x, training=None):
+        return self.bn(self.dense(x), training=training)

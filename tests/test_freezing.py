@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 import keras_transfer as kt
-from helpers import randomize, tiny_base, tiny_model
+from helpers import DenseBnBlock, randomize, tiny_base, tiny_model
 
 
 def trainable_names(model):
@@ -206,19 +206,6 @@ def test_freezing_a_nested_encoder_freezes_every_leaf_and_the_containers_own_wei
         "encoder/block0/b0_dense/bias", "encoder/block0/b0_dense/kernel",
         "encoder/block0/parent_param", "encoder/block1/b1_dense/bias",
         "encoder/block1/b1_dense/kernel"]
-
-
-class DenseBnBlock(keras.layers.Layer):
-    """A plain layer (not a model) holding a Dense and a BatchNormalization, as
-    a ResNet-style block written as a layer does."""
-
-    def __init__(self, **kwargs):
-        super().__init__(**kwargs)
-        self.dense = keras.layers.Dense(8, name="dense")
-        self.bn = keras.layers.BatchNormalization(name="bn")
-
-    def call(self, x, training=None):
-        return self.bn(self.dense(x), training=training)
 
 
 def test_batchnorm_inside_a_plain_layer_stays_frozen_unless_asked(data):

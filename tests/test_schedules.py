@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import keras_transfer as kt
-from helpers import Interrupt, randomize, tiny_model
+from helpers import DenseBnBlock, Interrupt, randomize, tiny_model
 
 
 class Snapshots(keras.callbacks.Callback):
@@ -343,6 +343,24 @@ def test_lora_phase_two_trains_only_adapters_and_head(data):
     assert counts == [21, 21 + 24 + 28, 21 + 24 + 28]
     # LoRA starts as a zero update: enabling it does not change the model
     np.testing.assert_allclose(at_start[0], before, rtol=1e-6, atol=1e-6)
+
+
+def test_lora_reaches_a_dense_layer_inside_a_plain_layer(data):
+    # A Dense inside a block written as a keras.layers.Layer gets adapters too;
+    # it was passed over, so phase 2 trained its whole kernel (found in review).
+    x, y = data
+    model = keras.Sequential([keras.Input((4,)), DenseBnBlock(name="block"),
+                              keras.layers.Dense(3, name="head")])
+    model.compile(optimizer="adam", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    snaps = Snapshots()
+    model.fit(x, y, epochs=2, verbose=0, callbacks=[
+        kt.TwoPhaseSchedule(freeze=["block"], switch_epoch=1, lora_rank=2, verbose=0), snaps])
+    dense = model.get_layer("block").dense
+    assert dense.lora_enabled
+    adapters = [v.path for v in (dense.lora_kernel_a, dense.lora_kernel_b)]
+    whole = [v.path for v in dense.weights if "lora" not in v.path]  # kernel, bias
+    assert len(whole) == 2
+    assert moved(snaps.at_end[0], snaps.at_end[1], adapters + whole) == adapters
 
 
 def test_a_lora_head_the_user_enabled_keeps_its_kernel_frozen(data):
