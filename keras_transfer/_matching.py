@@ -259,8 +259,10 @@ def _find_sources(units, groups, source_of, models, where):
         claimed.add(group_name)
     pending = [u for u in layers if u.name not in found and u.name not in problems]
     members = collections.defaultdict(set)  # rename= may map two models to one
+    boundaries = collections.defaultdict(set)  # the same, by normalized name
     for name, held in models.items():
         members[source_of(name)] |= held
+        boundaries[normalize(source_of(name))] |= held
     inside = collections.defaultdict(list)
     for group in by_name.values():
         if group.name in claimed:
@@ -272,7 +274,7 @@ def _find_sources(units, groups, source_of, models, where):
             u for u in pending if u.name in members.get(group.name, ())]
         if offered:
             for name, hits in _inside_nested_group(offered, group, source_of,
-                                                   models=members).items():
+                                                   boundaries).items():
                 inside[name].extend(hits)
     rivals = collections.Counter(normalize(source_of(u.name)) for u in pending)
     taken = set()
@@ -330,7 +332,7 @@ def _nested(group):
     return len(layers) > 1
 
 
-def _inside_nested_group(units, group, source_of, models=None):
+def _inside_nested_group(units, group, source_of, boundaries):
     """unit name -> [(group name, Array, layer name, name after it)]: the
     arrays of `group` whose names hold the unit's (source) name. A nested model's group
     in a tf_keras file holds `Dense_a/kernel`, in a Keras 3 file
@@ -338,17 +340,14 @@ def _inside_nested_group(units, group, source_of, models=None):
     `block/Dense_a/kernel` (Keras 3 names a variable by the models it was
     built in). So a layer's name is looked for at the start, after the
     group's own name, and after the (source) name of a nested model of the
-    target that holds the layer (`models`: source name -> names of the target
-    layers inside); not after any other part, where `conv` would take the
+    target that holds the layer (`boundaries`: normalized source name ->
+    names of the target layers inside); not after any other part, where `conv` would take the
     arrays of a Keras 2 layer `conv1/conv`. Each array goes to the unit with
     the longest matching name: `Conv/BatchNorm/gamma` to `conv_bn`, not to
     `conv`."""
     wanted = collections.defaultdict(list)
     for unit in units:
         wanted[normalize(source_of(unit.name))].append(unit)
-    inside = collections.defaultdict(set)  # normalized model name -> its layers
-    for name, held in (models or {}).items():
-        inside[normalize(name)] |= set(held)
     found = collections.defaultdict(list)
     own = group.name.split("/")
     for array in group.arrays:
@@ -356,8 +355,8 @@ def _inside_nested_group(units, group, source_of, models=None):
         # (where a layer's name may start, the units it may then be; None: any)
         starts = [(0, None)] + [(k + len(own), None) for k in range(len(parts))
                                 if parts[k:k + len(own)] == own]
-        starts += [(k + 1, inside[normalize(parts[k])]) for k in range(len(parts) - 1)
-                   if normalize(parts[k]) in inside]
+        starts += [(k + 1, boundaries[normalize(parts[k])]) for k in range(len(parts) - 1)
+                   if normalize(parts[k]) in boundaries]
         best = None
         for j, allowed in starts:
             for i in range(j + 1, len(parts)):
