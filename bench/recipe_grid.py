@@ -6,7 +6,8 @@ their raw output is in bench/results/recipe_grid/grid*.jsonl (each line holds
 the options it ran with; `tag` and `augment` are gone, and grid1-5 predate
 `head_lr_mult`). A transfer arm loads the shipped source weights and freezes the 12
 feature layers in phase 1 (or only the first --transfer_layers, the rest starting
-from their initial weights); a scratch arm starts from random weights with
+from their initial weights; with --transfer_dense 1 also the hidden Dense1, so only
+the classifier starts fresh); a scratch arm starts from random weights with
 nothing frozen and one rate for every layer (`lr_mult=1`, no phase 1), as
 bench/transfer_gains.py runs them. Up to grid8, a scratch line records the
 command's --freeze_epochs and --lr_mult, not the 0 and 1 it ran with; later
@@ -15,7 +16,7 @@ lines record what ran.
 usage: python bench/recipe_grid.py --size 10000 --arm transfer [--seed 0] [--epochs 10]
            [--batch 256] [--base_lr R] [--lr_mult 10] [--train_bn 1] [--head_lr_mult 1]
            [--freeze_epochs 1] [--method minimum] [--transfer_layers 12]
-           [--shrink 1 --perturb 0] >> grid.jsonl
+           [--transfer_dense 0] [--shrink 1 --perturb 0] >> grid.jsonl
        (--size 0: all 55,000 images not held out for validation)
 """
 
@@ -50,6 +51,9 @@ def main():
                    help="transfer: load and freeze only the first N of the 12 feature "
                         "layers; the others keep their initial weights and train from "
                         "the start")
+    p.add_argument("--transfer_dense", type=int, default=0,
+                   help="transfer: 1 also loads the source's hidden Dense1 into Dense1_1 and "
+                        "freezes it in phase 1, so only the classifier Dense2_2 starts fresh")
     p.add_argument("--shrink", type=float, default=1.0,
                    help="transfer: keras_transfer.shrink_perturb on the loaded "
                         "convolutions: w = shrink * w + perturb * (this seed's initial w)")
@@ -77,9 +81,13 @@ def main():
     if a.arm == "transfer":
         kept = list(reference.FEATURE_LAYERS[:a.transfer_layers])
         fresh = {n: f"{n} (not loaded)" for n in reference.FEATURE_LAYERS if n not in kept}
+        if a.transfer_dense:
+            kept.append("Dense1_1")
+            fresh["Dense1_1"] = "Dense1"
         report = kt.load_weights_by_name(model, REPO / "weights" / "fashion_mnist.h5",
                                          rename=fresh)
-        assert not set(report.loaded) & set(fresh), report
+        assert not set(report.loaded) & (set(fresh) - set(kept)), report
+        assert not a.transfer_dense or "Dense1_1" in report.loaded, report
         if mix:
             kt.shrink_perturb(model, layers=[n for n in report.loaded if n.startswith("Conv")],
                               shrink=a.shrink, perturb=a.perturb, fresh=initial)
