@@ -135,6 +135,18 @@ def with_sublayers(layer):
     return layer._flatten_layers(include_self=True, recursive=True)  # noqa: SLF001
 
 
+def parents(model):
+    """Maps `id(layer)` to the layer directly holding it, for every layer
+    below `model` at any depth: the layers of nested models and the sublayers
+    of plain layers (a block holding a BatchNormalization)."""
+    # `_flatten_layers` as in `with_sublayers`, one level at a time
+    found = {}
+    for holder in with_sublayers(model):
+        for layer in holder._flatten_layers(include_self=False, recursive=False):  # noqa: SLF001
+            found.setdefault(id(layer), holder)
+    return found
+
+
 def saved_order(layer):
     """A layer's weights in the order Keras writes them for a trainable model.
 

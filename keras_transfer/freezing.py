@@ -96,12 +96,19 @@ def select_layers(model, spec=None, *, upto=None, layers=None, pattern=None):
     return chosen
 
 
-def freeze(model, spec=None, *, upto=None, layers=None, pattern=None):
+def freeze(model, spec=None, *, upto=None, layers=None, pattern=None,
+           train_batchnorm=False):
     """Freezes the selected layers (all of `model` when nothing is selected).
 
     Args:
         model: a `keras.Model`.
         spec, upto, layers, pattern: which layers; see `select_layers`.
+        train_batchnorm: keep the BatchNormalization layers inside the
+            selection trainable, at any depth (fastai's `train_bn`): they
+            train, in training mode, while everything else there is frozen.
+            A layer holding one (a nested model, a block written as a
+            `keras.layers.Layer`) keeps its other sublayers and its own
+            weights frozen.
 
     Returns:
         The list of layers frozen.
@@ -114,11 +121,16 @@ def freeze(model, spec=None, *, upto=None, layers=None, pattern=None):
     ```python
     keras_transfer.freeze(model, upto=12)          # the first 12 layers
     keras_transfer.freeze(model, pattern="Conv.*") # every Conv layer
+    keras_transfer.freeze(model, upto=12, train_batchnorm=True)
     ```
     """
     chosen = select_layers(model, spec, upto=upto, layers=layers, pattern=pattern)
     for layer in chosen:
         _layers.set_trainable(layer, False)
+    if train_batchnorm:
+        batchnorm = {id(sub): sub for layer in chosen for sub in _layers.with_sublayers(layer)
+                     if isinstance(sub, keras.layers.BatchNormalization)}
+        unfreeze(model, layers=list(batchnorm.values()), train_batchnorm=True)
     return chosen
 
 
@@ -130,8 +142,9 @@ def unfreeze(model, spec=None, *, upto=None, layers=None, pattern=None,
     running in inference mode with the source's statistics, unless
     `train_batchnorm=True`. The kernel of a layer with LoRA enabled stays
     frozen (only its adapters train), as `enable_lora` left it. Frozen
-    containers above a selected layer become trainable, without unfreezing
-    their other layers.
+    layers above a selected layer (nested models, and the blocks holding a
+    selected sublayer) become trainable, without unfreezing their other
+    layers or their own weights.
 
     Args:
         model: a `keras.Model`.
@@ -151,7 +164,7 @@ def unfreeze(model, spec=None, *, upto=None, layers=None, pattern=None,
     ```
     """
     chosen = select_layers(model, spec, upto=upto, layers=layers, pattern=pattern)
-    parents = {id(layer): parent for layer, parent in _layers.walk(model)}
+    parents = _layers.parents(model)
     ancestors = []
     for layer in chosen:
         parent = parents.get(id(layer))
@@ -161,8 +174,9 @@ def unfreeze(model, spec=None, *, upto=None, layers=None, pattern=None,
     for container in [model] + ancestors:
         if not container.trainable:
             # Going around Keras: the public setter would also unfreeze every
-            # other layer of the container. Only the container's own flag is
-            # turned on; its layers keep their flags.
+            # other layer of the container and its own weights. Only the
+            # container's own flag is turned on; its layers and weights keep
+            # theirs (Keras' `trainable_weights` filters by both).
             container._trainable = True  # noqa: SLF001
     for layer in chosen:
         _layers.set_trainable(layer, True)

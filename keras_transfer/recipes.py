@@ -224,8 +224,10 @@ def fine_tune(model, train, *, validation=None, freeze, epochs, freeze_epochs=1,
             it), merged into at most `MAX_GROUPS` contiguous groups.
         train_batchnorm: BatchNormalization layers of the base train in both
             phases, in training mode (fastai's `train_bn`), so their
-            statistics adapt to the target; False keeps them frozen in
-            inference mode with the source's statistics.
+            statistics adapt to the target; at any depth, inside nested
+            models and blocks too, while the rest of the base is frozen in
+            phase 1. False keeps them frozen in inference mode with the
+            source's statistics.
         pct_start, div, final_div: phase 2's one-cycle (`OneCycle`).
         head_lr_mult: phase 1's peak over phase 2's: the head alone trains
             at `head_lr_mult * base_lr`. The finder's suggestion is phase 1's
@@ -308,19 +310,15 @@ def fine_tune(model, train, *, validation=None, freeze, epochs, freeze_epochs=1,
         fit_kwargs["steps_per_epoch"] = steps_per_epoch
 
     base = _layers.leaves(freezing.select_layers(model, freeze))
-    frozen = [l for l in base if not (train_batchnorm and _is_batchnorm(l))]
-    if train_batchnorm and len(frozen) < len(base):
-        # BatchNormalization trains in both phases, also where it came frozen
-        # (`kt.freeze(...)` or `base.trainable = False` before the call)
-        freezing.unfreeze(model, layers=[l for l in base if _is_batchnorm(l)],
-                          train_batchnorm=True)
     groups = _structural_groups(base) if groups is None else list(groups)
     multipliers = [lr_mult ** (-(len(groups) - i) / len(groups)) for i in range(len(groups))]
     opt = (optimizers.discriminative_optimizer(model, groups, 1e-3, multipliers=multipliers,
                                                optimizer=optimizer)
            if groups else optimizers.fresh_optimizer(optimizer, 1e-3))
-    policy = schedules.TwoPhaseSchedule(frozen, freeze_epochs, unfreeze=frozen,
-                                        train_batchnorm=train_batchnorm, verbose=verbose)
+    # BatchNormalization trains in both phases, at any depth of the base, also
+    # where it came frozen (`kt.freeze(...)` or `base.trainable = False`)
+    policy = schedules.TwoPhaseSchedule(base, freeze_epochs, train_batchnorm=train_batchnorm,
+                                        head_train_batchnorm=train_batchnorm, verbose=verbose)
     # The finder trains what the first epoch will train.
     policy.apply(model, policy.phase_of(0))
     model.compile(optimizer=opt, loss=loss, metrics=list(metrics) if metrics else None)
@@ -368,10 +366,6 @@ def _steps_per_epoch(train, batch_size, steps_per_epoch):
         "fine_tune cannot tell how many steps an epoch of `train` has, and the "
         "one-cycle schedules need it: pass steps_per_epoch=, or data of known "
         "length (arrays, a finite tf.data.Dataset, a keras.utils.PyDataset).")
-
-
-def _is_batchnorm(layer):
-    return isinstance(layer, keras.layers.BatchNormalization)
 
 
 def _structural_groups(layers, max_groups=MAX_GROUPS):

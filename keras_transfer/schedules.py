@@ -208,6 +208,9 @@ class TwoPhaseSchedule(FinetuningSchedule):
         train_batchnorm: also train BatchNormalization layers in phase 2
             (default False: they stay in inference mode, as the Keras
             fine-tuning guide advises).
+        head_train_batchnorm: also train the BatchNormalization layers
+            inside `freeze` in phase 1, at any depth (fastai's `train_bn`;
+            see `keras_transfer.freeze`). `fine_tune` sets both.
         lora_rank: if set, phase 2 trains low-rank adapters instead of whole
             layers: at train begin `enable_lora(lora_rank)` is called on the
             Dense, EinsumDense, Embedding and Conv layers of `unfreeze` (the
@@ -232,7 +235,8 @@ class TwoPhaseSchedule(FinetuningSchedule):
     _LORA_TYPES = ("Dense", "EinsumDense", "Embedding", "Conv1D", "Conv2D", "Conv3D")
 
     def __init__(self, freeze, switch_epoch, head_lr=1e-3, finetune_lr=1e-4, *,
-                 unfreeze=None, train_batchnorm=False, lora_rank=None, verbose=1):
+                 unfreeze=None, train_batchnorm=False, head_train_batchnorm=False,
+                 lora_rank=None, verbose=1):
         super().__init__(verbose=verbose)
         switch_epoch = errors.whole_number(switch_epoch, "switch_epoch", 0)
         self.freeze = freeze
@@ -241,6 +245,7 @@ class TwoPhaseSchedule(FinetuningSchedule):
         self.head_lr = head_lr
         self.finetune_lr = finetune_lr
         self.train_batchnorm = train_batchnorm
+        self.head_train_batchnorm = head_train_batchnorm
         self.lora_rank = lora_rank
         self._lora_layers = []
 
@@ -273,7 +278,7 @@ class TwoPhaseSchedule(FinetuningSchedule):
 
     def apply(self, model, phase):
         if phase == 1:
-            freezing.freeze(model, self.freeze)
+            freezing.freeze(model, self.freeze, train_batchnorm=self.head_train_batchnorm)
             return
         freezing.unfreeze(model, self.unfreeze, train_batchnorm=self.train_batchnorm)
         for layer in self._lora_layers:

@@ -255,3 +255,61 @@ def test_batchnorm_inside_a_plain_layer_stays_frozen_unless_asked(data):
         kt.TwoPhaseSchedule(freeze=["base"], switch_epoch=1, verbose=0)])
     assert not block.bn.trainable
     np.testing.assert_array_equal(block.bn.moving_mean.numpy(), statistics)
+
+
+class ScaledDenseBnBlock(DenseBnBlock):
+    """A block with a weight of its own beside its Dense and BatchNormalization."""
+
+    def build(self, input_shape):
+        self.scale = self.add_weight(shape=(), initializer="ones", name="scale")
+
+    def call(self, x, training=None):
+        return self.scale * super().call(x, training=training)
+
+
+def block_model():
+    return keras.Sequential([keras.Input((4,)), ScaledDenseBnBlock(name="block"),
+                             keras.layers.Dense(3, name="head")])
+
+
+@pytest.mark.parametrize("nested_in_a_model", [False, True])
+def test_freeze_with_train_batchnorm_trains_only_batchnorm_as_keras_by_hand(
+        data, nested_in_a_model):
+    # fastai's `freeze(train_bn=True)`: the BatchNormalization inside a frozen
+    # block (a plain layer, or a nested model frozen with `trainable = False`)
+    # trains in training mode; the block's Dense and its own weight stay
+    # frozen. Plain Keras does the same by freezing every other piece by hand.
+    x, y = data
+    ours, by_hand = block_model(), block_model()
+    by_hand.set_weights(ours.get_weights())
+    if nested_in_a_model:
+        ours = keras.Sequential([keras.Input((4,)), keras.Sequential(
+            [keras.Input((4,)), ours.layers[0]], name="base"), ours.layers[1]])
+        ours.get_layer("base").trainable = False
+        selection = ["base"]
+    else:
+        selection = ["block"]
+    kt.freeze(ours, selection, train_batchnorm=True)
+    block = by_hand.get_layer("block")
+    block.dense.trainable = False
+    block.scale.trainable = False
+    suffixes = lambda m: [v.path.split("/", 1)[1].replace("base/", "")  # noqa: E731
+                          for v in m.trainable_weights]
+    assert suffixes(ours) == suffixes(by_hand) == [
+        "block/bn/gamma", "block/bn/beta", "head/kernel", "head/bias"]
+    # the block reports what trains inside it, as Keras' does (its own flag
+    # stays on; the summary and `block.trainable_weights` read it)
+    block_rows = lambda m: [line.split() for line in kt.trainable_summary(  # noqa: E731
+        m, print_fn=lambda text: None).splitlines() if line.split()[0] == "block"]
+    assert block_rows(ours) == block_rows(by_hand) == [["block", "ScaledDenseBnBlock", "16", "57"]]
+    before = {v.path: v.numpy().copy() for v in ours.weights}
+    for model in (ours, by_hand):
+        model.compile(optimizer=keras.optimizers.SGD(0.1),
+                      loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+        model.fit(x, y, batch_size=16, epochs=1, shuffle=False, verbose=0)
+    for a, b in zip(ours.weights, by_hand.weights):
+        np.testing.assert_array_equal(a.numpy(), b.numpy(), err_msg=a.path)
+    moved = sorted(v.path.rsplit("/", 2)[-2] + "/" + v.name for v in ours.weights
+                   if not np.array_equal(v.numpy(), before[v.path]))
+    assert moved == ["bn/beta", "bn/gamma", "bn/moving_mean", "bn/moving_variance",
+                     "head/bias", "head/kernel"]  # training mode: the statistics moved

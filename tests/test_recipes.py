@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import keras_transfer as kt
-from helpers import randomize, tiny_model
+from helpers import DenseBnBlock, randomize, tiny_model
 from keras_transfer import _layers
 from keras_transfer import recipes
 from keras_transfer import reference
@@ -118,6 +118,29 @@ def test_batchnorm_frozen_before_the_call_trains_with_train_batchnorm(data, froz
     assert moved(start, snaps.at_end[0], names) == ["Bn", "Head"]
     assert moved(snaps.at_end[0], snaps.at_end[1], names) == ["Bn", "Dense_a", "Dense_b",
                                                               "Head"]
+
+
+def test_batchnorm_inside_a_block_trains_in_both_phases_with_train_batchnorm(data):
+    # A BatchNormalization inside a block written as a keras.layers.Layer was
+    # frozen with its block in phase 1 (and in the finder's sweep, which trains
+    # what phase 1 trains), where the
+    # docstring says it trains in both phases: fine_tune looked for it among
+    # the base's layers and nested models' layers, not inside plain layers.
+    x, y = data
+    model = keras.Sequential([keras.Input((4,)), DenseBnBlock(name="block"),
+                              keras.layers.Dense(3, name="head")])
+    start = {v.path: v.numpy().copy() for v in model.weights}
+    snaps = Snapshots()
+    history = kt.fine_tune(model, (x, y), freeze=["block"], epochs=2, base_lr=1e-2,
+                           batch_size=16, loss=LOSS, metrics=(), verbose=0, shuffle=False,
+                           callbacks=[snaps])
+    assert history.history["phase"] == [1, 2]
+    moved_paths = lambda a, b: sorted(  # noqa: E731
+        p.split("/", 1)[1] for p in a if not np.array_equal(a[p], b[p]))
+    bn = ["block/bn/beta", "block/bn/gamma", "block/bn/moving_mean", "block/bn/moving_variance"]
+    assert moved_paths(start, snaps.at_end[0]) == bn + ["head/bias", "head/kernel"]
+    assert moved_paths(snaps.at_end[0], snaps.at_end[1]) == [
+        *bn, "block/dense/bias", "block/dense/kernel", "head/bias", "head/kernel"]
 
 
 def test_from_scratch_is_one_cycle_without_freezing(data):

@@ -363,6 +363,27 @@ def test_lora_reaches_a_dense_layer_inside_a_plain_layer(data):
     assert moved(snaps.at_end[0], snaps.at_end[1], adapters + whole) == adapters
 
 
+def test_head_train_batchnorm_trains_batchnorm_inside_the_frozen_base_in_phase_one(data):
+    # fastai's train_bn for phase 1, at any depth (here inside a block written
+    # as a keras.layers.Layer); phase 2 follows `train_batchnorm` on its own.
+    x, y = data
+    model = keras.Sequential([keras.Input((4,)), DenseBnBlock(name="block"),
+                              keras.layers.Dense(3, name="head")])
+    model.compile(optimizer="adam", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    start = {v.path: v.numpy().copy() for v in model.weights}
+    snaps = Snapshots()
+    model.fit(x, y, epochs=2, verbose=0, callbacks=[
+        kt.TwoPhaseSchedule(freeze=["block"], switch_epoch=1, head_train_batchnorm=True,
+                            verbose=0), snaps])
+    moved_paths = lambda a, b: sorted(  # noqa: E731
+        p.split("/", 1)[1] for p in a if not np.array_equal(a[p], b[p]))
+    assert moved_paths(start, snaps.at_end[0]) == [
+        "block/bn/beta", "block/bn/gamma", "block/bn/moving_mean", "block/bn/moving_variance",
+        "head/bias", "head/kernel"]
+    assert moved_paths(snaps.at_end[0], snaps.at_end[1]) == [
+        "block/dense/bias", "block/dense/kernel", "head/bias", "head/kernel"]
+
+
 def test_a_lora_head_the_user_enabled_keeps_its_kernel_frozen(data):
     # The schedule flips layer flags to find every state's variables; Keras'
     # `trainable` setter resets variable flags, which undid LoRA on the head.
