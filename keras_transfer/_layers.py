@@ -135,16 +135,22 @@ def with_sublayers(layer):
     return layer._flatten_layers(include_self=True, recursive=True)  # noqa: SLF001
 
 
-def parents(model):
-    """Maps `id(layer)` to the layer directly holding it, for every layer
-    below `model` at any depth: the layers of nested models and the sublayers
-    of plain layers (a block holding a BatchNormalization)."""
-    # `_flatten_layers` as in `with_sublayers`, one level at a time
-    found = {}
+def ancestors(model, layers):
+    """Every layer below `model` that holds one of `layers`, at any depth and
+    on every path (a shared layer has several): nested models, and plain
+    layers holding sublayers (a block holding a BatchNormalization)."""
+    holders = {}
     for holder in with_sublayers(model):
+        # `_flatten_layers` as in `with_sublayers`, one level at a time
         for layer in holder._flatten_layers(include_self=False, recursive=False):  # noqa: SLF001
-            found.setdefault(id(layer), holder)
-    return found
+            holders.setdefault(id(layer), []).append(holder)
+    found, stack = {}, list(layers)
+    while stack:
+        for holder in holders.get(id(stack.pop()), []):
+            if holder is not model and id(holder) not in found:
+                found[id(holder)] = holder
+                stack.append(holder)
+    return list(found.values())
 
 
 def saved_order(layer):

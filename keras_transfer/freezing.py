@@ -104,11 +104,11 @@ def freeze(model, spec=None, *, upto=None, layers=None, pattern=None,
         model: a `keras.Model`.
         spec, upto, layers, pattern: which layers; see `select_layers`.
         train_batchnorm: keep the BatchNormalization layers inside the
-            selection trainable, at any depth (fastai's `train_bn`): they
-            train, in training mode, while everything else there is frozen.
-            A layer holding one (a nested model, a block written as a
-            `keras.layers.Layer`) keeps its other sublayers and its own
-            weights frozen.
+            selection trainable, at any depth (fastai's `train_bn`, for
+            BatchNormalization only): they train, in training mode, while
+            everything else there is frozen. A layer holding one (a nested
+            model, a block written as a `keras.layers.Layer`) keeps its
+            other sublayers and its own weights frozen.
 
     Returns:
         The list of layers frozen.
@@ -164,14 +164,7 @@ def unfreeze(model, spec=None, *, upto=None, layers=None, pattern=None,
     ```
     """
     chosen = select_layers(model, spec, upto=upto, layers=layers, pattern=pattern)
-    parents = _layers.parents(model)
-    ancestors = []
-    for layer in chosen:
-        parent = parents.get(id(layer))
-        while parent is not None and parent is not model:
-            ancestors.append(parent)
-            parent = parents.get(id(parent))
-    for container in [model] + ancestors:
+    for container in [model] + _layers.ancestors(model, chosen):
         if not container.trainable:
             # Going around Keras: the public setter would also unfreeze every
             # other layer of the container and its own weights. Only the

@@ -225,9 +225,11 @@ def fine_tune(model, train, *, validation=None, freeze, epochs, freeze_epochs=1,
         train_batchnorm: BatchNormalization layers of the base train in both
             phases, in training mode (fastai's `train_bn`), so their
             statistics adapt to the target; at any depth, inside nested
-            models and blocks too, while the rest of the base is frozen in
-            phase 1. False keeps them frozen in inference mode with the
-            source's statistics.
+            models and blocks too, while the rest of `freeze` (a nested
+            model's or a block's own weights included) is frozen in phase 1.
+            False keeps them frozen in inference mode with the source's
+            statistics. Only BatchNormalization layers (and subclasses) are
+            meant: fastai's `train_bn` also covers its other norm layers.
         pct_start, div, final_div: phase 2's one-cycle (`OneCycle`).
         head_lr_mult: phase 1's peak over phase 2's: the head alone trains
             at `head_lr_mult * base_lr`. The finder's suggestion is phase 1's
@@ -309,15 +311,17 @@ def fine_tune(model, train, *, validation=None, freeze, epochs, freeze_epochs=1,
     if steps_per_epoch is not None:
         fit_kwargs["steps_per_epoch"] = steps_per_epoch
 
-    base = _layers.leaves(freezing.select_layers(model, freeze))
+    selected = freezing.select_layers(model, freeze)
+    base = _layers.leaves(selected)
     groups = _structural_groups(base) if groups is None else list(groups)
     multipliers = [lr_mult ** (-(len(groups) - i) / len(groups)) for i in range(len(groups))]
     opt = (optimizers.discriminative_optimizer(model, groups, 1e-3, multipliers=multipliers,
                                                optimizer=optimizer)
            if groups else optimizers.fresh_optimizer(optimizer, 1e-3))
-    # BatchNormalization trains in both phases, at any depth of the base, also
-    # where it came frozen (`kt.freeze(...)` or `base.trainable = False`)
-    policy = schedules.TwoPhaseSchedule(base, freeze_epochs, train_batchnorm=train_batchnorm,
+    # The selection itself is frozen (a nested model's own weights with it);
+    # BatchNormalization trains in both phases at any depth of it if asked,
+    # also where it came frozen (`kt.freeze(...)` or `base.trainable = False`)
+    policy = schedules.TwoPhaseSchedule(selected, freeze_epochs, train_batchnorm=train_batchnorm,
                                         head_train_batchnorm=train_batchnorm, verbose=verbose)
     # The finder trains what the first epoch will train.
     policy.apply(model, policy.phase_of(0))

@@ -210,7 +210,8 @@ class TwoPhaseSchedule(FinetuningSchedule):
             fine-tuning guide advises).
         head_train_batchnorm: also train the BatchNormalization layers
             inside `freeze` in phase 1, at any depth (fastai's `train_bn`;
-            see `keras_transfer.freeze`). `fine_tune` sets both.
+            see `keras_transfer.freeze`). `fine_tune(train_batchnorm=True)`,
+            its default, sets both.
         lora_rank: if set, phase 2 trains low-rank adapters instead of whole
             layers: at train begin `enable_lora(lora_rank)` is called on the
             Dense, EinsumDense, Embedding and Conv layers of `unfreeze` (the

@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 
 import keras_transfer as kt
+from keras_transfer import _layers
 from helpers import DenseBnBlock, randomize, tiny_base, tiny_model
 
 
@@ -313,3 +314,55 @@ def test_freeze_with_train_batchnorm_trains_only_batchnorm_as_keras_by_hand(
                    if not np.array_equal(v.numpy(), before[v.path]))
     assert moved == ["bn/beta", "bn/gamma", "bn/moving_mean", "bn/moving_variance",
                      "head/bias", "head/kernel"]  # training mode: the statistics moved
+
+
+class SharedBnBlock(keras.layers.Layer):
+    """A block that applies a BatchNormalization it shares with another block."""
+
+    def __init__(self, bn, **kwargs):
+        super().__init__(**kwargs)
+        self.dense = keras.layers.Dense(8, name="dense")
+        self.bn = bn
+
+    def call(self, x, training=None):
+        return self.bn(self.dense(x), training=training)
+
+
+class OuterBlock(keras.layers.Layer):
+    """A block holding a block that holds the BatchNormalization (two deep)."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.inner = DenseBnBlock(name="inner")
+
+    def call(self, x, training=None):
+        return self.inner(x, training=training)
+
+
+def shared_or_deep(kind):
+    if kind == "shared":
+        bn = keras.layers.BatchNormalization(name="bn")
+        blocks = [SharedBnBlock(bn, name="ba"), SharedBnBlock(bn, name="bb")]
+    else:
+        blocks = [OuterBlock(name="ba")]
+    model = keras.Sequential([keras.Input((8,)), *blocks, keras.layers.Dense(3, name="head")])
+    return model, [b.name for b in blocks]
+
+
+@pytest.mark.parametrize("kind", ["shared", "deep"])
+def test_freeze_with_train_batchnorm_reaches_shared_and_deeply_held_batchnorm(kind):
+    # Every block on a path to the BatchNormalization reports it as trainable,
+    # as the same freeze done by hand in Keras does: a block that shares it
+    # with another block, and both blocks above one two deep.
+    ours, names = shared_or_deep(kind)
+    kt.freeze(ours, names, train_batchnorm=True)
+    by_hand, _ = shared_or_deep(kind)
+    for layer in _layers.with_sublayers(by_hand):
+        if isinstance(layer, keras.layers.Dense) and layer.name != "head":
+            layer.trainable = False
+    rows = lambda m: [line.split() for line in kt.trainable_summary(  # noqa: E731
+        m, print_fn=lambda text: None).splitlines()[1:]]
+    assert rows(ours) == rows(by_hand)
+    assert [r[2] for r in rows(ours)[:len(names)]] == ["16"] * len(names)  # bn's gamma, beta
+    paths = lambda m: [v.path.split("/", 1)[1] for v in m.trainable_weights]  # noqa: E731
+    assert paths(ours) == paths(by_hand)

@@ -143,6 +143,66 @@ def test_batchnorm_inside_a_block_trains_in_both_phases_with_train_batchnorm(dat
         *bn, "block/dense/bias", "block/dense/kernel", "head/bias", "head/kernel"]
 
 
+def test_the_finder_sweeps_with_batchnorm_inside_a_block_trainable(data, monkeypatch):
+    # The finder trains what phase 1 trains, so its sweep has the block's
+    # BatchNormalization trainable too (it was frozen with its block).
+    x, y = data
+    model = keras.Sequential([keras.Input((4,)), DenseBnBlock(name="block"),
+                              keras.layers.Dense(3, name="head")])
+    swept = []
+    finder = kt.lr_finder.find_learning_rate
+
+    def recording(model, *args, **kwargs):
+        swept.append([v.path.split("/", 1)[1] for v in model.trainable_weights])
+        return finder(model, *args, **kwargs)
+
+    monkeypatch.setattr(kt.lr_finder, "find_learning_rate", recording)
+    kt.fine_tune(model, (x, y), freeze=["block"], epochs=2, finder={"num_steps": 20},
+                 batch_size=16, loss=LOSS, metrics=(), verbose=0, shuffle=False)
+    assert swept == [["block/bn/gamma", "block/bn/beta", "head/kernel", "head/bias"]]
+
+
+class BaseWithOwnWeight(keras.Model):
+    """A subclassed base model with a weight of its own (a learned offset)."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.dense = keras.layers.Dense(8, name="dense")
+        self.bn = keras.layers.BatchNormalization(name="bn")
+
+    def build(self, input_shape):
+        self.offset = self.add_weight(shape=(8,), initializer="zeros", name="offset")
+        self.dense.build(input_shape)
+        self.bn.build((None, 8))
+
+    def call(self, x, training=None):
+        return self.bn(self.dense(x), training=training) + self.offset
+
+
+@pytest.mark.parametrize("train_batchnorm", [False, True])
+def test_a_nested_base_models_own_weight_is_frozen_in_phase_one(data, train_batchnorm):
+    # fine_tune froze the base's layers one by one, never the base model
+    # itself, so a weight the model holds itself trained in phase 1 (found
+    # in review).
+    x, y = data
+    inputs = keras.Input((4,))
+    model = keras.Model(inputs, keras.layers.Dense(3, name="head")(
+        BaseWithOwnWeight(name="base")(inputs)))
+    start = {v.path: v.numpy().copy() for v in model.weights}
+    snaps = Snapshots()
+    kt.fine_tune(model, (x, y), freeze=["base"], epochs=2, base_lr=1e-2, batch_size=16,
+                 loss=LOSS, metrics=(), verbose=0, shuffle=False, callbacks=[snaps],
+                 train_batchnorm=train_batchnorm)
+    moved_paths = lambda a, b: sorted(  # noqa: E731
+        p for p in a if not np.array_equal(a[p], b[p]))
+    bn = ["base/bn/beta", "base/bn/gamma", "base/bn/moving_mean", "base/bn/moving_variance"]
+    assert moved_paths(start, snaps.at_end[0]) == (
+        bn if train_batchnorm else []) + ["head/bias", "head/kernel"]
+    assert moved_paths(snaps.at_end[0], snaps.at_end[1]) == (
+        bn if train_batchnorm else []) + ["base/dense/bias", "base/dense/kernel", "base/offset",
+                                          "head/bias", "head/kernel"]
+
+
 def test_from_scratch_is_one_cycle_without_freezing(data):
     _, start, history, rates, snaps = run(data, freeze=[], freeze_epochs=0, lr_mult=1.0)
     assert history.history["phase"] == [2, 2, 2]
