@@ -35,7 +35,7 @@ def median(values):
 
 def fashion_arrays(n):
     """The first `n` Fashion-MNIST training images as float32 (n, 28, 28, 1), and labels."""
-    from keras_transfer import datasets
+    from keras_transfer.pipeline import datasets
 
     (x, y), _ = datasets.load(datasets.FASHION_MNIST)
     return x[:n, ..., None].astype("float32") / 255.0, y[:n].astype("int32")

@@ -16,7 +16,7 @@ import keras
 import numpy as np
 
 import keras_transfer as kt
-from keras_transfer import datasets, reference
+from keras_transfer.pipeline import datasets, reference
 
 
 def main():

@@ -29,7 +29,7 @@ from _common import fashion_arrays, median
 import keras  # noqa: E402
 
 import keras_transfer as kt  # noqa: E402
-from keras_transfer import reference  # noqa: E402
+from keras_transfer.pipeline import reference  # noqa: E402
 
 LOSS = "sparse_categorical_crossentropy"
 

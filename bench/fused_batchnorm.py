@@ -20,7 +20,7 @@ from _common import StepTimer, fashion_arrays, median
 
 import keras  # noqa: E402
 
-from keras_transfer import reference  # noqa: E402
+from keras_transfer.pipeline import reference  # noqa: E402
 
 
 def with_keras_batchnorm(model):

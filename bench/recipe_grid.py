@@ -64,8 +64,8 @@ def main():
     import tensorflow as tf
 
     import keras_transfer as kt
-    from keras_transfer import datasets
-    from keras_transfer import reference
+    from keras_transfer.pipeline import datasets
+    from keras_transfer.pipeline import reference
 
     keras.utils.set_random_seed(a.seed)
     tf.config.experimental.enable_op_determinism()

@@ -21,7 +21,7 @@ from _common import StepTimer, fashion_arrays, median
 import keras  # noqa: E402
 
 import keras_transfer as kt  # noqa: E402
-from keras_transfer import reference  # noqa: E402
+from keras_transfer.pipeline import reference  # noqa: E402
 
 
 class TimedSchedule(kt.TwoPhaseSchedule):

@@ -4,14 +4,17 @@ By-name weight transfer, freezing, and a two-phase fine-tuning schedule that
 really trains inside `model.fit`, on every Keras 3 backend.
 
 Modules, bottom to top: `errors`, private helpers (`_layers`, `_files`,
-`_optimizer_state`); `weights`, `freezing`, `warm_start`, `learning_rates`, `optimizers`;
-the callbacks (`schedules`), the learning-rate finder (`lr_finder`) and
-`caching`; the one-call `recipes`. Beside
-them: `heads`, `hub` (TensorFlow backend only), `datasets`, `reference`,
-`comparison`.
+`_optimizer_state`); `layers`, `weights`, `freezing`, `warm_start`,
+`learning_rates`, `optimizers`; the callbacks (`schedules`), the
+learning-rate finder (`lr_finder`) and `caching`; the one-call `recipes`.
+Beside them: `heads`, `hub` (TensorFlow backend only).
+
+The Fashion-MNIST -> MNIST reference pipeline (its data, CNN, comparison and
+the scripts' helpers) is one client of the library and lives apart, in
+`keras_transfer.pipeline`; importing the package imports nothing of it.
 """
 
-from keras_transfer import reference  # registers FusedBatchNormalization for load_model
+from keras_transfer import layers  # registers FusedBatchNormalization for load_model
 from keras_transfer.caching import fit_head_cached
 from keras_transfer.errors import ArgumentError
 from keras_transfer.errors import ArgumentTypeError
@@ -38,6 +41,7 @@ from keras_transfer.heads import attach_heads
 from keras_transfer.heads import replace_head
 from keras_transfer.hub import HubLayer
 from keras_transfer.hub import export_hub_module
+from keras_transfer.layers import FusedBatchNormalization
 from keras_transfer.learning_rates import OneCycle
 from keras_transfer.learning_rates import PhaseLearningRate
 from keras_transfer.lr_finder import LearningRateCurve
@@ -67,6 +71,7 @@ __all__ = [
     "DiscriminativeOptimizer",
     "DuplicateLayerNameError",
     "FinetuningSchedule",
+    "FusedBatchNormalization",
     "GradualUnfreezing",
     "HubLayer",
     "HubModuleError",

@@ -138,10 +138,10 @@ def run():
     import tensorflow as tf
 
     import keras_transfer as kt
-    from keras_transfer import _cli
-    from keras_transfer import comparison
-    from keras_transfer import datasets
-    from keras_transfer import reference
+    from keras_transfer.pipeline import _cli
+    from keras_transfer.pipeline import comparison
+    from keras_transfer.pipeline import datasets
+    from keras_transfer.pipeline import reference
 
     deterministic = _cli.make_deterministic(FLAGS.seed)
     verbose = 1 if sys.stdout.isatty() else 2
@@ -314,7 +314,7 @@ def _display_name(dataset):
 def main(argv):
     # Imported here, after absl has parsed the flags: a bad flag is refused in
     # well under a second, without loading Keras and its backend.
-    from keras_transfer import _cli
+    from keras_transfer.pipeline import _cli
 
     return _cli.main_for(run, "fashion_to_mnist")(argv)
 

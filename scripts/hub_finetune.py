@@ -47,10 +47,10 @@ def run():
     import keras
 
     import keras_transfer as kt
-    from keras_transfer import _cli
-    from keras_transfer import comparison
-    from keras_transfer import datasets
-    from keras_transfer import reference
+    from keras_transfer.pipeline import _cli
+    from keras_transfer.pipeline import comparison
+    from keras_transfer.pipeline import datasets
+    from keras_transfer.pipeline import reference
 
     deterministic = _cli.make_deterministic(FLAGS.seed)
     verbose = 1 if sys.stdout.isatty() else 2
@@ -99,7 +99,7 @@ def run():
 def main(argv):
     # Imported here, after absl has parsed the flags: a bad flag is refused in
     # well under a second, without loading Keras and its backend.
-    from keras_transfer import _cli
+    from keras_transfer.pipeline import _cli
 
     return _cli.main_for(run, "hub_finetune")(argv)
 

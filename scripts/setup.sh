@@ -33,4 +33,4 @@ if [ ! -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ]; then
 fi
 
 # 3. MNIST (data/mnist.npz) and a check that both data sets load.
-"$PY" -m keras_transfer.datasets prepare
+"$PY" -m keras_transfer.pipeline.datasets prepare

@@ -1,11 +1,22 @@
-"""The package reads top-down: no import cycles, no imports hidden in functions."""
+"""The package reads top-down: no import cycles, no imports hidden in functions,
+and the core apart from the reference pipeline (`keras_transfer.pipeline`)."""
 
 import ast
 import pathlib
+import subprocess
+import sys
 
 import keras_transfer as kt
 
 PACKAGE = pathlib.Path(kt.__file__).parent
+
+
+def module_name(path):
+    """`weights`, `pipeline.datasets`, `pipeline` (its __init__), `__init__`."""
+    parts = path.relative_to(PACKAGE).with_suffix("").parts
+    if parts[-1] == "__init__" and len(parts) > 1:
+        parts = parts[:-1]
+    return ".".join(parts)
 
 
 def own_imports(tree):
@@ -15,21 +26,31 @@ def own_imports(tree):
     for node in ast.walk(tree):
         names = []
         if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("keras_transfer"):
-            parts = node.module.split(".")
-            names = [parts[1]] if len(parts) > 1 else [a.name for a in node.names]
+            parts = node.module.split(".")[1:]
+            if parts == ["pipeline"] or not parts:
+                prefix = ".".join(parts + [""])
+                names = [prefix + a.name for a in node.names]
+            else:
+                names = [".".join(parts)]
         elif isinstance(node, ast.Import):
-            names = [a.name.split(".")[1] for a in node.names
+            names = [a.name.split(".", 1)[1] for a in node.names
                      if a.name.startswith("keras_transfer.")]
         found += [(name, id(node) in top) for name in names]
     return found
 
 
-def test_no_import_cycles_and_no_imports_inside_functions():
+def import_graph():
     graph, hidden = {}, []
-    for path in sorted(PACKAGE.glob("*.py")):
+    for path in sorted(PACKAGE.rglob("*.py")):
+        name = module_name(path)
         imports = own_imports(ast.parse(path.read_text()))
-        hidden += [f"{path.stem} imports {name} inside a function" for name, top in imports if not top]
-        graph[path.stem] = {name for name, _ in imports if name != path.stem}
+        hidden += [f"{name} imports {i} inside a function" for i, top in imports if not top]
+        graph[name] = {i for i, _ in imports if i != name}
+    return graph, hidden
+
+
+def test_no_import_cycles_and_no_imports_inside_functions():
+    graph, hidden = import_graph()
     assert hidden == []
 
     def reaches(start, goal, seen):
@@ -42,6 +63,23 @@ def test_no_import_cycles_and_no_imports_inside_functions():
     # the bottom of the stack imports nothing of ours but errors
     for module in ("errors", "_files", "_layers", "_optimizer_state", "learning_rates"):
         assert graph[module] <= {"errors"}, (module, graph[module])
+
+
+def test_no_core_module_imports_the_pipeline():
+    graph, _ = import_graph()
+    assert {"pipeline.datasets", "pipeline.reference", "pipeline.comparison",
+            "pipeline._cli"} <= set(graph)  # the walk sees the pipeline's modules
+    core = {m for m in graph if not m.startswith("pipeline")}
+    assert {m: sorted(i for i in graph[m] if i.startswith("pipeline"))
+            for m in core if any(i.startswith("pipeline") for i in graph[m])} == {}
+
+
+def test_importing_the_package_imports_nothing_of_the_pipeline():
+    code = ("import sys, keras_transfer; "
+            "print(sorted(m for m in sys.modules if m.startswith('keras_transfer.pipeline')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout
+    assert out.strip().splitlines()[-1] == "[]"
 
 
 def test_public_api_is_sorted_and_complete():

@@ -11,7 +11,7 @@ import keras_transfer as kt
 from helpers import DenseBnBlock, randomize, tiny_model
 from keras_transfer import _layers
 from keras_transfer import recipes
-from keras_transfer import reference
+from keras_transfer.pipeline import reference
 from test_learning_rates import BatchRates, by_hand
 from test_schedules import Snapshots
 

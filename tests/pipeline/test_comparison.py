@@ -4,7 +4,7 @@ import pytest
 
 import keras_transfer as kt
 from helpers import Interrupt
-from keras_transfer import comparison
+from keras_transfer.pipeline import comparison
 
 
 def test_plotting_an_arm_without_validation_is_a_transfer_error(tmp_path):

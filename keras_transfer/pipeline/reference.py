@@ -12,8 +12,8 @@ time although it fits its training batches. At 0.9 they settle within tens of
 steps. The transfer arm is not affected: its BatchNormalization layers are
 frozen and keep the source's statistics.
 
-Its BatchNormalization layers are `FusedBatchNormalization`: Keras'
-BatchNormalization with TensorFlow's fused kernel when it trains on the
+Its BatchNormalization layers are `keras_transfer.layers.FusedBatchNormalization`:
+Keras' BatchNormalization with TensorFlow's fused kernel when it trains on the
 TensorFlow backend (Keras 3 composes it from several ops there: a training
 step of this CNN takes 1.4x as long on a CPU); the same weights, names and
 results otherwise. `import keras_transfer` registers the class, so a `.keras`
@@ -23,6 +23,7 @@ file of these models loads where keras_transfer is imported.
 import keras
 
 from keras_transfer import errors
+from keras_transfer.layers import FusedBatchNormalization
 
 FEATURE_LAYERS = (
     "Conv1", "Bn1", "Relu1", "Maxpool1",
@@ -30,60 +31,6 @@ FEATURE_LAYERS = (
     "Conv3", "Bn3", "Relu3", "Flatten",
 )
 BN_MOMENTUM = 0.9
-
-
-@keras.saving.register_keras_serializable(package="keras_transfer")
-class FusedBatchNormalization(keras.layers.BatchNormalization):
-    """`keras.layers.BatchNormalization` that trains with TensorFlow's fused kernel.
-
-    Keras 3 computes a training step of BatchNormalization from separate ops
-    (moments, then normalization, each differentiated on its own); Keras 2
-    and tf_keras called TensorFlow's `FusedBatchNormV3`, one kernel forward
-    and one backward. On the reference CNN, on 2 CPU cores, Keras' layer
-    makes a training step take 1.41x as long (`bench/fused_batchnorm.py`).
-
-    In training mode, on the TensorFlow backend, for 4-D float32 inputs with
-    the features last, no mask, `center` and `scale`, and neither `renorm` nor
-    `synchronized`, the batch statistics and the normalized output come from
-    the fused kernel; the moving statistics are updated as Keras does (with
-    the batch's biased variance: the kernel's is Bessel-corrected, and is
-    scaled back). Everything else (inference, other backends, other inputs)
-    is Keras' own `call`. Weights, their names and the config are Keras';
-    a `.keras` file records the class as `keras_transfer>FusedBatchNormalization`,
-    which loads once keras_transfer is imported.
-    `tests/test_reference.py` compares it with Keras' layer, and fails when
-    Keras' BatchNormalization takes a `fused` argument again.
-
-    Example:
-
-    ```python
-    bn = keras_transfer.reference.FusedBatchNormalization(momentum=0.9, name="Bn1")
-    ```
-    """
-
-    def call(self, inputs, training=None, mask=None):
-        if not (training and self.trainable) or not self._fusable(inputs, mask):
-            return super().call(inputs, training=training, mask=mask)
-        import tensorflow as tf
-
-        outputs, mean, variance = tf.compat.v1.nn.fused_batch_norm(
-            inputs, self.gamma, self.beta, epsilon=self.epsilon, is_training=True)
-        count = tf.size(inputs, out_type=tf.int64) // tf.shape(inputs, out_type=tf.int64)[-1]
-        count = tf.cast(count, variance.dtype)
-        variance = variance * (count - 1.0) / tf.maximum(count, 1.0)  # biased, as Keras
-        self.moving_mean.assign(
-            self.moving_mean * self.momentum + mean * (1.0 - self.momentum))
-        self.moving_variance.assign(
-            self.moving_variance * self.momentum + variance * (1.0 - self.momentum))
-        return outputs
-
-    def _fusable(self, inputs, mask):
-        return (keras.backend.backend() == "tensorflow" and mask is None
-                and len(inputs.shape) == 4 and self.axis in (-1, 3)
-                and keras.backend.standardize_dtype(inputs.dtype) == "float32"
-                and self.compute_dtype == "float32" and self.center and self.scale
-                and not self.renorm and not self.synchronized
-                and self.epsilon >= 1.001e-5)  # the kernel's smallest epsilon
 
 
 def feature_layers():
@@ -128,7 +75,7 @@ def source_cnn(num_classes=10):
     Example:
 
     ```python
-    model = keras_transfer.reference.source_cnn()
+    model = keras_transfer.pipeline.reference.source_cnn()
     ```
     """
     return _cnn(("Dense1", "Dense2"), num_classes, "fashion_mnist_cnn")
@@ -149,7 +96,7 @@ def target_cnn(num_classes=10):
     Example:
 
     ```python
-    model = keras_transfer.reference.target_cnn()
+    model = keras_transfer.pipeline.reference.target_cnn()
     ```
     """
     return _cnn(("Dense1_1", "Dense2_2"), num_classes, "mnist_cnn")

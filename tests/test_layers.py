@@ -1,22 +1,14 @@
+"""keras_transfer.layers: FusedBatchNormalization against Keras' own layer,
+and its registration for `.keras` files."""
+
+import json
+import subprocess
+import sys
+import zipfile
+
 import pytest
 
 import keras_transfer as kt
-from keras_transfer import reference
-
-
-def test_the_reference_cnns_share_the_feature_layers_by_name():
-    source, target = reference.source_cnn(), reference.target_cnn(num_classes=5)
-    names = [layer.name for layer in source.layers]
-    assert names[:12] == list(reference.FEATURE_LAYERS)
-    assert [layer.name for layer in target.layers][:12] == names[:12]
-    assert target.output_shape == (None, 5)
-
-
-@pytest.mark.parametrize("num_classes", [1, 0, 2.5, True])
-def test_a_bad_class_count_is_a_transfer_error_and_a_value_error(num_classes):
-    with pytest.raises(ValueError, match="num_classes must be an int >= 2") as err:
-        reference.target_cnn(num_classes=num_classes)
-    assert isinstance(err.value, kt.ArgumentError)
 
 
 def _bn_pair(x):
@@ -25,7 +17,7 @@ def _bn_pair(x):
     import numpy as np
 
     keras_bn = keras.layers.BatchNormalization(momentum=0.9)
-    fused_bn = reference.FusedBatchNormalization(momentum=0.9)
+    fused_bn = kt.FusedBatchNormalization(momentum=0.9)
     rng = np.random.default_rng(1)
     for layer in (keras_bn, fused_bn):
         layer.build(x.shape)
@@ -76,7 +68,7 @@ def test_fused_batchnorm_trains_as_keras_batchnorm_does():
     for a, b in zip(keras_bn.non_trainable_weights, fused_bn.non_trainable_weights):
         np.testing.assert_allclose(keras.ops.convert_to_numpy(b), keras.ops.convert_to_numpy(a),
                                    rtol=1e-6, atol=1e-7)
-    ours = _fit_steps(reference.FusedBatchNormalization(momentum=0.9), x, y)
+    ours = _fit_steps(kt.FusedBatchNormalization(momentum=0.9), x, y)
     theirs = _fit_steps(keras.layers.BatchNormalization(momentum=0.9), x, y)
     for a, b in zip(theirs, ours):
         np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-5)
@@ -137,7 +129,7 @@ def test_fused_batchnorm_falls_back_to_keras_where_the_kernel_does_not_apply(cas
     mask = np.ones(shape[:-1], bool) if case == "mask" else None
     call = {"mask": mask} if mask is not None else {}
     keras_bn = keras.layers.BatchNormalization(momentum=0.9, **kwargs)
-    fused_bn = reference.FusedBatchNormalization(momentum=0.9, **kwargs)
+    fused_bn = kt.FusedBatchNormalization(momentum=0.9, **kwargs)
     outputs = [keras.ops.convert_to_numpy(bn(x, training=True, **call))
                for bn in (keras_bn, fused_bn)]
     np.testing.assert_array_equal(outputs[1], outputs[0])
@@ -159,30 +151,44 @@ def test_keras_batchnorm_still_has_no_fused_option():
         keras.layers.BatchNormalization(fused=True)
 
 
-def test_a_saved_reference_cnn_loads_after_a_plain_import_keras_transfer(tmp_path):
-    # load_model finds the registered class once keras_transfer is imported
-    # (in a fresh process, where nothing imported keras_transfer.reference).
-    import subprocess
-    import sys
-
-    reference.target_cnn().save(tmp_path / "cnn.keras")
-    code = ("import keras, keras_transfer; "
-            f"m = keras.saving.load_model({str(tmp_path / 'cnn.keras')!r}); "
-            "print(type(m.get_layer('Bn1')).__name__)")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True).stdout
-    assert out.strip().splitlines()[-1] == "FusedBatchNormalization"
-
-
-def test_the_reference_cnn_saves_and_loads_with_its_batchnorm_class(tmp_path):
+def _bn_model():
     import keras
-    import numpy as np
 
-    model = reference.target_cnn()
-    model.save(tmp_path / "cnn.keras")
-    loaded = keras.saving.load_model(tmp_path / "cnn.keras")
-    assert [type(l).__name__ for l in loaded.layers if "Bn" in l.name] == \
-        ["FusedBatchNormalization"] * 3
-    x = np.random.default_rng(0).random((2, 28, 28, 1)).astype("float32")
-    np.testing.assert_array_equal(keras.ops.convert_to_numpy(loaded.predict(x, verbose=0)),
-                                  keras.ops.convert_to_numpy(model.predict(x, verbose=0)))
+    return keras.Sequential([keras.Input((5, 5, 2)), keras.layers.Conv2D(3, 3, name="conv"),
+                             kt.FusedBatchNormalization(momentum=0.9, name="bn")], name="m")
+
+
+def _load_in_fresh_process(path):
+    """Loads `path` in a new process that imports keras and keras_transfer only;
+    returns (class name of layer 'bn', pipeline modules imported)."""
+    code = ("import sys, keras, keras_transfer; "
+            f"m = keras.saving.load_model({str(path)!r}); "
+            "print(type(m.get_layer('bn')).__name__); "
+            "print(sorted(k for k in sys.modules if k.startswith('keras_transfer.pipeline')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout.strip().splitlines()
+    return out[-2], out[-1]
+
+
+def test_a_saved_model_with_it_loads_after_a_plain_import_without_the_pipeline(tmp_path):
+    _bn_model().save(tmp_path / "m.keras")
+    assert _load_in_fresh_process(tmp_path / "m.keras") == ("FusedBatchNormalization", "[]")
+
+
+def test_a_file_written_when_it_lived_in_the_reference_module_still_loads(tmp_path):
+    # Before the move, Keras recorded the class's module as
+    # `keras_transfer.reference`; the registered name is what Keras looks up.
+    _bn_model().save(tmp_path / "new.keras")
+    old = tmp_path / "old.keras"
+    with zipfile.ZipFile(tmp_path / "new.keras") as src, zipfile.ZipFile(old, "w") as dst:
+        for item in src.infolist():
+            data = src.read(item.filename)
+            if item.filename == "config.json":
+                config = json.loads(data)
+                (bn,) = [l for l in config["config"]["layers"] if l["config"]["name"] == "bn"]
+                assert bn["module"] == "keras_transfer.layers"
+                assert bn["registered_name"] == "keras_transfer>FusedBatchNormalization"
+                bn["module"] = "keras_transfer.reference"
+                data = json.dumps(config).encode()
+            dst.writestr(item, data)
+    assert _load_in_fresh_process(old) == ("FusedBatchNormalization", "[]")

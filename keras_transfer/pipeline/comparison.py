@@ -150,7 +150,7 @@ class PhaseProbe(keras.callbacks.Callback):
 def _seed_variables(model):
     # A SeedGenerator's state is in `model.variables` but not in `model.weights`,
     # and `model.save_weights` (so BackupAndRestore) does not save it: a resumed
-    # fit would draw epoch 0's dropout masks again. tests/test_comparison.py
+    # fit would draw epoch 0's dropout masks again. tests/pipeline/test_comparison.py
     # fails if Keras starts keeping it.
     weights = {id(w) for w in model.weights}
     return [v for v in model.variables if id(v) not in weights]
