@@ -1,10 +1,13 @@
-"""Private file helpers: atomic writes and sha256 digests."""
+"""Private file helpers: atomic writes and sha256 digests, computed and checked."""
 
 import contextlib
 import hashlib
 import json
 import os
+import re
 import tempfile
+
+from keras_transfer import errors
 
 
 @contextlib.contextmanager
@@ -47,6 +50,34 @@ def sha256_of(source, chunk_size=1 << 20):
     for chunk in iter(lambda: source.read(chunk_size), b""):
         digest.update(chunk)
     return digest.hexdigest()
+
+
+def check_sha256_argument(sha256, argument="sha256="):
+    """Refuses an expected digest that is not 64 hexadecimal digits (None passes).
+
+    Raises:
+        ArgumentTypeError: `sha256` is not a string.
+        ArgumentError: `sha256` is not 64 hexadecimal digits.
+    """
+    if sha256 is None:
+        return
+    if not isinstance(sha256, str):
+        raise errors.ArgumentTypeError(
+            f"{argument} must be a string of 64 hexadecimal digits (the file's "
+            f"sha256 hex digest), received {type(sha256).__name__} {sha256!r}.")
+    if not re.fullmatch(r"[0-9a-fA-F]{64}", sha256):
+        raise errors.ArgumentError(
+            f"{argument} must be 64 hexadecimal digits (the file's sha256 hex "
+            f"digest, as `sha256sum` prints it), received {sha256!r}.")
+
+
+def check_digest(where, actual, expected, what_to_do):
+    """Raises `ChecksumError` unless the hex digest `actual` is `expected`
+    (compared case-insensitively); `where` names the file, `what_to_do` ends
+    the message."""
+    if actual.lower() != expected.lower():
+        raise errors.ChecksumError(
+            f"{where} has sha256 {actual}, expected {expected}: {what_to_do}")
 
 
 def write_json(data, path):

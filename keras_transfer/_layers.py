@@ -42,6 +42,39 @@ def walk(model):
             yield from walk(layer)
 
 
+def find_layer(model, layer, *, argument=None, top_level=False):
+    """The layer of `model` that `layer` names (a name or the layer itself).
+
+    Args:
+        model: a `keras.Model`.
+        layer: a layer name, or a layer object (returned if it is in `model`).
+        argument: the caller's argument, for the message (`"cut='Flatten'"`).
+        top_level: look among `model.layers` only, not inside nested models.
+
+    Raises:
+        LayerSelectionError: no such layer, or `layer` is neither a name nor
+            a layer.
+    """
+    candidates = list(model.layers) if top_level else [l for l, _ in walk(model)]
+    where = " among its top-level layers" if top_level else ""
+    given = f" ({argument})" if argument else ""
+    if isinstance(layer, keras.layers.Layer):
+        if any(c is layer for c in candidates):
+            return layer
+        raise errors.LayerSelectionError(
+            f"Layer '{layer.name}'{given} is not a layer of model '{model.name}'{where}; "
+            f"layer names: {[c.name for c in candidates]}.")
+    if not isinstance(layer, str):
+        raise errors.LayerSelectionError(
+            f"Expected a layer or a layer name{given}, received {layer!r}.")
+    for candidate in candidates:
+        if candidate.name == layer:
+            return candidate
+    raise errors.LayerSelectionError(
+        f"No layer named '{layer}'{given} in model '{model.name}'{where}; layer names: "
+        f"{[c.name for c in candidates]}.")
+
+
 def leaves(layers):
     """The non-container layers of `layers`, nested models walked into, in order."""
     out = []

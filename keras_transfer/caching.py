@@ -9,10 +9,12 @@ the model's own layers.
 """
 
 import inspect
+import numbers
 
 import keras
 import numpy as np
 
+from keras_transfer import _data
 from keras_transfer import _layers
 from keras_transfer import errors
 from keras_transfer import freezing
@@ -25,6 +27,7 @@ from keras_transfer import optimizers
 _RANDOM_TYPES = (keras.layers.Dropout, keras.layers.GaussianNoise,
                  keras.layers.GaussianDropout, keras.layers.AlphaDropout)
 _SAMPLE_SIZE = 16  # examples in the behavioural check
+_OWNER = "fit_head_cached"
 
 
 def split_at(model, cut):
@@ -45,11 +48,9 @@ def split_at(model, cut):
             are not one chain.
     """
     layers = model.layers
-    if isinstance(cut, str):
-        names = [layer.name for layer in layers]
-        if cut not in names:
-            raise errors.LayerSelectionError(f"No layer named '{cut}' in model '{model.name}'.")
-        cut = names.index(cut) + 1
+    if isinstance(cut, bool) or not isinstance(cut, numbers.Integral):
+        last = _layers.find_layer(model, cut, argument=f"cut={cut!r}", top_level=True)
+        cut = next(i for i, layer in enumerate(layers) if layer is last) + 1
     if not 0 < cut < len(layers):
         raise errors.LayerSelectionError(
             f"cut={cut} must leave at least one layer on each side of model "
@@ -187,49 +188,46 @@ def _check_behaviour(base, sample, everything):
         "without caching.")
 
 
-def _check_data(data):
-    if isinstance(data, tuple) and len(data) == 2:
-        return
-    if isinstance(data, tuple) or not hasattr(data, "__iter__") or hasattr(data, "shape"):
-        raise errors.ArgumentTypeError(
-            "Expected `(x, y)` arrays or a finite tf.data.Dataset of `(x, y)` batches; "
-            f"received {type(data).__name__}"
-            + (f" of length {len(data)}" if isinstance(data, tuple) else "") + ".")
-
-
-def _first_inputs(data, count):
-    """The first `count` inputs of `(x, y)` arrays or of a dataset's first batch."""
-    if isinstance(data, tuple):
-        return data[0][:count]
-    for x, _ in data:  # a new iterator: the caching pass starts its own
-        return np.asarray(x)[:count]
-    raise errors.ArgumentError("The training dataset is empty: there is nothing to cache.")
-
-
 def cache_features(base, data, batch_size=256):
     """Runs the base once over `data`.
 
     Args:
         base: the frozen base model.
-        data: `(x, y)` arrays, or a finite `tf.data.Dataset` of `(x, y)`
-            batches (iterated once; its order is the order cached).
+        data: `(x, y)` or `(x, y, sample_weight)` arrays, or finite data
+            that yields such batches (a `tf.data.Dataset`; iterated once,
+            its order is the order cached).
         batch_size: batch size for arrays.
 
     Returns:
-        `(features, labels)` as numpy arrays.
+        The cached data in the shape it came: `(features, labels)`, or
+        `(features, labels, sample_weight)`, as numpy arrays.
 
     Raises:
-        ArgumentTypeError: `data` is neither `(x, y)` nor a dataset of batches.
+        ArgumentTypeError, ArgumentError: `data` is neither arrays nor
+            batches of them.
     """
-    _check_data(data)
-    if isinstance(data, tuple):
-        x, y = data
-        return base.predict(x, batch_size=batch_size, verbose=0), np.asarray(y)
-    features, labels = [], []
-    for x, y in data:
+    _data.check(data, _OWNER)
+    if _data.is_arrays(data):
+        x, y, weight = _data.unpack_arrays(data, _OWNER)
+        return _cached(base.predict(x, batch_size=batch_size, verbose=0), np.asarray(y),
+                       None if weight is None else np.asarray(weight))
+    features, labels, weights = [], [], []
+    for batch in data:
+        x, y, weight = _data.unpack_batch(batch, _OWNER)
         features.append(keras.ops.convert_to_numpy(base(x, training=False)))
         labels.append(keras.ops.convert_to_numpy(y))
-    return np.concatenate(features), np.concatenate(labels)
+        weights.append(None if weight is None else keras.ops.convert_to_numpy(weight))
+    if not features:
+        raise errors.ArgumentError(f"{_OWNER}: the data is empty: there is nothing to cache.")
+    if any(w is None for w in weights) and not all(w is None for w in weights):
+        raise errors.ArgumentError(
+            f"{_OWNER}: some batches have sample weights and some do not.")
+    return _cached(np.concatenate(features), np.concatenate(labels),
+                   None if weights[0] is None else np.concatenate(weights))
+
+
+def _cached(features, labels, weights):
+    return (features, labels) if weights is None else (features, labels, weights)
 
 
 def fit_head_cached(model, train, *, cut, epochs, validation=None, optimizer="adam",
@@ -240,7 +238,8 @@ def fit_head_cached(model, train, *, cut, epochs, validation=None, optimizer="ad
 
     Args:
         model: the target model (Sequential or a chain).
-        train: `(x, y)` arrays or a finite `tf.data.Dataset` of batches.
+        train: `(x, y)` or `(x, y, sample_weight)` arrays, or finite data
+            yielding such batches (a `tf.data.Dataset`).
         cut: the base's number of top-level layers (or its last layer's name).
         epochs: the epoch to train up to (as `fit`'s `epochs`).
         validation: optional validation data, cached the same way.
@@ -265,10 +264,10 @@ def fit_head_cached(model, train, *, cut, epochs, validation=None, optimizer="ad
     ```
     """
     base, head = split_at(model, cut)
-    for data in (train, validation):
-        if data is not None:
-            _check_data(data)
-    sample = _first_inputs(train, _SAMPLE_SIZE)
+    _data.check(train, _OWNER)
+    if validation is not None:
+        _data.check(validation, _OWNER, "validation")
+    sample = _data.first_inputs(train, _SAMPLE_SIZE, _OWNER)
     restore = _layers.snapshot_trainable(model)
     freezing.freeze(model, upto=len(base.layers))
     try:
@@ -276,10 +275,12 @@ def fit_head_cached(model, train, *, cut, epochs, validation=None, optimizer="ad
     except errors.LayerSelectionError:
         restore()  # a refusal leaves the model as it was
         raise
-    features, labels = cache_features(base, train, batch_size)
+    features, labels, weights = _data.unpack_arrays(
+        cache_features(base, train, batch_size), _OWNER)
     val = cache_features(base, validation, batch_size) if validation is not None else None
     head.compile(optimizer=optimizers.fresh_optimizer(optimizer, learning_rate), loss=loss,
                  metrics=list(metrics) if metrics else None)
-    return head.fit(features, labels, validation_data=val, epochs=epochs,
+    return head.fit(features, labels, sample_weight=weights, validation_data=val,
+                    epochs=epochs,
                     initial_epoch=initial_epoch, batch_size=batch_size, shuffle=shuffle,
                     callbacks=callbacks, verbose=verbose)

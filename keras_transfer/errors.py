@@ -6,9 +6,6 @@ derives from the built-in exception a Keras user would expect (`ValueError`,
 `FileNotFoundError`, ...), so existing `except ValueError:` code keeps working.
 """
 
-import math
-import numbers
-
 
 class TransferError(Exception):
     """Base class of every error raised by keras_transfer for bad input."""
@@ -77,34 +74,3 @@ class UnbuiltModelError(TransferError, ValueError):
 class UnsafeSourceError(WeightFileError):
     """A `.keras` archive holds code that Keras' safe mode refuses to load."""
 
-
-def whole_number(value, name, minimum, why=""):
-    """`value` as an int >= `minimum`, or an `ArgumentError` naming `name`.
-
-    `why`, if given, is said in brackets after the bound: what the count is for.
-    A bool is refused although Python counts it as an int.
-
-    Raises:
-        ArgumentError: `value` is not an integer (a bool, a float, None) or is
-            below `minimum`.
-    """
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
-        because = f" ({why})" if why else ""
-        raise ArgumentError(f"{name} must be an int >= {minimum}{because}, received {value!r}.")
-    return int(value)
-
-
-def real_number(value, name, owner):
-    """`value` as a float, or a typed error naming `owner`'s argument `name`.
-
-    Raises:
-        ArgumentTypeError: `value` is not a real number (a bool, a string, None).
-        ArgumentError: `value` is NaN or infinite.
-    """
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise ArgumentTypeError(
-            f"{owner}: {name} must be a number, received {value!r} "
-            f"({type(value).__name__}).")
-    if not math.isfinite(value):
-        raise ArgumentError(f"{owner}: {name} must be finite, received {value!r}.")
-    return float(value)

@@ -75,22 +75,10 @@ def select_layers(model, spec=None, *, upto=None, layers=None, pattern=None):
                 f"'{model.name}'; layer names: {[l.name for l in every]}."
             )
         return chosen
-    by_name = {layer.name: layer for layer in every}
     chosen = []
     for item in layers:
-        if isinstance(item, keras.layers.Layer):
-            layer = item
-        elif isinstance(item, str):
-            if item not in by_name:
-                raise errors.LayerSelectionError(
-                    f"No layer named '{item}' in model '{model.name}'; layer "
-                    f"names: {list(by_name)}."
-                )
-            layer = by_name[item]
-        else:
-            raise errors.LayerSelectionError(
-                f"Expected layers or layer names, received {item!r}."
-            )
+        # a layer object is taken as given, as before: it may be outside `model`
+        layer = item if isinstance(item, keras.layers.Layer) else _layers.find_layer(model, item)
         if layer not in chosen:
             chosen.append(layer)
     return chosen

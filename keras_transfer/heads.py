@@ -13,6 +13,8 @@ and a 5-label sigmoid, say); compile the result with one loss per head.
 import keras
 import numpy as np
 
+from keras_transfer import _checks
+from keras_transfer import _layers
 from keras_transfer import errors
 
 
@@ -42,13 +44,7 @@ def _final_dense(model):
 def _cut_tensor(model, cut):
     if cut is None:
         return _final_dense(model).input
-    try:
-        layer = model.get_layer(cut) if isinstance(cut, str) else cut
-    except ValueError as e:
-        raise errors.LayerSelectionError(
-            f"No layer named '{cut}' in model '{model.name}'; layer names: "
-            f"{[l.name for l in model.layers]}.") from e
-    return layer.output
+    return _layers.find_layer(model, cut, argument=f"cut={cut!r}", top_level=True).output
 
 
 def replace_head(model, num_classes, *, cut=None, activation="same", name=None,
@@ -83,7 +79,8 @@ def replace_head(model, num_classes, *, cut=None, activation="same", name=None,
     target = keras_transfer.replace_head(source, 3, class_subset=[0, 4, 6])
     ```
     """
-    num_classes = errors.whole_number(num_classes, "num_classes", 1, "the new head's units")
+    num_classes = _checks.whole_number(num_classes, "num_classes", owner="replace_head",
+                                       minimum=1, why="the new head's units")
     old = _final_dense(model)
     if activation == "same":
         activation = old.activation

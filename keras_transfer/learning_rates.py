@@ -10,7 +10,7 @@ import math
 
 import keras
 
-from keras_transfer import errors
+from keras_transfer import _checks
 
 Schedule = keras.optimizers.schedules.LearningRateSchedule
 
@@ -55,26 +55,11 @@ class OneCycle(Schedule):
 
     def __init__(self, max_learning_rate, total_steps, pct_start=0.25, div=25.0,
                  final_div=1e5):
-        given = {"max_learning_rate": max_learning_rate, "total_steps": total_steps,
-                 "pct_start": pct_start, "div": div, "final_div": final_div}
-        for name, value in given.items():
-            given[name] = errors.real_number(value, name, "OneCycle")
-        checks = [("max_learning_rate", max_learning_rate, given["max_learning_rate"] > 0,
-                   "> 0"),
-                  ("total_steps", total_steps, given["total_steps"].is_integer()
-                   and given["total_steps"] >= 1, "an int >= 1"),
-                  ("pct_start", pct_start, 0 <= given["pct_start"] <= 1, "in [0, 1]"),
-                  ("div", div, given["div"] >= 1, ">= 1"),
-                  ("final_div", final_div, given["final_div"] >= 1, ">= 1")]
-        for name, value, ok, expected in checks:
-            if not ok:
-                raise errors.ArgumentError(
-                    f"OneCycle: {name} must be {expected}, received {value!r}.")
-        self.max_learning_rate = float(max_learning_rate)
-        self.total_steps = int(total_steps)
-        self.pct_start = float(pct_start)
-        self.div = float(div)
-        self.final_div = float(final_div)
+        self.max_learning_rate = _checks.real_number(
+            max_learning_rate, "max_learning_rate", owner="OneCycle", above=0)
+        self.total_steps = one_cycle_steps(total_steps, "total_steps", "OneCycle")
+        self.pct_start, self.div, self.final_div = one_cycle_shape(
+            pct_start, div, final_div, owner="OneCycle")
 
     def __call__(self, step):
         ops = keras.ops
@@ -90,6 +75,27 @@ class OneCycle(Schedule):
     def get_config(self):
         return {"max_learning_rate": self.max_learning_rate, "total_steps": self.total_steps,
                 "pct_start": self.pct_start, "div": self.div, "final_div": self.final_div}
+
+
+def one_cycle_shape(pct_start, div, final_div, *, owner, prefix=""):
+    """`OneCycle`'s shape arguments checked, as floats, under the names
+    `<prefix>pct_start`, `<prefix>div`, `<prefix>final_div` of `owner`.
+
+    Raises:
+        ArgumentTypeError, ArgumentError: as `OneCycle` raises them.
+    """
+    return (_checks.real_number(pct_start, f"{prefix}pct_start", owner=owner,
+                                at_least=0, at_most=1),
+            _checks.real_number(div, f"{prefix}div", owner=owner, at_least=1),
+            _checks.real_number(final_div, f"{prefix}final_div", owner=owner, at_least=1))
+
+
+def one_cycle_steps(total_steps, name, owner):
+    """A cycle's length: an int >= 1 (an integral float is taken, as before)."""
+    number = _checks.real_number(total_steps, name, owner=owner)  # a number, finite
+    if isinstance(total_steps, float) and number.is_integer():
+        total_steps = int(number)
+    return _checks.whole_number(total_steps, name, owner=owner, minimum=1)
 
 
 def _cosine(start, end, fraction):

@@ -24,12 +24,15 @@ import math
 import keras
 import numpy as np
 
+from keras_transfer import _checks
+from keras_transfer import _data
 from keras_transfer import _files
 from keras_transfer import _optimizer_state
 from keras_transfer import errors
 from keras_transfer import optimizers
 
 SUGGESTIONS = ("valley", "steepest", "minimum")
+_OWNER = "find_learning_rate"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -211,10 +214,11 @@ def _check_arguments(model, start_lr, end_lr, num_steps, smoothing, diverge, met
     if not isinstance(model, keras.Model):
         raise errors.ArgumentTypeError(
             f"find_learning_rate takes a keras.Model, received {type(model).__name__}.")
-    start_lr, end_lr, smoothing, diverge = (
-        errors.real_number(value, name, "find_learning_rate") for name, value in (
-            ("start_lr", start_lr), ("end_lr", end_lr), ("smoothing", smoothing),
-            ("diverge", diverge)))
+    owner = _OWNER
+    start_lr = _checks.real_number(start_lr, "start_lr", owner=owner, above=0)
+    end_lr = _checks.real_number(end_lr, "end_lr", owner=owner, above=0)
+    smoothing = _checks.real_number(smoothing, "smoothing", owner=owner, at_least=0, below=1)
+    diverge = _checks.real_number(diverge, "diverge", owner=owner, above=1)
     if getattr(model, "optimizer", None) is None or not getattr(model, "compiled", False):
         raise errors.ArgumentError(
             f"find_learning_rate needs a compiled model; model '{model.name}' is not "
@@ -228,16 +232,12 @@ def _check_arguments(model, start_lr, end_lr, num_steps, smoothing, diverge, met
         raise errors.ArgumentError(
             f"Model '{model.name}' has no trainable variables: there is nothing whose "
             "rate could be found. Unfreeze the layers to train first.")
-    num_steps = errors.whole_number(num_steps, "num_steps", 10,
-                                    "the curve needs points to suggest from")
-    if not 0 < start_lr < end_lr:
+    num_steps = _checks.whole_number(num_steps, "num_steps", owner=owner, minimum=10,
+                                     why="the curve needs points to suggest from")
+    if not start_lr < end_lr:
         raise errors.ArgumentError(
-            f"Expected 0 < start_lr < end_lr, received start_lr={start_lr!r}, "
-            f"end_lr={end_lr!r}.")
-    if not 0 <= smoothing < 1:
-        raise errors.ArgumentError(f"smoothing must be in [0, 1), received {smoothing!r}.")
-    if not diverge > 1:
-        raise errors.ArgumentError(f"diverge must be > 1, received {diverge!r}.")
+            f"find_learning_rate: expected start_lr < end_lr, received "
+            f"start_lr={start_lr!r}, end_lr={end_lr!r}.")
     if method not in SUGGESTIONS:
         raise errors.ArgumentError(
             f"method must be one of {SUGGESTIONS}, received {method!r}.")
@@ -246,20 +246,17 @@ def _check_arguments(model, start_lr, end_lr, num_steps, smoothing, diverge, met
 
 def _batches(data, batch_size, num_steps):
     """Yields `(x, y, sample_weight)` batches for `train_on_batch`, cycling if it can."""
-    if isinstance(data, tuple):  # as `fit`: a tuple is arrays, anything else yields batches
-        return _array_batches(data, batch_size)
+    _data.check(data, _OWNER, "data")
+    if _data.is_arrays(data):
+        return _array_batches(_data.unpack_arrays(data, _OWNER, "data"), batch_size)
     return _iterable_batches(data, num_steps)
 
 
-def _array_batches(data, batch_size):
-    if not 2 <= len(data) <= 3:
-        raise errors.ArgumentError(
-            f"Array data must be (x, y) or (x, y, sample_weight); received a tuple "
-            f"of {len(data)}.")
-    size = len(keras.tree.flatten(data[0])[0])
+def _array_batches(arrays, batch_size):
+    size = _data.example_count(arrays[0])
     if size == 0:
         raise errors.ArgumentError("data holds no examples: the finder needs at least one batch.")
-    batch_size = errors.whole_number(batch_size, "batch_size", 1)
+    batch_size = _checks.whole_number(batch_size, "batch_size", owner=_OWNER, minimum=1)
     width = min(batch_size, size)
     # Full batches only (one shape, one trace); data smaller than a batch is one batch.
     starts = range(0, size - width + 1, width)
@@ -267,8 +264,8 @@ def _array_batches(data, batch_size):
     def generate():
         while True:
             for start in starts:
-                yield tuple(keras.tree.map_structure(lambda a: a[start:start + width], part)
-                            for part in data)
+                yield tuple(None if part is None else keras.tree.map_structure(
+                    lambda a: a[start:start + width], part) for part in arrays)
 
     return generate()
 
@@ -296,16 +293,12 @@ def _iterable_batches(data, num_steps):
 
 
 def _as_batch(batch):
-    if not isinstance(batch, (tuple, list)) or not 2 <= len(batch) <= 3:
-        raise errors.ArgumentError(
-            "Each batch must be a tuple (x, y) or (x, y, sample_weight); received "
-            f"{type(batch).__name__}"
-            + (f" of {len(batch)}" if isinstance(batch, (tuple, list)) else "") + ".")
+    batch = _data.unpack_batch(batch, _OWNER)
     if keras.backend.backend() != "tensorflow":  # tf.data yields TensorFlow tensors
-        batch = keras.tree.map_structure(
+        batch = tuple(None if part is None else keras.tree.map_structure(
             lambda t: t.numpy() if hasattr(t, "numpy") and not isinstance(t, np.ndarray) else t,
-            tuple(batch))
-    return tuple(batch) + (None,) * (3 - len(batch))
+            part) for part in batch)
+    return batch
 
 
 def _save_state(model):

@@ -16,6 +16,8 @@ import numbers
 import keras
 import numpy as np
 
+from keras_transfer import _checks
+from keras_transfer import _data
 from keras_transfer import _layers
 from keras_transfer import caching
 from keras_transfer import errors
@@ -23,6 +25,7 @@ from keras_transfer import freezing
 from keras_transfer import lr_finder
 from keras_transfer import optimizers
 from keras_transfer import schedules
+from keras_transfer import learning_rates
 from keras_transfer.learning_rates import OneCycle
 
 
@@ -40,8 +43,9 @@ def fit_two_phase(model, train, *, validation=None, freeze, head_epochs, epochs,
 
     Args:
         model: the target `keras.Model`.
-        train: training data as `fit` takes it (a `tf.data.Dataset`, or a tuple
-            `(x, y)`).
+        train: training data as `fit` takes it: a tuple `(x, y)` or
+            `(x, y, sample_weight)` of arrays, or data yielding such batches
+            (a `tf.data.Dataset`, a `keras.utils.PyDataset`).
         validation: optional validation data for `fit`.
         freeze: what phase 1 freezes (see `TwoPhaseSchedule`).
         head_epochs: number of phase-1 epochs.
@@ -78,14 +82,15 @@ def fit_two_phase(model, train, *, validation=None, freeze, head_epochs, epochs,
         head_lr=1e-3, finetune_lr=1e-4)
     ```
     """
-    if not 0 <= head_epochs <= epochs:
+    owner = "fit_two_phase"
+    epochs = _checks.whole_number(epochs, "epochs", owner=owner, minimum=1)
+    head_epochs = _checks.whole_number(head_epochs, "head_epochs", owner=owner, minimum=0)
+    if head_epochs > epochs:
         raise errors.ArgumentError(
-            f"Expected 0 <= head_epochs <= epochs, received "
+            f"fit_two_phase: expected head_epochs <= epochs, received "
             f"head_epochs={head_epochs}, epochs={epochs}.")
-    if isinstance(train, tuple):
-        x, y = train
-    else:
-        x, y = train, None
+    _data.check(train, owner)
+    x, y, sample_weight = _data.fit_arguments(train, owner)
     merged = keras.callbacks.History()
     merged.set_model(model)
     merged.on_train_begin()  # sets up `epoch` and `history`
@@ -112,7 +117,8 @@ def fit_two_phase(model, train, *, validation=None, freeze, head_epochs, epochs,
             policy.apply(model, phase)
             model.compile(optimizer=optimizers.fresh_optimizer(optimizer, lr), loss=loss,
                           metrics=list(metrics) if metrics else None)
-            history = model.fit(x, y, validation_data=validation, epochs=stop,
+            history = model.fit(x, y, sample_weight=sample_weight,
+                                validation_data=validation, epochs=stop,
                                 initial_epoch=start, callbacks=callbacks,
                                 verbose=verbose, **fit_kwargs)
         for key, values in history.history.items():
@@ -159,17 +165,17 @@ def batch_size_for(examples, *, steps=30, smallest=16, largest=256):
     keras_transfer.recipes.batch_size_for(1000)   # 32
     ```
     """
-    if not errors.real_number(examples, "examples", "batch_size_for") >= 1:
-        raise errors.ArgumentError(f"examples must be >= 1, received {examples!r}.")
-    if not errors.real_number(steps, "steps", "batch_size_for") > 0:
-        raise errors.ArgumentError(f"batch_size_for: steps must be > 0, received {steps!r}.")
-    if not 1 <= errors.real_number(smallest, "smallest", "batch_size_for") \
-            <= errors.real_number(largest, "largest", "batch_size_for"):
+    owner = "batch_size_for"
+    examples = _checks.real_number(examples, "examples", owner=owner, at_least=1)
+    steps = _checks.real_number(steps, "steps", owner=owner, above=0)
+    low = _checks.real_number(smallest, "smallest", owner=owner, at_least=1)
+    high = _checks.real_number(largest, "largest", owner=owner, at_least=1)
+    if low > high:
         raise errors.ArgumentError(
-            f"batch_size_for: expected 1 <= smallest <= largest, received "
+            f"batch_size_for: expected smallest <= largest, received "
             f"smallest={smallest!r}, largest={largest!r}.")
     fitting = 2 ** int(math.floor(math.log2(max(examples / steps, 1))))
-    return int(min(max(fitting, smallest), largest))
+    return int(min(max(fitting, low), high))
 
 
 def fine_tune(model, train, *, validation=None, freeze, epochs, freeze_epochs=1, base_lr=None,
@@ -208,8 +214,10 @@ def fine_tune(model, train, *, validation=None, freeze, epochs, freeze_epochs=1,
 
     Args:
         model: the target `keras.Model`, weights loaded.
-        train: training data as `fit` takes it: a tuple `(x, y)` of arrays,
-            or a `tf.data.Dataset` (or any data of known length) of batches.
+        train: training data as `fit` takes it: a tuple `(x, y)` or
+            `(x, y, sample_weight)` of arrays, or data yielding such batches
+            (a `tf.data.Dataset`, a `keras.utils.PyDataset`; of known length,
+            or pass `steps_per_epoch`).
         validation: optional validation data for `fit`.
         freeze: what phase 1 freezes (see `keras_transfer.select_layers`):
             the base.
@@ -269,47 +277,42 @@ def fine_tune(model, train, *, validation=None, freeze, epochs, freeze_epochs=1,
     history.history["phase"]   # [1, 2, 2, 2, 2, 2]
     ```
     """
-    epochs = errors.whole_number(epochs, "epochs", 1)
-    freeze_epochs = errors.whole_number(freeze_epochs, "freeze_epochs", 0)
+    owner = "fine_tune"
+    epochs = _checks.whole_number(epochs, "epochs", owner=owner, minimum=1)
+    freeze_epochs = _checks.whole_number(freeze_epochs, "freeze_epochs", owner=owner,
+                                         minimum=0)
     if freeze_epochs > epochs:
         raise errors.ArgumentError(
-            f"Expected 0 <= freeze_epochs <= epochs, received freeze_epochs="
+            f"fine_tune: expected freeze_epochs <= epochs, received freeze_epochs="
             f"{freeze_epochs!r}, epochs={epochs}.")
-    if base_lr is not None and not errors.real_number(base_lr, "base_lr", "fine_tune") > 0:
-        raise errors.ArgumentError(f"base_lr must be > 0 or None, received {base_lr!r}.")
-    if not errors.real_number(lr_mult, "lr_mult", "fine_tune") >= 1:
-        raise errors.ArgumentError(f"lr_mult must be >= 1, received {lr_mult!r}.")
-    if not errors.real_number(head_lr_mult, "head_lr_mult", "fine_tune") > 0:
-        raise errors.ArgumentError(f"head_lr_mult must be > 0, received {head_lr_mult!r}.")
+    if base_lr is not None:
+        _checks.real_number(base_lr, "base_lr", owner=owner, above=0,
+                            why="or None for the finder")
+    _checks.real_number(lr_mult, "lr_mult", owner=owner, at_least=1)
+    _checks.real_number(head_lr_mult, "head_lr_mult", owner=owner, above=0)
     # the one-cycles' shapes, checked before anything is frozen or compiled
-    OneCycle(1.0, 1, pct_start=pct_start, div=div, final_div=final_div)
-    try:
-        OneCycle(1.0, 1, pct_start=head_pct_start, div=head_div, final_div=final_div)
-    except errors.TransferError as error:
-        raise type(error)(str(error).replace("OneCycle: ", "fine_tune: head_")) from None
+    learning_rates.one_cycle_shape(pct_start, div, final_div, owner=owner)
+    learning_rates.one_cycle_shape(head_pct_start, head_div, final_div, owner=owner,
+                                   prefix="head_")
     if finder is not None and {"batch_size", "verbose"} & set(finder):
         raise errors.ArgumentError(
             "finder= takes find_learning_rate's other arguments; batch_size and verbose "
             "come from fine_tune's own, received "
             f"{sorted({'batch_size', 'verbose'} & set(finder))}.")
     if batch_size is not None:
-        batch_size = errors.whole_number(batch_size, "batch_size", 1)
+        batch_size = _checks.whole_number(batch_size, "batch_size", owner=owner, minimum=1)
     if "validation_split" in fit_kwargs:
         raise errors.ArgumentError(
             "fine_tune does not take validation_split: the one-cycles are sized on the "
             "training data's steps per epoch. Split the data yourself and pass "
             "validation=.")
-    arrays = isinstance(train, tuple)
-    if arrays and len(train) != 2:
-        raise errors.ArgumentError(
-            f"Array data for fine_tune must be (x, y); received a tuple of {len(train)}. "
-            "Pass sample weights as a tf.data.Dataset of (x, y, sample_weight) batches.")
-    if arrays:
+    _data.check(train, owner)
+    if _data.is_arrays(train):
         batch_size = batch_size or 32
         fit_kwargs["batch_size"] = batch_size
-    steps = _steps_per_epoch(train, batch_size, steps_per_epoch)
+    steps = _data.steps_per_epoch(train, batch_size, steps_per_epoch, owner)
     if steps_per_epoch is not None:
-        fit_kwargs["steps_per_epoch"] = steps_per_epoch
+        fit_kwargs["steps_per_epoch"] = steps
 
     selected = freezing.select_layers(model, freeze)
     base = _layers.leaves(selected)
@@ -336,12 +339,10 @@ def fine_tune(model, train, *, validation=None, freeze, epochs, freeze_epochs=1,
                               div=head_div, final_div=final_div)
     policy.finetune_lr = OneCycle(base_lr, max((epochs - freeze_epochs) * steps, 1),
                                   pct_start=pct_start, div=div, final_div=final_div)
-    if arrays:
-        x_fit, y_fit = train
-    else:
-        x_fit, y_fit = train, None
-    history = model.fit(x_fit, y_fit, validation_data=validation, epochs=epochs,
-                        callbacks=[policy, *(callbacks or [])], verbose=verbose, **fit_kwargs)
+    x, y, sample_weight = _data.fit_arguments(train, owner)
+    history = model.fit(x, y, sample_weight=sample_weight, validation_data=validation,
+                        epochs=epochs, callbacks=[policy, *(callbacks or [])],
+                        verbose=verbose, **fit_kwargs)
     history.base_lr = float(base_lr)
     history.learning_rate_curve = curve
     return history
@@ -351,25 +352,6 @@ def default_options():
     """`fine_tune`'s default numbers and switches, by argument name (for records)."""
     return {name: p.default for name, p in inspect.signature(fine_tune).parameters.items()
             if isinstance(p.default, (bool, int, float)) and name != "verbose"}
-
-
-def _steps_per_epoch(train, batch_size, steps_per_epoch):
-    """Optimizer steps in one epoch of `train` (the one-cycles' unit)."""
-    if steps_per_epoch is not None:
-        return errors.whole_number(steps_per_epoch, "steps_per_epoch", 1)
-    if isinstance(train, tuple):
-        return math.ceil(len(keras.tree.flatten(train[0])[0]) / batch_size)
-    cardinality = getattr(train, "cardinality", None)  # tf.data
-    if cardinality is not None:
-        count = int(cardinality())
-        if count > 0:
-            return count
-    elif hasattr(train, "__len__") and len(train) > 0:
-        return len(train)
-    raise errors.ArgumentError(
-        "fine_tune cannot tell how many steps an epoch of `train` has, and the "
-        "one-cycle schedules need it: pass steps_per_epoch=, or data of known "
-        "length (arrays, a finite tf.data.Dataset, a keras.utils.PyDataset).")
 
 
 def _structural_groups(layers, max_groups=MAX_GROUPS):

@@ -32,6 +32,7 @@ import warnings
 import keras
 import numpy as np
 
+from keras_transfer import _checks
 from keras_transfer import _layers
 from keras_transfer import _optimizer_state
 from keras_transfer import errors
@@ -239,7 +240,8 @@ class TwoPhaseSchedule(FinetuningSchedule):
                  unfreeze=None, train_batchnorm=False, head_train_batchnorm=False,
                  lora_rank=None, verbose=1):
         super().__init__(verbose=verbose)
-        switch_epoch = errors.whole_number(switch_epoch, "switch_epoch", 0)
+        switch_epoch = _checks.whole_number(switch_epoch, "switch_epoch",
+                                            owner="TwoPhaseSchedule", minimum=0)
         self.freeze = freeze
         self.unfreeze = freeze if unfreeze is None else unfreeze
         self.switch_epoch = switch_epoch
@@ -351,7 +353,8 @@ class GradualUnfreezing(FinetuningSchedule):
             raise errors.ArgumentError(
                 f"learning_rates needs {len(self.blocks) + 1} entries (0 to "
                 f"{len(self.blocks)} unfrozen blocks), received {len(learning_rates)}.")
-        start_epoch = errors.whole_number(start_epoch, "start_epoch", 0)
+        start_epoch = _checks.whole_number(start_epoch, "start_epoch",
+                                           owner="GradualUnfreezing", minimum=0)
         self.start_epoch = start_epoch
         self.learning_rates = learning_rates
         self.train_batchnorm = train_batchnorm

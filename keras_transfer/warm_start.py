@@ -16,6 +16,7 @@ On this project's benchmark (Fashion-MNIST source, MNIST target; BENCHMARKS.md,
 
 import keras
 
+from keras_transfer import _checks
 from keras_transfer import _layers
 from keras_transfer import errors
 from keras_transfer import freezing
@@ -75,16 +76,10 @@ def shrink_perturb(model, spec=None, *, shrink, perturb, fresh=None, upto=None,
     keras_transfer.fine_tune(model, train, freeze=12, epochs=10)
     ```
     """
-    shrink = errors.real_number(shrink, "shrink", "shrink_perturb")
-    perturb = errors.real_number(perturb, "perturb", "shrink_perturb")
-    if not 0 <= shrink <= 1:
-        raise errors.ArgumentError(
-            f"shrink_perturb: shrink must be in [0, 1] (the share of the loaded "
-            f"weights kept), received {shrink!r}.")
-    if perturb < 0:
-        raise errors.ArgumentError(
-            f"shrink_perturb: perturb must be >= 0 (the share of a fresh "
-            f"initialization added), received {perturb!r}.")
+    shrink = _checks.real_number(shrink, "shrink", owner="shrink_perturb", at_least=0,
+                                 at_most=1, why="the share of the loaded weights kept")
+    perturb = _checks.real_number(perturb, "perturb", owner="shrink_perturb", at_least=0,
+                                  why="the share of a fresh initialization added")
     _layers.check_model(model, "model")
     units = _layers.units(model)  # every layer holding weights; refuses duplicate names
     selected = set(_layers.leaves(

@@ -29,6 +29,8 @@ from keras_transfer import _layers
 from keras_transfer import _matching
 from keras_transfer import errors
 
+_NOT_PUBLISHED = "the file is not the one that was published. Fetch it again."
+
 
 def save_weights_by_name(model, path):
     """Saves `model`'s weights to an HDF5 file keyed by layer name.
@@ -205,7 +207,7 @@ def load_weights_by_name(
     """
     path = os.fspath(path)
     _layers.check_model(model, "model")
-    _check_sha256(sha256)
+    _files.check_sha256_argument(sha256)
     options = dict(skip_mismatch=skip_mismatch, rename=rename,
                    require=_checked_require(require),
                    adapt_input_channels=_checked_adapt(adapt_input_channels))
@@ -213,7 +215,7 @@ def load_weights_by_name(
     # in at `path` after the check is never what loads.
     with _open(path) as f:
         if sha256 is not None:
-            _check_digest(path, _files.sha256_of(f), sha256)
+            _files.check_digest(path, _files.sha256_of(f), sha256, _NOT_PUBLISHED)
         # A `.keras` name and a zip end record make an archive, as in Keras'
         # load_model; otherwise the HDF5 signature decides, for an array's
         # bytes can hold a zip end record.
@@ -426,26 +428,6 @@ def _not_hdf5_message(f, path):
     return (f"{path} is {what}; expected a by-name weights file "
             "(save_weights_by_name, or Keras 2 / tf_keras save_weights('x.h5')) "
             "or a Keras archive named `.keras`.")
-
-
-def _check_sha256(sha256):
-    if sha256 is None:
-        return
-    if not isinstance(sha256, str):
-        raise errors.ArgumentTypeError(
-            f"sha256= must be a string of 64 hexadecimal digits (the file's "
-            f"sha256 hex digest), received {type(sha256).__name__} {sha256!r}.")
-    if not re.fullmatch(r"[0-9a-fA-F]{64}", sha256):
-        raise errors.ArgumentError(
-            f"sha256= must be 64 hexadecimal digits (the file's sha256 hex "
-            f"digest, as `sha256sum` prints it), received {sha256!r}.")
-
-
-def _check_digest(path, actual, sha256):
-    if actual != sha256.lower():
-        raise errors.ChecksumError(
-            f"{path} has sha256 {actual}, expected {sha256}: the file is "
-            "not the one that was published. Fetch it again.")
 
 
 def _names(value):

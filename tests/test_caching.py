@@ -63,11 +63,18 @@ def test_tf_data_is_cached_in_its_order(images):
     x, y = images
     model = cnn()
     base, _ = caching.split_at(model, "Flatten")
+    same, _ = caching.split_at(model, model.get_layer("Flatten"))  # the same lookup
+    assert [l.name for l in same.layers] == [l.name for l in base.layers]
     kt.freeze(base)
     ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(10)
     features, labels = caching.cache_features(base, ds)
     np.testing.assert_allclose(features, base.predict(x, verbose=0), rtol=1e-5, atol=1e-6)
     np.testing.assert_array_equal(labels, y)
+    # sample weights come back beside them, in the shape the data came in
+    weight = np.arange(len(x), dtype="float32")
+    weighted = tf.data.Dataset.from_tensor_slices((x, y, weight)).batch(10)
+    np.testing.assert_array_equal(caching.cache_features(base, weighted)[2], weight)
+    np.testing.assert_array_equal(caching.cache_features(base, (x, y, weight))[2], weight)
 
 
 def test_fit_two_phase_with_cached_features_matches_the_plain_recipe(images):
@@ -262,7 +269,7 @@ def test_trainable_weights_are_reported_by_layer_even_with_bare_paths():
 def test_bad_arguments_are_transfer_errors_and_leave_the_model_as_it_was(images):
     x, y = images
     model = cnn()
-    with pytest.raises(TypeError, match="Expected `\\(x, y\\)` arrays") as err:
+    with pytest.raises(TypeError, match="fit_head_cached: train must be `\\(x, y\\)`") as err:
         kt.fit_head_cached(model, x, cut=4, epochs=1, verbose=0)
     assert isinstance(err.value, kt.TransferError)
     assert model.get_layer("Conv1").trainable  # nothing frozen by a refused call

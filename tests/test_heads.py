@@ -41,8 +41,14 @@ def test_default_head_is_fresh_keeps_activation_and_cut_can_be_named():
     assert target.output.shape == (None, 4)
     cut = kt.replace_head(source, 2, cut="Features", activation=None)
     assert "Dropout" not in [l.name for l in cut.layers]
-    with pytest.raises(kt.LayerSelectionError, match="No layer named 'Nope'"):
+    with pytest.raises(kt.LayerSelectionError, match=r"No layer named 'Nope' \(cut='Nope'\)"):
         kt.replace_head(source, 2, cut="Nope")
+    # one lookup for every `cut` (caching.split_at's too): a layer object is taken
+    by_layer = kt.replace_head(source, 2, cut=source.get_layer("Features"), activation=None)
+    assert [l.name for l in by_layer.layers] == [l.name for l in cut.layers]
+    stranger = keras.layers.Dense(2, name="Stranger")
+    with pytest.raises(kt.LayerSelectionError, match="'Stranger'.*is not a layer of model"):
+        kt.replace_head(source, 2, cut=stranger)
     with pytest.raises(ValueError, match="out of range"):
         kt.replace_head(source, 2, class_subset=[1, 9])
 

