@@ -25,10 +25,12 @@ from keras_transfer.errors import DataNotFoundError
 from keras_transfer.errors import DuplicateLayerNameError
 from keras_transfer.errors import HubModuleError
 from keras_transfer.errors import LayerSelectionError
+from keras_transfer.errors import MissingDependencyError
 from keras_transfer.errors import MissingWeightsError
 from keras_transfer.errors import NoLayersMatchedError
 from keras_transfer.errors import ShapeMismatchError
 from keras_transfer.errors import TransferError
+from keras_transfer.errors import TransferWarning
 from keras_transfer.errors import UnbuiltModelError
 from keras_transfer.errors import UnsafeSourceError
 from keras_transfer.errors import WeightFileError
@@ -77,6 +79,7 @@ __all__ = [
     "HubModuleError",
     "LayerSelectionError",
     "LearningRateCurve",
+    "MissingDependencyError",
     "MissingWeightsError",
     "NoLayersMatchedError",
     "OneCycle",
@@ -84,6 +87,7 @@ __all__ = [
     "ShapeMismatchError",
     "TransferError",
     "TransferReport",
+    "TransferWarning",
     "TwoPhaseSchedule",
     "UnbuiltModelError",
     "UnsafeSourceError",

@@ -75,6 +75,29 @@ def find_layer(model, layer, *, argument=None, top_level=False):
         f"{[c.name for c in candidates]}.")
 
 
+def traced(layer):
+    """True when `layer` was called in a functional graph (a functional or
+    Sequential model), so what feeds it can be told; not so for a layer of a
+    subclassed model."""
+    try:
+        layer.input  # noqa: B018 (raises for a layer never called on a KerasTensor)
+    except (AttributeError, ValueError):
+        return False
+    return True
+
+
+def producer(tensor):
+    """The layer whose output `tensor` (a KerasTensor of a functional graph) is,
+    or None (a model input, or a tensor of no graph)."""
+    # Going around Keras: a KerasTensor records the operation that made it
+    # only in its private `_keras_history`; tests/test_heads.py (a classifier
+    # found behind pooling) and tests/test_weights_torch.py (a Dense after a
+    # Flatten) fail if that changes.
+    history = getattr(tensor, "_keras_history", None)
+    operation = history.operation if history is not None else None
+    return None if isinstance(operation, keras.layers.InputLayer) else operation
+
+
 def leaves(layers):
     """The non-container layers of `layers`, nested models walked into, in order."""
     out = []

@@ -25,6 +25,7 @@ import ml_dtypes
 import numpy as np
 
 from keras_transfer import _layers
+from keras_transfer import _torch_layout
 from keras_transfer import errors
 
 TOP_GROUP = "top_level_model_weights"  # Keras' group for a model's own weights
@@ -45,6 +46,7 @@ class Array:
     dtype: np.dtype
     read: object  # () -> numpy array
     identity: object = None  # the stored object; two names for one array share it
+    relative: str = None  # its name in its group, when the layout gives it ("weight")
 
 
 @dataclasses.dataclass(eq=False)
@@ -54,6 +56,7 @@ class Group:
     name: str
     arrays: list
     alias: str = None  # for TOP_GROUP: the name of the model that owns it
+    layout: str = "keras"  # "torch": a PyTorch module's parameters (`_torch_layout`)
 
 
 @dataclasses.dataclass(eq=False)
@@ -79,6 +82,8 @@ class Match:
     pairs: list
     adapted: str = None
     cast: str = None
+    converted: str = None  # a PyTorch layout conversion, described
+    dropped: tuple = ()  # source arrays with no variable (`num_batches_tracked`)
 
 
 @dataclasses.dataclass
@@ -98,8 +103,9 @@ class _Problem(Exception):
 
 
 def normalize(name):
-    """A layer name as compared across Keras 2 -> 3 renames."""
-    parts = name.lower().split("/")
+    """A layer name as compared across Keras 2 -> 3 renames, and a PyTorch
+    module path as a Keras name (`layer1.0.conv1` as `layer1_0_conv1`)."""
+    parts = name.lower().replace(".", "/").split("/")
     return "_".join(_NAME_PARTS.get(p, p) for p in parts)
 
 
@@ -171,6 +177,11 @@ def relative(array_name, group_name):
     return "/".join(parts[1:]) if len(parts) > 1 else array_name
 
 
+def relative_of(array, group_name):
+    """`array`'s name in its group: as its layout gives it, else `relative`."""
+    return array.relative if array.relative is not None else relative(array.name, group_name)
+
+
 def plan(units, groups, source_of, *, models=None, skip_mismatch=False,
          adapt=frozenset(), where=""):
     """Decides every load, or raises; see the module docstring.
@@ -191,14 +202,18 @@ def plan(units, groups, source_of, *, models=None, skip_mismatch=False,
         A `Plan`.
     """
     groups = [g for g in groups if g.arrays]
+    torch = any(g.layout == "torch" for g in groups)
     found, problems = _find_sources(units, groups, source_of, models or {}, where)
+    if torch:
+        problems.update(_several_modules(units, groups, source_of, found, problems, where))
+    match = _match_torch if torch else _match_arrays
     matches, skipped = [], {}
     for unit in units:
         try:
             if unit.name in problems:
                 raise problems[unit.name]
             if unit.name in found:
-                matches.append(_match_arrays(unit, *found[unit.name], adapt, where))
+                matches.append(match(unit, *found[unit.name], adapt, where))
         except _Problem as problem:
             if not skip_mismatch:
                 raise problem.error_class(
@@ -229,7 +244,7 @@ def _find_sources(units, groups, source_of, models, where):
         if name in by_name:
             group = by_name[name]
             take(unit, name, "renamed" if name != unit.name else None,
-                 [(a, relative(a.name, name)) for a in group.arrays])
+                 [(a, relative_of(a, name)) for a in group.arrays])
             claimed.add(name)
     wanted = collections.defaultdict(list)
     for unit in layers:  # 2. the same name across Keras 2 -> 3 renames
@@ -255,7 +270,7 @@ def _find_sources(units, groups, source_of, models, where):
             continue
         group = by_name[group_name]
         take(rivals[0], group_name, "normalized",
-             [(a, relative(a.name, group_name)) for a in group.arrays])
+             [(a, relative_of(a, group_name)) for a in group.arrays])
         claimed.add(group_name)
     pending = [u for u in layers if u.name not in found and u.name not in problems]
     members = collections.defaultdict(set)  # rename= may map two models to one
@@ -372,6 +387,61 @@ def _inside_nested_group(units, group, source_of, boundaries):
     return found
 
 
+def _several_modules(units, groups, source_of, found, problems, where):
+    """Problems for target layers that hold several weighted layers (a
+    transformer block) and are not loaded, while modules under their name
+    are in the PyTorch source: the generic path loads one module per layer."""
+    out = {}
+    for unit in units:
+        if unit.own or unit.name in found or unit.name in problems:
+            continue
+        prefix = normalize(source_of(unit.name)) + "_"
+        modules = [g.name for g in groups if normalize(g.name).startswith(prefix)]
+        if not modules:
+            continue
+        try:
+            _torch_layout.rule_for(unit.layer)
+        except _torch_layout.LayoutProblem as problem:
+            out[unit.name] = _Problem(problem.error_class, (
+                f"Cannot load {problem} from {where}, which has modules "
+                f"{modules[:4]}{' ...' if len(modules) > 4 else ''} under its name."))
+    return out
+
+
+def _match_torch(unit, label, layer_how, found, adapt, where):
+    """A PyTorch module's parameters into `unit`, converted for its class."""
+    what = f"layer '{unit.name}'" + (f" from '{label}'" if label != unit.name else "")
+    params = {rel: array for array, rel in found}
+    try:
+        moves, dropped, described = _torch_layout.convert(
+            unit.layer, {p: a.shape for p, a in params.items()})
+    except _torch_layout.LayoutProblem as problem:
+        raise _Problem(problem.error_class, f"Cannot load {what} in {where}: {problem}.") from None
+    leaves = [_leaf(n) for n in unit.names]
+    lacking = [n for n, leaf in zip(unit.names, leaves) if leaf not in moves]
+    extra = [params[p].name for v, (p, _, _) in moves.items() if v not in leaves]
+    if lacking or extra or len(set(leaves)) != len(leaves):
+        detail = ([f"the layer's {lacking} have no parameter in the source (a module built "
+                   "with bias=False? build the layer with use_bias=False)"] if lacking else []) \
+            + ([f"the source's {extra} have no variable in the layer (a bias the layer "
+                "lacks? use_bias differs?)"] if extra else [])
+        raise _Problem(errors.ShapeMismatchError, (
+            f"Cannot load {what} in {where}: the PyTorch module has "
+            f"{sorted(params)}, the layer has {unit.names}"
+            + (f"; {'; '.join(detail)}" if detail else "") + "."))
+    pairs = []
+    for variable, leaf in zip(unit.variables, leaves):
+        param, transform, shape = moves[leaf]
+        source = params[param]
+        pairs.append((variable, Array(
+            source.group, source.name, shape, source.dtype,
+            lambda r=source.read, t=transform: t(r()), relative=param)))
+    adapted = _check_shapes(unit, pairs, adapt, what, where)
+    return Match(unit, label, ", ".join(filter(None, [layer_how, "PyTorch layout"])), pairs,
+                 adapted=", ".join(adapted) or None, cast=_casts(pairs),
+                 converted=described, dropped=tuple(params[p].name for p in dropped))
+
+
 def _key(name, layer=None):
     key = name.lower()
     for cls, renames in _ARRAY_RENAMES.items():
@@ -400,6 +470,18 @@ def _match_arrays(unit, label, layer_how, found, adapt, where):
         order = _by_order(unit, arrays, source_keys, target_keys, adapt, what, where)
         arrays_how = "by order"
     pairs = [(unit.variables[t], arrays[s]) for t, s in order]
+    adapted = _check_shapes(unit, pairs, adapt, what, where)
+    renamed = sorted({f"{rel} as {_key(rel, unit.layer)}" for _, rel in found
+                      if _key(rel, unit.layer) != rel.lower()})
+    if renamed and arrays_how == "by name":
+        arrays_how += f" ({', '.join(renamed)})"
+    return Match(unit, label, ", ".join(filter(None, [layer_how, arrays_how])),
+                 pairs, adapted=", ".join(adapted) or None, cast=_casts(pairs))
+
+
+def _check_shapes(unit, pairs, adapt, what, where):
+    """The input-channel adaptations `pairs` need, or a `_Problem` for a
+    shape that does not fit."""
     adapted = []
     for variable, array in pairs:
         have, want = tuple(array.shape), tuple(variable.shape)
@@ -411,15 +493,13 @@ def _match_arrays(unit, label, layer_how, found, adapt, where):
         raise _Problem(errors.ShapeMismatchError, (
             f"Cannot load {what} in {where}: '{array.name}' has shape {have}, "
             f"the model's '{variable.path}' expects {want}."))
-    renamed = sorted({f"{rel} as {_key(rel, unit.layer)}" for _, rel in found
-                      if _key(rel, unit.layer) != rel.lower()})
-    if renamed and arrays_how == "by name":
-        arrays_how += f" ({', '.join(renamed)})"
+    return adapted
+
+
+def _casts(pairs):
     casts = sorted({f"{a.dtype} -> {numpy_dtype(v.dtype)}" for v, a in pairs
                     if not np.can_cast(a.dtype, numpy_dtype(v.dtype), "safe")})
-    return Match(unit, label, ", ".join(filter(None, [layer_how, arrays_how])),
-                 pairs, adapted=", ".join(adapted) or None,
-                 cast=", ".join(casts) or None)
+    return ", ".join(casts) or None
 
 
 def _by_names(target_keys, source_keys):
@@ -557,8 +637,14 @@ def _count_message(unit, label, where, arrays, source_keys, target_keys):
 
 def _unused(groups, matches):
     used = {id(a) for m in matches for _, a in m.pairs}
+    # a PyTorch layout's pairs hold converted copies of the source's arrays
+    taken = {a.name for m in matches for _, a in m.pairs} | {
+        name for m in matches for name in m.dropped}
     unused = []
     for group in groups:
+        if group.layout == "torch":  # keys, as a state_dict names them
+            unused.extend(a.name for a in group.arrays if a.name not in taken)
+            continue
         left = [a for a in group.arrays if id(a) not in used]
         if len(left) == len(group.arrays):
             unused.append(group.name)

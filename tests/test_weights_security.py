@@ -169,3 +169,129 @@ def test_sha256_vouches_for_the_bytes_that_are_loaded(tmp_path, monkeypatch, suf
     assert _files.sha256_of(path) != digest
     for ours, theirs in zip(model.weights, source.weights):  # the checked bytes were loaded
         np.testing.assert_array_equal(ours.numpy(), theirs.numpy(), err_msg=ours.path)
+
+
+# -- PyTorch checkpoints ------------------------------------------------------
+# A `.pth` is a zip holding a pickle: only torch.load(weights_only=True), an
+# allow-list unpickler, ever reads one. A safetensors file holds no code, but
+# its header could lie about where each tensor's bytes are.
+
+class _RunsACommand:
+    """Pickles as a call of os.system: what a hostile checkpoint holds."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.system, (f"touch {self.marker}",)
+
+
+def torch_fixture(tmp_path):
+    """A tiny state_dict for the 'Head' layer of tiny_model, saved by PyTorch."""
+    import torch
+
+    state = {"Head.weight": torch.full((3, 6), 7.0), "Head.bias": torch.full((3,), 7.0)}
+    torch.save(state, tmp_path / "good.pth")
+    import safetensors.torch
+
+    safetensors.torch.save_file(state, tmp_path / "good.safetensors")
+    return tmp_path / "good.pth", tmp_path / "good.safetensors"
+
+
+@pytest.mark.parametrize("container", ["torch.save", "pickle"])
+def test_a_pickled_callable_in_a_pth_is_refused_and_never_runs(tmp_path, container):
+    import pickle
+
+    import torch
+
+    marker = tmp_path / "ran"
+    path = tmp_path / "hostile.pth"
+    payload = {"Head.weight": _RunsACommand(marker)}
+    if container == "torch.save":  # PyTorch's zip format
+        torch.save(payload, path)
+    else:  # the legacy format: a bare pickle
+        path.write_bytes(pickle.dumps(payload))
+    model = tiny_model()
+    before = [v.numpy().copy() for v in model.weights]
+    with pytest.raises(kt.UnsafeSourceError, match="refused it") as err:
+        kt.load_weights_by_name(model, path)
+    assert str(path) in str(err.value) and "Nothing in it was run" in str(err.value)
+    assert not marker.exists()
+    for v, b in zip(model.weights, before):
+        np.testing.assert_array_equal(v.numpy(), b)
+
+
+def _rewrite_header(path, edit):
+    """Rewrites a safetensors file's JSON header with `edit(header)`, keeping its data."""
+    import json
+    import struct
+
+    raw = path.read_bytes()
+    (length,) = struct.unpack("<Q", raw[:8])
+    header = json.loads(raw[8:8 + length])
+    edit(header)
+    text = json.dumps(header).encode()
+    path.write_bytes(struct.pack("<Q", len(text)) + text + raw[8 + length:])
+
+
+def _inside(entry, size):
+    """Offsets of `size` bytes inside another tensor's range."""
+    begin = entry["data_offsets"][0]
+    return [begin, begin + size]
+
+
+@pytest.mark.parametrize("lie, says", [
+    (lambda h: h["Head.bias"].update(data_offsets=[0, 10 ** 6]), "outside the file's"),
+    (lambda h: h["Head.bias"].update(data_offsets=_inside(h["Head.weight"], 12)), "overlap"),
+    (lambda h: h["Head.bias"].update(dtype="F64"), "which takes 24: the header lies"),
+    (lambda h: h["Head.bias"].update(shape=[4]), "which takes 16: the header lies"),
+    (lambda h: h["Head.bias"].update(dtype="X9"), "dtype 'X9' is not one of"),
+    (lambda h: h["Head.bias"].update(shape=[-3]), "is not a list of sizes"),
+])
+def test_a_safetensors_header_that_lies_is_refused_before_anything_is_read(tmp_path, lie, says):
+    _, path = torch_fixture(tmp_path)
+    _rewrite_header(path, lie)
+    message = assert_refused(path, says)
+    assert str(path) in message and "'Head.bias'" in message
+
+
+def test_a_truncated_safetensors_file_is_refused(tmp_path):
+    _, path = torch_fixture(tmp_path)
+    raw = path.read_bytes()
+    path.write_bytes(raw[:-8])
+    assert_refused(path, "outside the file's")
+    path.write_bytes(raw[:5])
+    assert_refused(path, "not an HDF5 file, nor safetensors")
+
+
+def test_sha256_checks_a_safetensors_file_too(tmp_path):
+    pth, path = torch_fixture(tmp_path)
+    model = tiny_model()
+    digest = _files.sha256_of(path)
+    report = kt.load_weights_by_name(model, path, sha256=digest)
+    assert report.loaded == {"Head": "Head"}
+    with pytest.raises(kt.ChecksumError, match=f"expected {_files.sha256_of(pth)}"):
+        kt.load_weights_by_name(tiny_model(), path, sha256=_files.sha256_of(pth))
+    with pytest.raises(kt.ArgumentError, match="sha256= checks one file"):
+        kt.load_weights_by_name(tiny_model(), tmp_path, sha256=digest)
+
+
+def test_a_shard_index_naming_a_file_outside_its_folder_is_refused(tmp_path):
+    import json
+
+    _, path = torch_fixture(tmp_path)
+    (tmp_path / "inner").mkdir()
+    index = tmp_path / "inner" / "model.safetensors.index.json"
+    index.write_text(json.dumps({"weight_map": {"Head.weight": "../good.safetensors",
+                                                "Head.bias": "../good.safetensors"}}))
+    assert_refused(index, "not a plain file name beside the index")
+
+
+def test_without_torch_a_pth_is_refused_with_what_to_do(tmp_path, monkeypatch):
+    import sys
+
+    pth, _ = torch_fixture(tmp_path)
+    monkeypatch.setitem(sys.modules, "torch", None)  # as if torch were not installed
+    model = tiny_model()
+    with pytest.raises(kt.MissingDependencyError, match=r"keras_transfer\[torch\].*safetensors"):
+        kt.load_weights_by_name(model, pth)
