@@ -4,7 +4,7 @@ By-name weight transfer, freezing, and a two-phase fine-tuning schedule that
 really trains inside `model.fit`, on every Keras 3 backend.
 
 Modules, bottom to top: `errors`, private helpers (`_layers`, `_files`,
-`_optimizer_state`); `layers`, `weights`, `freezing`, `warm_start`,
+`_optimizer_state`); `layers`, `weights`, `freezing`, `groups`, `warm_start`,
 `learning_rates`, `optimizers`; the callbacks (`schedules`), the
 learning-rate finder (`lr_finder`) and `caching`; the one-call `recipes`.
 Beside them: `heads`, `hub` (TensorFlow backend only).
@@ -39,6 +39,7 @@ from keras_transfer.freezing import freeze
 from keras_transfer.freezing import select_layers
 from keras_transfer.freezing import trainable_summary
 from keras_transfer.freezing import unfreeze
+from keras_transfer.groups import layer_groups
 from keras_transfer.heads import attach_heads
 from keras_transfer.heads import replace_head
 from keras_transfer.hub import HubLayer
@@ -101,6 +102,7 @@ __all__ = [
     "fit_head_cached",
     "fit_two_phase",
     "freeze",
+    "layer_groups",
     "load_weights_by_name",
     "replace_head",
     "save_weights_by_name",

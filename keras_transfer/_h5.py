@@ -67,10 +67,9 @@ def write_model(f, model):
     for layer in _layers.units(model):
         group = f.create_group(layer.name)
         names = []
-        for variable in _layers.saved_order(layer):
+        for variable, value in _layers.checkpoint_arrays(layer):  # LoRA merged
             name = f"{layer.name}/{_layers.relative_name(layer, variable)}"
-            dataset_of[id(variable)] = group.create_dataset(
-                name, data=keras.ops.convert_to_numpy(variable))
+            dataset_of[id(variable)] = group.create_dataset(name, data=value())
             names.append(name)
         write_names(group, "weight_names", names)
         layer_names.append(layer.name)
@@ -85,15 +84,14 @@ def write_model(f, model):
         group = f.create_group(container.name)
         group.attrs[CONTAINER_ATTR] = True
         names = []
-        for variable in _layers.saved_order(container):
+        for variable, value in _layers.checkpoint_arrays(container):
             if id(variable) in dataset_of:
                 source = dataset_of[id(variable)]
                 name = source.name.split("/", 2)[2]  # drop "/<its group>/"
                 group[name] = source  # an HDF5 hard link, not a copy
             else:  # the nested model's own weight
                 name = f"{container.name}/{_layers.relative_name(container, variable)}"
-                dataset_of[id(variable)] = group.create_dataset(
-                    name, data=keras.ops.convert_to_numpy(variable))
+                dataset_of[id(variable)] = group.create_dataset(name, data=value())
             names.append(name)
         write_names(group, "weight_names", names)
     layer_names.extend(c.name for c in nested if c.weights)

@@ -32,6 +32,9 @@ CONFIG = "config.json"
 METADATA = "metadata.json"
 TASK_CONFIG = "task.json"
 CHECKPOINT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
+# The serialized objects a preset may hold, each deserialized by keras_hub.
+KERAS_CONFIGS = (CONFIG, TASK_CONFIG, "preprocessor.json", "tokenizer.json",
+                 "image_converter.json", "audio_converter.json", "video_converter.json")
 _SAFE_PACKAGES = ("keras", "keras_hub", "keras_nlp", "keras_cv")
 _CODE = ("Lambda", "__lambda__")
 
@@ -112,16 +115,17 @@ def rebuild(path, *, include_task, safe_mode):
 
     try:
         # for a handle, keras_hub's own download (its cache) fetches the files
-        config = preset_utils.load_json(path, CONFIG)
-        task_config = None
-        if include_task and preset_utils.check_file_exists(path, TASK_CONFIG):
-            task_config = preset_utils.load_json(path, TASK_CONFIG)
+        configs = {name: preset_utils.load_json(path, name) for name in _config_names(path)
+                   if preset_utils.check_file_exists(path, name)}
     except (OSError, ValueError) as e:
-        raise errors.WeightFileError(f"{path}: cannot read its {CONFIG} ({e}).") from e
-    if safe_mode:
-        check_safe(config, f"{path}/{CONFIG}")
-        if task_config is not None:
-            check_safe(task_config, f"{path}/{TASK_CONFIG}")
+        raise errors.WeightFileError(f"{path}: cannot read its configs ({e}).") from e
+    if CONFIG not in configs:
+        raise errors.WeightFileError(f"{path} has no {CONFIG}.")
+    if safe_mode:  # every config keras_hub may deserialize, before anything is built
+        for name, value in configs.items():
+            check_safe(value, f"{path}/{name}")
+    config = configs[CONFIG]
+    task_config = configs.get(TASK_CONFIG) if include_task else None
     try:
         if task_config is not None:
             task_class = keras.saving.get_registered_object(task_config["registered_name"])
@@ -139,6 +143,15 @@ def rebuild(path, *, include_task, safe_mode):
         raise errors.WeightFileError(
             f"{path}: keras_hub could not rebuild it ({type(e).__name__}: "
             f"{str(e)[:400]}).") from e
+
+
+def _config_names(path):
+    """The JSON files of a preset to check: the ones keras_hub reads, and for a
+    local directory every `*.json` in it."""
+    names = list(KERAS_CONFIGS)
+    if os.path.isdir(path):
+        names += sorted(n for n in os.listdir(path) if n.endswith(".json") and n not in names)
+    return names
 
 
 def check_safe(config, where):

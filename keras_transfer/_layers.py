@@ -86,6 +86,14 @@ def traced(layer):
     return True
 
 
+def traced_model(model):
+    """True for a functional or Sequential model (its `inputs` are tensors)."""
+    try:
+        return bool(model.inputs)
+    except (AttributeError, ValueError):
+        return False
+
+
 def producer(tensor):
     """The layer whose output `tensor` (a KerasTensor of a functional graph) is,
     or None (a model input, or a tensor of no graph)."""
@@ -170,13 +178,65 @@ def snapshot_trainable(model):
     return restore
 
 
-def lora_frozen_weights(layer):
-    """The weights `enable_lora` froze on `layer` (its kernel), or []."""
+# The variables `enable_lora` adapts, by the public property that returns
+# them merged with their adapters (Dense, EinsumDense, Conv: `kernel`;
+# Embedding: `embeddings`).
+LORA_BASES = ("kernel", "embeddings")
+
+
+def supports_lora(layer):
+    """True for a layer Keras can give LoRA adapters (`enable_lora`): Dense,
+    EinsumDense, Embedding and the convolutions, and their subclasses; not a
+    model (KerasHub's Backbone has an `enable_lora` of its own)."""
+    return callable(getattr(layer, "enable_lora", None)) and not is_container(layer)
+
+
+def lora_adapters(layer):
+    """The adapter variables `enable_lora` gave `layer` (each class names its
+    own: `lora_kernel_a`, `lora_embeddings_a`, ...), `[a, b]`, or []."""
     if not getattr(layer, "lora_enabled", False):
         return []
-    adapters = {id(layer.lora_kernel_a), id(layer.lora_kernel_b)}
-    return [v for v in layer.weights if id(v) not in adapters
-            and v.name in ("kernel", "embeddings")]
+    own = [v for v in layer.weights if v.name.startswith("lora_")]
+    return sorted(own, key=lambda v: v.name)  # ..._a, then ..._b
+
+
+def lora_frozen_weights(layer):
+    """The weights `enable_lora` froze on `layer` (its kernel or embeddings), or []."""
+    if not getattr(layer, "lora_enabled", False):
+        return []
+    adapters = {id(v) for v in lora_adapters(layer)}
+    return [v for v in layer.weights if id(v) not in adapters and v.name in LORA_BASES]
+
+
+def reset_lora(layer):
+    """Sets the `b` adapter of `layer` and of its sublayers with LoRA to zero,
+    so that each adapted kernel is exactly its loaded value (the update `a @ b`
+    is zero) while `a` keeps its values, so training goes on (Keras' own load
+    zeroes both, and then no gradient reaches them)."""
+    for sub in with_sublayers(layer):
+        adapters = lora_adapters(sub)
+        if adapters:
+            adapters[1].assign(keras.ops.zeros(adapters[1].shape, adapters[1].dtype))
+
+
+def checkpoint_arrays(layer):
+    """`[(variable, value)]`: `layer`'s weights as a checkpoint holds them,
+    in saved order, with LoRA adapters (its own or its sublayers') merged into
+    the kernel (embeddings) they adapt and left out, as Keras' own
+    `save_own_variables` writes a layer with LoRA; a model without LoRA then
+    loads the checkpoint. `value()` gives the numpy array."""
+    owners, adapters = {}, set()
+    for sub in with_sublayers(layer):
+        owners.update((id(v), sub) for v in lora_frozen_weights(sub))
+        adapters.update(id(v) for v in lora_adapters(sub))
+    out = []
+    for variable in saved_order(layer):
+        if id(variable) in adapters:
+            continue
+        owner = owners.get(id(variable))
+        out.append((variable, lambda v=variable, o=owner: keras.ops.convert_to_numpy(
+            v if o is None else getattr(o, v.name))))
+    return out
 
 
 def with_sublayers(layer):
@@ -235,6 +295,14 @@ def saved_order(layer):
     weights = layer.weights
     return ([v for v in weights if id(v) in created_trainable]
             + [v for v in weights if id(v) not in created_trainable])
+
+
+def own_variables(layer):
+    """The weights `layer` holds itself, not through a sublayer (a block's
+    scale, a position embedding's table)."""
+    held = {id(v) for sub in layer._flatten_layers(include_self=False)  # noqa: SLF001
+            for v in sub.weights}  # `_flatten_layers`: see `with_sublayers`
+    return [v for v in layer.weights if id(v) not in held]
 
 
 def own_weights(container):

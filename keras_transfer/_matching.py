@@ -47,6 +47,7 @@ class Array:
     read: object  # () -> numpy array
     identity: object = None  # the stored object; two names for one array share it
     relative: str = None  # its name in its group, when the layout gives it ("weight")
+    origin: str = None  # the file it is in, for a source of several (shards)
 
 
 @dataclasses.dataclass(eq=False)
@@ -84,6 +85,7 @@ class Match:
     cast: str = None
     converted: str = None  # a PyTorch layout conversion, described
     dropped: tuple = ()  # source arrays with no variable (`num_batches_tracked`)
+    cautions: tuple = ()  # what the conversion could not tell
 
 
 @dataclasses.dataclass
@@ -120,10 +122,15 @@ def target_units(model):
     """The units of `model`: layers holding weights, then models' own weights."""
     units = []
     for layer in _layers.units(model):
-        variables = _layers.saved_order(layer)
+        # LoRA adapters are not loaded: a checkpoint holds them merged into
+        # their kernels (see `_layers.checkpoint_arrays`, `_layers.reset_lora`)
+        adapters = {id(v) for sub in _layers.with_sublayers(layer)
+                    for v in _layers.lora_adapters(sub)}
+        variables = [v for v in _layers.saved_order(layer) if id(v) not in adapters]
         units.append(Unit(
             layer.name, layer, variables,
-            [_layers.relative_name(layer, v) for v in variables], layer.weights))
+            [_layers.relative_name(layer, v) for v in variables],
+            [v for v in layer.weights if id(v) not in adapters]))
     for container in _layers.containers(model):
         own = _layers.own_weights(container)
         if own:
@@ -144,15 +151,18 @@ def target_units(model):
 
 
 def model_groups(model):
-    """A model in memory as a source: one group per unit, as a file has."""
+    """A model in memory as a source: one group per unit, as a file has (LoRA
+    adapters merged into their kernels, as a checkpoint holds them)."""
     groups = []
     for unit in target_units(model):
         prefix = model.name if unit.top else unit.name
+        values = ([(v, lambda v=v: keras.ops.convert_to_numpy(v)) for v in unit.variables]
+                  if unit.own else _layers.checkpoint_arrays(unit.layer))
         arrays = [
-            Array(TOP_GROUP if unit.top else unit.name, f"{prefix}/{name}",
-                  tuple(v.shape), numpy_dtype(v.dtype),
-                  lambda v=v: keras.ops.convert_to_numpy(v), identity=id(v))
-            for v, name in zip(unit.variables, unit.names)]
+            Array(TOP_GROUP if unit.top else unit.name,
+                  f"{prefix}/{_layers.relative_name(unit.layer, v)}",
+                  tuple(v.shape), numpy_dtype(v.dtype), value, identity=id(v))
+            for v, value in values]
         if unit.top:
             groups.append(Group(TOP_GROUP, arrays, alias=model.name))
         else:
@@ -183,7 +193,7 @@ def relative_of(array, group_name):
 
 
 def plan(units, groups, source_of, *, models=None, skip_mismatch=False,
-         adapt=frozenset(), where=""):
+         adapt=frozenset(), where="", model_inputs=()):
     """Decides every load, or raises; see the module docstring.
 
     Args:
@@ -197,6 +207,8 @@ def plan(units, groups, source_of, *, models=None, skip_mismatch=False,
         skip_mismatch: report units that cannot load instead of raising.
         adapt: names of units whose kernels may differ in input channels.
         where: the source, for messages ("x.h5", "model 'resnet50'").
+        model_inputs: the target model's input tensors (for PyTorch layouts:
+            see `_torch_layout.convert`).
 
     Returns:
         A `Plan`.
@@ -206,14 +218,16 @@ def plan(units, groups, source_of, *, models=None, skip_mismatch=False,
     found, problems = _find_sources(units, groups, source_of, models or {}, where)
     if torch:
         problems.update(_several_modules(units, groups, source_of, found, problems, where))
-    match = _match_torch if torch else _match_arrays
     matches, skipped = [], {}
     for unit in units:
         try:
             if unit.name in problems:
                 raise problems[unit.name]
-            if unit.name in found:
-                matches.append(match(unit, *found[unit.name], adapt, where))
+            if unit.name in found and torch:
+                matches.append(_match_torch(unit, *found[unit.name], adapt, where,
+                                            model_inputs))
+            elif unit.name in found:
+                matches.append(_match_arrays(unit, *found[unit.name], adapt, where))
         except _Problem as problem:
             if not skip_mismatch:
                 raise problem.error_class(
@@ -408,13 +422,13 @@ def _several_modules(units, groups, source_of, found, problems, where):
     return out
 
 
-def _match_torch(unit, label, layer_how, found, adapt, where):
+def _match_torch(unit, label, layer_how, found, adapt, where, model_inputs):
     """A PyTorch module's parameters into `unit`, converted for its class."""
     what = f"layer '{unit.name}'" + (f" from '{label}'" if label != unit.name else "")
     params = {rel: array for array, rel in found}
     try:
-        moves, dropped, described = _torch_layout.convert(
-            unit.layer, {p: a.shape for p, a in params.items()})
+        moves, dropped, described, cautions = _torch_layout.convert(
+            unit.layer, {p: a.shape for p, a in params.items()}, model_inputs)
     except _torch_layout.LayoutProblem as problem:
         raise _Problem(problem.error_class, f"Cannot load {what} in {where}: {problem}.") from None
     leaves = [_leaf(n) for n in unit.names]
@@ -439,7 +453,8 @@ def _match_torch(unit, label, layer_how, found, adapt, where):
     adapted = _check_shapes(unit, pairs, adapt, what, where)
     return Match(unit, label, ", ".join(filter(None, [layer_how, "PyTorch layout"])), pairs,
                  adapted=", ".join(adapted) or None, cast=_casts(pairs),
-                 converted=described, dropped=tuple(params[p].name for p in dropped))
+                 converted=described, dropped=tuple(params[p].name for p in dropped),
+                 cautions=tuple(cautions))
 
 
 def _key(name, layer=None):

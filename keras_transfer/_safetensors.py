@@ -9,9 +9,9 @@ Everything the header says is checked before a byte of data is read, as the
 format's own reader checks it: the header fits in the file and is a JSON
 object of tensor entries; each dtype is known (bfloat16 and the float8 kinds
 through `ml_dtypes`); each shape is a list of non-negative ints; each range
-holds exactly `prod(shape) * itemsize` bytes, lies inside the data, and
-overlaps no other. A file that lies is refused, naming the file and the
-tensor, and nothing is read.
+holds exactly `prod(shape) * itemsize` bytes; and the ranges tile the data,
+with no overlap, no gap and nothing after them. A file that lies is refused,
+naming the file and the tensor, and nothing is read.
 
 A sharded checkpoint (`model.safetensors.index.json`, whose `weight_map`
 names each tensor's shard) is read the same way, shard by shard; a shard must
@@ -84,7 +84,7 @@ def read_header(f, path):
             f"{size}: it is truncated or not a safetensors file.")
     try:
         header = json.loads(f.read(length).decode("utf8"))
-    except (UnicodeDecodeError, ValueError) as e:
+    except (UnicodeDecodeError, ValueError, RecursionError) as e:
         raise errors.WeightFileError(
             f"{path}: the safetensors header is not valid JSON ({e}).") from e
     if not isinstance(header, dict):
@@ -95,12 +95,25 @@ def read_header(f, path):
         if name == "__metadata__":
             continue
         tensors.append(_tensor(name, entry, data_start, data_size, path))
-    ranges = sorted((t.start, t.start + t.size, t.name) for t in tensors if t.size)
-    for (_, end, first), (start, _, second) in zip(ranges, ranges[1:]):
-        if start < end:
+    # As the format's reader: the ranges tile the data, in order, with no gap,
+    # no overlap and nothing after them.
+    ranges = sorted((t.start, t.start + t.size, t.name) for t in tensors)
+    for (_, stop, first), (begin, _, second) in zip(ranges, ranges[1:]):
+        if begin < stop:
             raise errors.WeightFileError(
                 f"{path}: tensors '{first}' and '{second}' overlap in the file's data: "
                 "the header lies. Nothing was loaded.")
+    end = data_start
+    for begin, stop, name in ranges:
+        if begin > end:
+            raise errors.WeightFileError(
+                f"{path}: {begin - end} bytes before tensor '{name}' belong to no tensor: "
+                "the header does not describe the data. Nothing was loaded.")
+        end = stop
+    if end != data_start + data_size:
+        raise errors.WeightFileError(
+            f"{path}: {data_start + data_size - end} bytes after the last tensor belong to "
+            "no tensor: the header does not describe the data. Nothing was loaded.")
     return tensors
 
 
@@ -110,7 +123,7 @@ def _tensor(name, entry, data_start, data_size, path):
         raise errors.WeightFileError(
             f"{where}: expected an entry with dtype, shape and data_offsets, received "
             f"{entry!r:.200}.")
-    dtype = DTYPES.get(entry["dtype"])
+    dtype = DTYPES.get(entry["dtype"]) if isinstance(entry["dtype"], str) else None
     if dtype is None:
         raise errors.WeightFileError(
             f"{where}: dtype {entry['dtype']!r} is not one of {sorted(DTYPES)}.")

@@ -33,21 +33,22 @@ _WRAPPERS = ("state_dict", "model", "model_state_dict", "module")
 def groups_from_arrays(arrays, where):
     """Groups of a state_dict given as `{key: Array}` (one group per module).
 
-    A key without a module path (`cls_token`) is a group of its own, with one
-    array of that name.
+    Keys without a module path (`weight` and `bias` of a single module's
+    state_dict, a model's own `cls_token`) are one group named `""`, which
+    `rename={"layer": ""}` gives to a layer.
     """
     by_module = {}
     for key, array in arrays.items():
         module, _, _ = key.rpartition(".")
-        by_module.setdefault(module or key, []).append(array)
+        by_module.setdefault(module, []).append(array)
     return [_matching.Group(name, members, layout="torch")
             for name, members in by_module.items()]
 
 
-def _array(key, shape, dtype, read):
+def _array(key, shape, dtype, read, origin=None):
     module, _, param = key.rpartition(".")
-    return _matching.Array(module or key, key, tuple(shape), np.dtype(dtype), read,
-                           relative=param if module else key)
+    return _matching.Array(module, key, tuple(shape), np.dtype(dtype), read, relative=param,
+                           origin=origin)
 
 
 def safetensors_arrays(files, where):
@@ -67,7 +68,7 @@ def safetensors_arrays(files, where):
                     "checkpoint.")
             arrays[tensor.name] = _array(
                 tensor.name, tensor.shape, tensor.dtype,
-                lambda f=f, t=tensor, p=path: _safetensors.read_tensor(f, t, p))
+                lambda f=f, t=tensor, p=path: _safetensors.read_tensor(f, t, p), origin=path)
     return arrays
 
 

@@ -30,6 +30,7 @@ _AFTER_CLASSIFIER = (
     keras.layers.Softmax, keras.layers.ReLU, keras.layers.Dropout, keras.layers.Identity)
 _CLASSIFIERS = (keras.layers.Dense, keras.layers.Conv1D, keras.layers.Conv2D,
                 keras.layers.Conv3D)
+_ACTIVATIONS = (keras.layers.Activation, keras.layers.Softmax, keras.layers.ReLU)
 
 
 def _inputs(model):
@@ -63,6 +64,33 @@ def _classifier(model):
         f"found {found}. Pass cut= to name the layer whose output the new head takes.")
 
 
+def _old_classifier(model, needed):
+    """The classifier whose activation `cut=` heads keep: the one at the output,
+    else the model's last Dense (as before the walk existed); None when
+    there is none and its activation is not `needed`."""
+    try:
+        return _classifier(model)[0]
+    except errors.LayerSelectionError:
+        dense = [l for l in model.layers if isinstance(l, keras.layers.Dense)]
+        if dense:
+            return dense[-1]
+        if needed:
+            raise
+        return None
+
+
+def _again(layer, tensor, old, num_classes):
+    """`layer` applied to the new classifier's output; a `Reshape` that names
+    the old class count is made anew for the new one (MobileNet's head)."""
+    if isinstance(layer, keras.layers.Reshape):
+        shape = tuple(layer.target_shape)
+        old_count = old.units if isinstance(old, keras.layers.Dense) else old.filters
+        if shape and shape[-1] == old_count:
+            return keras.layers.Reshape(shape[:-1] + (num_classes,),
+                                        name=f"{layer.name}_new")(tensor)
+    return layer(tensor)
+
+
 def _cut_tensor(model, cut):
     return _layers.find_layer(model, cut, argument=f"cut={cut!r}", top_level=True).output
 
@@ -94,7 +122,8 @@ def replace_head(model, num_classes, *, cut=None, activation="same", name=None,
             layers after it (global pooling, flatten, activation) are applied
             again.
         activation: the new classifier's activation; `"same"` keeps the old
-            one's (softmax stays softmax).
+            one's (softmax stays softmax), and the activation layers after it.
+            Anything else replaces both (`activation=None` gives logits).
         name: the new classifier's name; default `"<old name>_new"`.
         class_subset: indices of source classes to keep, in the order of the
             new classes (`[3, 5, 6]`): the new classifier starts from those
@@ -126,22 +155,25 @@ def replace_head(model, num_classes, *, cut=None, activation="same", name=None,
     """
     num_classes = _checks.whole_number(num_classes, "num_classes", owner="replace_head",
                                        minimum=1, why="the new head's units")
-    old, after = _classifier(model)
-    if activation == "same":
-        activation = old.activation
     if class_subset is not None and cut is not None:
         raise errors.ArgumentError(
-            f"class_subset needs the default cut (the input of the classifier "
-            f"'{old.name}'), but cut={cut!r} was given; drop one of the two.")
-    if cut is None:
-        head = _new_classifier(old, num_classes, activation, name or f"{old.name}_new")
-        outputs = head(old.input)
-        for layer in after:
-            outputs = layer(outputs)
-    else:
-        head = keras.layers.Dense(num_classes, activation=activation,
-                                  name=name or f"{old.name}_new")
-        outputs = head(_cut_tensor(model, cut))
+            f"class_subset needs the default cut (the input of the model's classifier), "
+            f"but cut={cut!r} was given; drop one of the two.")
+    if cut is not None:
+        old = _old_classifier(model, needed=activation == "same")
+        head = keras.layers.Dense(
+            num_classes, activation=old.activation if activation == "same" else activation,
+            name=name or f"{old.name if old is not None else 'head'}_new")
+        return keras.Model(_inputs(model), head(_cut_tensor(model, cut)),
+                           name=f"{model.name}_new_head")
+    old, after = _classifier(model)
+    if activation != "same":  # the caller's activation, not the layers' after it
+        after = [layer for layer in after if not isinstance(layer, _ACTIVATIONS)]
+    head = _new_classifier(old, num_classes, old.activation if activation == "same"
+                           else activation, name or f"{old.name}_new")
+    outputs = head(old.input)
+    for layer in after:
+        outputs = _again(layer, outputs, old, num_classes)
     new = keras.Model(_inputs(model), outputs, name=f"{model.name}_new_head")
     if class_subset is not None:
         _start_from_subset(old, head, class_subset, num_classes)

@@ -22,6 +22,7 @@ from keras_transfer import _layers
 from keras_transfer import caching
 from keras_transfer import errors
 from keras_transfer import freezing
+from keras_transfer import groups as layer_groups
 from keras_transfer import lr_finder
 from keras_transfer import optimizers
 from keras_transfer import schedules
@@ -140,9 +141,6 @@ class _LogRate(keras.callbacks.Callback):
             logs["lr"] = optimizers.current_learning_rate(self.model.optimizer)
 
 
-MAX_GROUPS = 3  # default layer groups below the head (fastai's CNN splitter: 2-3)
-
-
 def batch_size_for(examples, *, steps=30, smallest=16, largest=256):
     """A batch size for a training set: about `steps` optimizer steps per epoch.
 
@@ -226,10 +224,10 @@ def fine_tune(model, train, *, validation=None, freeze, epochs, freeze_epochs=1,
         base_lr: the head's peak rate; None runs the finder.
         lr_mult: the head's rate over the lowest group's in phase 2 (>= 1).
         groups: the base's layer groups, bottom to top (what
-            `discriminative_optimizer` takes). Default: the base's weighted
-            layers from the model's structure, a group starting at each
-            layer with a kernel (BatchNormalization joins the layer before
-            it), merged into at most `MAX_GROUPS` contiguous groups.
+            `discriminative_optimizer` takes). Default:
+            `keras_transfer.layer_groups(model, freeze)`: one group per
+            transformer block above the embeddings, one per CNN stage, or
+            for a plain stack at most 3 groups of layers with kernels.
         train_batchnorm: BatchNormalization layers of the base train in both
             phases, in training mode (fastai's `train_bn`), so their
             statistics adapt to the target; at any depth, inside nested
@@ -315,8 +313,7 @@ def fine_tune(model, train, *, validation=None, freeze, epochs, freeze_epochs=1,
         fit_kwargs["steps_per_epoch"] = steps
 
     selected = freezing.select_layers(model, freeze)
-    base = _layers.leaves(selected)
-    groups = _structural_groups(base) if groups is None else list(groups)
+    groups = layer_groups.layer_groups(model, freeze) if groups is None else list(groups)
     multipliers = [lr_mult ** (-(len(groups) - i) / len(groups)) for i in range(len(groups))]
     opt = (optimizers.discriminative_optimizer(model, groups, 1e-3, multipliers=multipliers,
                                                optimizer=optimizer)
@@ -352,26 +349,3 @@ def default_options():
     """`fine_tune`'s default numbers and switches, by argument name (for records)."""
     return {name: p.default for name, p in inspect.signature(fine_tune).parameters.items()
             if isinstance(p.default, (bool, int, float)) and name != "verbose"}
-
-
-def _structural_groups(layers, max_groups=MAX_GROUPS):
-    """Layer groups from a base's structure: a block per kernel, at most `max_groups`.
-
-    Each weighted layer with a kernel (Conv, Dense, Embedding, ...) starts a
-    block; weighted layers without one (BatchNormalization, LayerNormalization)
-    join the block before them. The blocks are then merged, in order, into at
-    most `max_groups` groups of nearly equal block counts.
-    """
-    blocks = []
-    for layer in layers:
-        if not layer.weights:
-            continue
-        has_kernel = any(v.name in ("kernel", "embeddings", "depthwise_kernel")
-                         for v in layer.weights)
-        if has_kernel or not blocks:
-            blocks.append([])
-        blocks[-1].append(layer)
-    if not blocks:
-        return []
-    chunks = np.array_split(np.arange(len(blocks)), min(len(blocks), max_groups))
-    return [[layer for i in chunk for layer in blocks[i]] for chunk in chunks]

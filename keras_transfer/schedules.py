@@ -37,6 +37,7 @@ from keras_transfer import _layers
 from keras_transfer import _optimizer_state
 from keras_transfer import errors
 from keras_transfer import freezing
+from keras_transfer import groups as layer_groups
 from keras_transfer import optimizers
 from keras_transfer.learning_rates import Schedule
 
@@ -214,15 +215,28 @@ class TwoPhaseSchedule(FinetuningSchedule):
             see `keras_transfer.freeze`). `fine_tune(train_batchnorm=True)`,
             its default, sets both.
         lora_rank: if set, phase 2 trains low-rank adapters instead of whole
-            layers: at train begin `enable_lora(lora_rank)` is called on the
-            Dense, EinsumDense, Embedding and Conv layers of `unfreeze` (the
-            adapters start as a zero update), and in phase 2 only their
-            adapters train; their kernels and biases stay frozen.
-        verbose: 1 prints a line when a phase begins.
+            layers: at train begin `enable_lora(lora_rank)` is called on every
+            layer of `unfreeze`, at any depth, that has Keras' `enable_lora`
+            (Dense, EinsumDense, Embedding, the convolutions; the adapters
+            start as a zero update), and in phase 2 only those adapters train
+            (with the head). Everything else in `unfreeze` stays frozen, as
+            PEFT's LoRA default has it: the adapted layers' biases (Keras'
+            own `enable_lora` leaves them trainable; frozen here so that the
+            adapters are the whole change to the base, and merge into it
+            exactly), the normalization layers (BatchNormalization trains if
+            `train_batchnorm`), and the layers Keras gives no adapters
+            (KerasHub's `PositionEmbedding`, depthwise and transposed
+            convolutions), which `lora_summary` lists. Adapters belong to
+            their layer's group of a `DiscriminativeOptimizer`.
+        verbose: 1 prints a line when a phase begins, and with LoRA what
+            gets adapters and what stays frozen.
 
     Attributes:
         phase: the current phase (None before training).
         history: a list of `(epoch, phase)` for each phase entered.
+        lora_summary: with `lora_rank`, `{"adapted": [...], "frozen": [...]}`:
+            the names of the layers given adapters, and of the layers with
+            weights of their own left frozen in phase 2.
 
     Example:
 
@@ -234,7 +248,6 @@ class TwoPhaseSchedule(FinetuningSchedule):
     """
 
     log_name = "phase"
-    _LORA_TYPES = ("Dense", "EinsumDense", "Embedding", "Conv1D", "Conv2D", "Conv3D")
 
     def __init__(self, freeze, switch_epoch, head_lr=1e-3, finetune_lr=1e-4, *,
                  unfreeze=None, train_batchnorm=False, head_train_batchnorm=False,
@@ -251,6 +264,7 @@ class TwoPhaseSchedule(FinetuningSchedule):
         self.head_train_batchnorm = head_train_batchnorm
         self.lora_rank = lora_rank
         self._lora_layers = []
+        self.lora_summary = None
 
     @property
     def phase(self):
@@ -274,23 +288,38 @@ class TwoPhaseSchedule(FinetuningSchedule):
         selected = freezing.select_layers(model, self.unfreeze)
         # at any depth: inside nested models and inside plain layers (a block)
         every = {id(l): l for layer in selected for l in _layers.with_sublayers(layer)}
-        self._lora_layers = [l for l in every.values() if type(l).__name__ in self._LORA_TYPES]
+        self._lora_layers = [l for l in every.values() if _layers.supports_lora(l)]
         for layer in self._lora_layers:
             if not getattr(layer, "lora_enabled", False):
                 layer.enable_lora(self.lora_rank)
+        adapted = {id(l) for l in self._lora_layers}
+        first = self.lora_summary is None
+        self.lora_summary = {
+            "adapted": [l.name for l in self._lora_layers],
+            "frozen": [l.name for l in every.values()
+                       if id(l) not in adapted and _layers.own_variables(l)]}
+        if self.verbose and first:
+            frozen = self.lora_summary["frozen"]
+            print(f"TwoPhaseSchedule: LoRA rank {self.lora_rank} on "
+                  f"{len(self._lora_layers)} layers; frozen in phase 2 (no adapters, or "
+                  f"normalization): {len(frozen)} layers {frozen[:8]}"
+                  + (" ..." if len(frozen) > 8 else ""))
 
     def apply(self, model, phase):
         if phase == 1:
             freezing.freeze(model, self.freeze, train_batchnorm=self.head_train_batchnorm)
             return
-        freezing.unfreeze(model, self.unfreeze, train_batchnorm=self.train_batchnorm)
+        if self.lora_rank is None:
+            freezing.unfreeze(model, self.unfreeze, train_batchnorm=self.train_batchnorm)
+            return
+        # LoRA: the selection stays frozen but for its adapters (see the
+        # class docstring); BatchNormalization trains only if asked.
+        freezing.freeze(model, self.unfreeze, train_batchnorm=self.train_batchnorm)
         for layer in self._lora_layers:
-            # `trainable = True` turns the LoRA layer's kernel trainable again,
-            # silently undoing LoRA: keep only the adapters trainable.
-            adapters = {id(layer.lora_kernel_a), id(layer.lora_kernel_b)}
-            for variable in layer.trainable_weights:
-                if id(variable) not in adapters:
-                    variable.trainable = False
+            freezing.unfreeze(model, layers=[layer])  # its flag, and its holders'
+            adapters = {id(v) for v in _layers.lora_adapters(layer)}
+            for variable in layer.weights:
+                variable.trainable = id(variable) in adapters
 
     def entered(self, model, phase, resumed):
         if phase != 2 or not resumed:
@@ -302,7 +331,7 @@ class TwoPhaseSchedule(FinetuningSchedule):
         # as `enable_lora` does (A random, B zero: the model is unchanged).
         restarted = []
         for layer in self._lora_layers:
-            a, b = layer.lora_kernel_a, layer.lora_kernel_b
+            a, b = _layers.lora_adapters(layer)
             if not np.any(keras.ops.convert_to_numpy(a)) and not np.any(keras.ops.convert_to_numpy(b)):
                 a.assign(keras.initializers.HeUniform()(a.shape, a.dtype))
                 restarted.append(layer.name)
@@ -325,12 +354,17 @@ class GradualUnfreezing(FinetuningSchedule):
     Args:
         blocks: the base's layer blocks, bottom to top: each a list of layers
             or layer names, a name pattern, or one layer (a nested model, say).
+            None: `keras_transfer.layer_groups(model, base)` at train begin
+            (one block per transformer layer above the embeddings, or per
+            CNN stage).
         start_epoch: the epoch at which the top block is unfrozen.
         learning_rates: optional learning rate per number of unfrozen blocks
             (a list of `len(blocks) + 1` floats or schedules); None keeps the
             optimizer's.
         train_batchnorm: also train BatchNormalization layers of unfrozen
             blocks (default False, as in `unfreeze`).
+        base: with `blocks=None`, the base whose layer groups are the blocks
+            (what `select_layers` takes; a nested model as `[backbone]`).
         verbose: 1 prints a line when a block is unfrozen.
 
     Example:
@@ -343,21 +377,36 @@ class GradualUnfreezing(FinetuningSchedule):
 
     log_name = "unfrozen_blocks"
 
-    def __init__(self, blocks, start_epoch=1, *, learning_rates=None,
-                 train_batchnorm=False, verbose=1):
+    def __init__(self, blocks=None, start_epoch=1, *, learning_rates=None,
+                 train_batchnorm=False, base=None, verbose=1):
         super().__init__(verbose=verbose)
-        self.blocks = [[b] if isinstance(b, keras.layers.Layer) else b for b in blocks]
-        if not self.blocks:
-            raise errors.ArgumentError("blocks must name at least one block of layers.")
-        if learning_rates is not None and len(learning_rates) != len(self.blocks) + 1:
+        if (blocks is None) == (base is None):
             raise errors.ArgumentError(
-                f"learning_rates needs {len(self.blocks) + 1} entries (0 to "
-                f"{len(self.blocks)} unfrozen blocks), received {len(learning_rates)}.")
+                "GradualUnfreezing: pass blocks= (the base's blocks, bottom to top) or "
+                "base= (whose layer groups are the blocks), one of the two.")
+        self.base = base
+        self.blocks = None if blocks is None else self._checked(
+            [[b] if isinstance(b, keras.layers.Layer) else b for b in blocks], learning_rates)
         start_epoch = _checks.whole_number(start_epoch, "start_epoch",
                                            owner="GradualUnfreezing", minimum=0)
         self.start_epoch = start_epoch
         self.learning_rates = learning_rates
         self.train_batchnorm = train_batchnorm
+
+    @staticmethod
+    def _checked(blocks, learning_rates):
+        if not blocks:
+            raise errors.ArgumentError("blocks must name at least one block of layers.")
+        if learning_rates is not None and len(learning_rates) != len(blocks) + 1:
+            raise errors.ArgumentError(
+                f"learning_rates needs {len(blocks) + 1} entries (0 to "
+                f"{len(blocks)} unfrozen blocks), received {len(learning_rates)}.")
+        return blocks
+
+    def prepare(self, model):
+        if self.blocks is None:
+            self.blocks = self._checked(layer_groups.layer_groups(model, self.base),
+                                        self.learning_rates)
 
     def state_of(self, epoch):
         return min(max(epoch - self.start_epoch + 1, 0), len(self.blocks))

@@ -226,10 +226,14 @@ def load_weights_by_name(
             True means the target's first Conv layer.
         custom_objects: for a `.keras` archive, passed to
             `keras.saving.load_model`.
-        safe_mode: for a `.keras` archive and a KerasHub preset, Keras' safe
-            mode: a source holding code (a `Lambda` layer), or a preset config
-            naming a class from outside Keras and KerasHub, is refused before
-            anything is built, unless this is False.
+        safe_mode: for a `.keras` archive, Keras' safe mode: an archive
+            holding code (a `Lambda` layer) is refused unless this is False.
+            For a KerasHub preset, every config it holds is checked first,
+            and one naming a `Lambda` or a class from outside Keras and
+            KerasHub is refused before anything is built, unless this is
+            False (keras_hub then deserializes in Keras' own safe mode, which
+            still refuses a `Lambda` unless
+            `keras.config.enable_unsafe_deserialization()` was called).
         include_task: for a KerasHub preset with a task (`task.json`), or a
             timm classifier, rebuild the task model so that its head is a
             source too.
@@ -345,12 +349,15 @@ def _load_shards(model, index, options):
     with contextlib.ExitStack() as stack:
         files = [(stack.enter_context(_open(shard)), shard) for shard in shards]
         arrays = _state_dict.safetensors_arrays(files, index)
-        listed = {name for names in shards.values() for name in names}
-        absent = sorted(listed - set(arrays))
-        if absent:
-            raise errors.WeightFileError(
-                f"{index} lists tensors that no shard holds: {absent[:5]}. Fetch the "
-                "checkpoint again.")
+        held = {shard: {a.name for a in arrays.values() if a.origin == shard}
+                for shard in shards}
+        for shard, names in shards.items():
+            if set(names) != held[shard]:
+                odd = sorted(set(names) ^ held[shard])[:5]
+                raise errors.WeightFileError(
+                    f"{index} and its shard {shard} disagree on which tensors the shard "
+                    f"holds ({odd}): the index does not describe the checkpoint. Nothing "
+                    "was loaded; fetch it again.")
         return _transfer(_state_dict.groups_from_arrays(arrays, index), model, index,
                          **options)
 
@@ -450,12 +457,19 @@ def _transfer(groups, model, where, *, skip_mismatch, rename, require,
     models = {c.name: {layer.name for layer in _layers.units(c)}
               for c in _layers.containers(model)[1:]}
     plan = _matching.plan(units, groups, source_of, models=models,
-                          skip_mismatch=skip_mismatch, adapt=adapt, where=where)
+                          skip_mismatch=skip_mismatch, adapt=adapt, where=where,
+                          model_inputs=model.inputs if _layers.traced_model(model) else ())
     if not plan.matches:
         raise errors.NoLayersMatchedError(_zero_match_message(
             model, where, groups, plan, source_of))
     loaded = {m.unit.name: origin.get(m.source, m.source) for m in plan.matches}
     _check_required(model, units, require, loaded, plan.skipped, where)
+    # Warned about before anything is assigned: a warning turned into an error
+    # (-W error) then refuses the load as a whole.
+    cautions = [text for m in plan.matches if m.converted is not None
+                for text in m.cautions + tuple(_torch_layout.warnings_for(m.unit.layer))]
+    for text in cautions:
+        warnings.warn(f"{where}: {text}", errors.TransferWarning, stacklevel=3)
     # Read every array before assigning any, so a damaged file changes nothing:
     # one copy of the weights, each converted as it is read (the source's own
     # array dropped at once), and each released once assigned.
@@ -471,10 +485,8 @@ def _transfer(groups, model, where, *, skip_mismatch, rename, require,
         # weights (Normalization's broadcast mean and variance).
         if hasattr(m.unit.layer, "finalize_state"):
             m.unit.layer.finalize_state()
-    cautions = [text for m in plan.matches if m.converted is not None
-                for text in _torch_layout.warnings_for(m.unit.layer)]
-    for text in cautions:
-        warnings.warn(f"{where}: {text}", errors.TransferWarning, stacklevel=3)
+        if not m.unit.own:
+            _layers.reset_lora(m.unit.layer)  # the loaded kernels, as they are
     return TransferReport(
         path=where, loaded=loaded, skipped=plan.skipped,
         missing=tuple(plan.missing), unused=tuple(origin.get(u, u) for u in plan.unused),

@@ -162,3 +162,34 @@ def test_a_model_without_a_classifier_at_its_output_names_what_it_found():
     outputs = keras.layers.Add(name="sum")([x, x])
     with pytest.raises(kt.LayerSelectionError, match=r"found .sum. \(Add\)\. Pass cut="):
         kt.replace_head(keras.Model(inputs, outputs), 2)
+
+
+def test_keras_applications_mobilenets_conv_head_with_its_reshape():
+    # MobileNet ends Conv2D(classes) -> Reshape((classes,)) -> softmax: the
+    # Reshape names the old class count, so it is made anew for the new one
+    source = keras.applications.MobileNet(weights=None, input_shape=(32, 32, 3), alpha=0.25,
+                                          classes=10)
+    conv_preds = source.get_layer("conv_preds")
+    conv_preds.bias.assign(np.random.default_rng(1).normal(size=10).astype("float32"))
+    target = kt.replace_head(source, 3, class_subset=[2, 7, 9])
+    x = np.random.default_rng(0).normal(size=(2, 32, 32, 3)).astype("float32")
+    p = source.predict(x, verbose=0)[:, [2, 7, 9]]
+    np.testing.assert_allclose(target.predict(x, verbose=0), p / p.sum(axis=1, keepdims=True),
+                               rtol=1e-4, atol=1e-6)
+
+
+def test_a_cut_head_needs_no_classifier_at_the_output():
+    # cut= names the feature layer itself; the output may end in anything
+    inputs = keras.Input((4,))
+    x = keras.layers.Dense(8, name="features")(inputs)
+    outputs = keras.layers.BatchNormalization(name="norm")(keras.layers.Dense(3, name="d")(x))
+    model = kt.replace_head(keras.Model(inputs, outputs), 2, cut="features", activation=None)
+    assert model.output.shape == (None, 2) and model.layers[-1].name == "d_new"
+
+
+def test_another_activation_replaces_the_layers_that_activate_after_the_classifier():
+    source = conv_classifier(trailing_activation=True)  # Dense logits -> softmax layer
+    logits = kt.replace_head(source, 2, activation=None)
+    assert not isinstance(logits.layers[-1], keras.layers.Activation)
+    x = np.random.default_rng(0).normal(size=(3, 8, 8, 2)).astype("float32")
+    assert (keras.ops.convert_to_numpy(logits(x)) < 0).any()  # not probabilities

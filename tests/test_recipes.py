@@ -9,7 +9,6 @@ import pytest
 
 import keras_transfer as kt
 from helpers import DenseBnBlock, randomize, tiny_model
-from keras_transfer import _layers
 from keras_transfer import recipes
 from keras_transfer.pipeline import reference
 from test_learning_rates import BatchRates, by_hand
@@ -69,17 +68,20 @@ def test_each_phase_runs_its_one_cycle_and_groups_keep_their_ratios(data):
         by_hand(8, 1e-2, 8, 0.25, 4.0, 1e3)], rtol=1e-5)
 
 
-def test_groups_follow_the_models_structure():
-    model = reference.target_cnn()
-    names = [[l.name for l in group] for group in recipes._structural_groups(
-        _layers.leaves(model.layers[:12]))]
-    assert names == [["Conv1", "Bn1"], ["Conv2", "Bn2"], ["Conv3", "Bn3"]]
-    deep = keras.Sequential([keras.Input((4,))] + [keras.layers.Dense(4, name=f"D{i}")
-                                                   for i in range(7)])
-    inner = keras.Sequential([keras.Input((4,)), deep, keras.layers.Dense(2, name="Out")])
-    groups = recipes._structural_groups(_layers.leaves([inner.layers[0]]))
-    assert [[l.name for l in g] for g in groups] == [["D0", "D1", "D2"], ["D3", "D4"],
-                                                      ["D5", "D6"]]
+def test_fine_tunes_default_groups_are_the_layer_groups(data, monkeypatch):
+    # fine_tune(groups=None) takes kt.layer_groups(model, freeze) (tests/test_groups.py)
+    seen = {}
+    real = recipes.optimizers.discriminative_optimizer
+
+    def spy(model, groups, *args, **kwargs):
+        seen["groups"] = groups
+        return real(model, groups, *args, **kwargs)
+
+    monkeypatch.setattr(recipes.optimizers, "discriminative_optimizer", spy)
+    model = tiny_model()
+    kt.fine_tune(model, data, freeze=3, epochs=1, base_lr=1e-3, loss=LOSS, metrics=(),
+                 verbose=0)
+    assert seen["groups"] == kt.layer_groups(model, 3) == [["Dense_a", "Bn"], ["Dense_b"]]
 
 
 def test_finder_runs_when_base_lr_is_none_and_leaves_no_trace(data):

@@ -246,3 +246,81 @@ def test_a_directory_that_is_no_source_is_named(tmp_path):
     (tmp_path / "notes.txt").write_text("hello")
     with pytest.raises(kt.WeightFileError, match="holding neither a KerasHub preset"):
         kt.load_weights_by_name(resnet(), tmp_path)
+
+
+def test_every_config_of_a_preset_is_checked_not_only_config_json(tmp_path, monkeypatch):
+    # keras_hub deserializes preprocessor.json (and tokenizer / converter
+    # configs) too: a class from `os` there is refused before anything is built
+    task = keras_hub.models.ResNetImageClassifier(backbone=resnet(), num_classes=3,
+                                                  preprocessor=None)
+    task.save_to_preset(tmp_path / "task")
+    (tmp_path / "task" / "preprocessor.json").write_text(json.dumps(
+        {"module": "os", "class_name": "system", "config": {}, "registered_name": "system"}))
+
+    def never(*args, **kwargs):
+        raise AssertionError("keras_hub built a model from a refused preset")
+
+    monkeypatch.setattr(keras_hub.models.ResNetImageClassifier, "from_preset", never)
+    for include_task in (True, False):
+        with pytest.raises(kt.UnsafeSourceError, match=r"preprocessor\.json: '\(top\)' names "
+                                                        "class 'system' from module 'os'"):
+            kt.load_weights_by_name(resnet(), tmp_path / "task", include_task=include_task)
+
+
+def hf_bert_directory(folder, model_type="bert", seed=0):
+    """A Hugging Face BERT checkpoint directory, written by safetensors' own
+    writer with transformers' key names (`bert.encoder.layer.0.attention...`)
+    and random values: what keras_hub's transformers converter reads."""
+    import safetensors.numpy
+
+    rng = np.random.default_rng(seed)
+    hidden, inner, layers, vocab, positions = 16, 32, 2, 50, 16
+    shapes = {"embeddings.word_embeddings.weight": (vocab, hidden),
+              "embeddings.position_embeddings.weight": (positions, hidden),
+              "embeddings.token_type_embeddings.weight": (2, hidden),
+              "embeddings.LayerNorm.weight": (hidden,), "embeddings.LayerNorm.bias": (hidden,),
+              "pooler.dense.weight": (hidden, hidden), "pooler.dense.bias": (hidden,)}
+    for i in range(layers):
+        prefix = f"encoder.layer.{i}."
+        for name in ("attention.self.query", "attention.self.key", "attention.self.value",
+                     "attention.output.dense"):
+            shapes[prefix + name + ".weight"] = (hidden, hidden)
+            shapes[prefix + name + ".bias"] = (hidden,)
+        shapes[prefix + "intermediate.dense.weight"] = (inner, hidden)
+        shapes[prefix + "intermediate.dense.bias"] = (inner,)
+        shapes[prefix + "output.dense.weight"] = (hidden, inner)
+        shapes[prefix + "output.dense.bias"] = (hidden,)
+        for norm in ("attention.output.LayerNorm", "output.LayerNorm"):
+            shapes[prefix + norm + ".weight"] = (hidden,)
+            shapes[prefix + norm + ".bias"] = (hidden,)
+    state = {"bert." + k: (rng.normal(size=s) * 0.2 + (1.0 if k.endswith("LayerNorm.weight")
+                                                       else 0.0)).astype("float32")
+             for k, s in shapes.items()}
+    folder.mkdir()
+    safetensors.numpy.save_file(state, folder / "model.safetensors")
+    (folder / "config.json").write_text(json.dumps({
+        "model_type": model_type, "vocab_size": vocab, "num_hidden_layers": layers,
+        "num_attention_heads": 2, "hidden_size": hidden, "intermediate_size": inner,
+        "max_position_embeddings": positions}))
+
+
+def test_a_transformers_directory_keras_hub_converts_is_rebuilt_by_keras_hub(tmp_path):
+    hf_bert_directory(tmp_path / "hf")
+    target = bert()
+    report = kt.load_weights_by_name(target, tmp_path / "hf")
+    assert report.missing == () and report.unused == ()
+    assert report.how["transformer_layer_0"] == "by name"  # KerasHub's names: converted
+    converted = keras_hub.models.BertBackbone.from_preset(str(tmp_path / "hf"))
+    np.testing.assert_array_equal(numpy(target(tokens())["sequence_output"]),
+                                  numpy(converted(tokens())["sequence_output"]))
+
+
+def test_a_transformers_directory_without_a_converter_goes_the_pytorch_path(tmp_path):
+    hf_bert_directory(tmp_path / "hf", model_type="not_a_known_model")
+    # one module per Keras layer: the embeddings load; a transformer block would not
+    inputs = keras.Input((16,), dtype="int32")
+    embedded = keras.layers.Embedding(50, 16, name="bert_embeddings_word_embeddings")(inputs)
+    model = keras.Model(inputs, embedded)
+    report = kt.load_weights_by_name(model, tmp_path / "hf")
+    assert report.path.endswith("model.safetensors")
+    assert report.loaded == {"bert_embeddings_word_embeddings": "bert.embeddings.word_embeddings"}

@@ -234,6 +234,12 @@ def _rewrite_header(path, edit):
     path.write_bytes(struct.pack("<Q", len(text)) + text + raw[8 + length:])
 
 
+def _shifted(entry, skip, size):
+    """Offsets of `size` bytes starting `skip` bytes into a tensor's own range."""
+    begin = entry["data_offsets"][0] + skip
+    return [begin, begin + size]
+
+
 def _inside(entry, size):
     """Offsets of `size` bytes inside another tensor's range."""
     begin = entry["data_offsets"][0]
@@ -246,13 +252,27 @@ def _inside(entry, size):
     (lambda h: h["Head.bias"].update(dtype="F64"), "which takes 24: the header lies"),
     (lambda h: h["Head.bias"].update(shape=[4]), "which takes 16: the header lies"),
     (lambda h: h["Head.bias"].update(dtype="X9"), "dtype 'X9' is not one of"),
+    (lambda h: h["Head.bias"].update(dtype=["F32"]), r"dtype \['F32'\] is not one of"),
     (lambda h: h["Head.bias"].update(shape=[-3]), "is not a list of sizes"),
+    (lambda h: h["Head.bias"].update(shape=[2], data_offsets=_shifted(h["Head.bias"], 4, 8)),
+     "4 bytes before tensor 'Head.bias' belong to no tensor"),
+    (lambda h: h["Head.bias"].update(shape=[2], data_offsets=_shifted(h["Head.bias"], 0, 8)),
+     "4 bytes (before tensor 'Head.weight'|after the last tensor) belong to no tensor"),
 ])
 def test_a_safetensors_header_that_lies_is_refused_before_anything_is_read(tmp_path, lie, says):
     _, path = torch_fixture(tmp_path)
     _rewrite_header(path, lie)
     message = assert_refused(path, says)
-    assert str(path) in message and "'Head.bias'" in message
+    assert str(path) in message
+
+
+def test_a_header_nested_too_deep_for_json_is_a_typed_refusal(tmp_path):
+    import struct
+
+    text = b'{"a":' * 200_000 + b"1" + b"}" * 200_000
+    path = tmp_path / "deep.safetensors"
+    path.write_bytes(struct.pack("<Q", len(text)) + text)
+    assert_refused(path, "not valid JSON")
 
 
 def test_a_truncated_safetensors_file_is_refused(tmp_path):

@@ -149,7 +149,7 @@ def test_resnet18_with_torchvisions_names_loads_into_keras_hubs_backbone(tmp_pat
     assert len(report.dropped) == 20  # every BatchNorm's num_batches_tracked
 
 
-def test_regex_pairs_rename_the_sources_modules_first_match_wins(tmp_path, cnn):
+def test_regex_pairs_rename_the_sources_modules(tmp_path, cnn):
     inputs = keras.Input((8, 8, 3))
     h = keras.layers.Conv2D(8, 3, padding="same", name="stem_conv")(inputs)
     h = keras.layers.BatchNormalization(epsilon=1e-5, name="stem_bn")(h)
@@ -168,12 +168,11 @@ def test_regex_pairs_rename_the_sources_modules_first_match_wins(tmp_path, cnn):
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
-def test_half_precision_safetensors_are_read_without_torch(tmp_path, dtype, monkeypatch):
+def test_half_precision_safetensors_widen_exactly(tmp_path, dtype):
     net = randomize(SmallCnn())
     state = {k: (v.to(dtype) if v.dtype.is_floating_point else v)
              for k, v in net.state_dict().items()}
     safetensors.torch.save_file(state, tmp_path / "half.safetensors")
-    monkeypatch.setitem(__import__("sys").modules, "torch", None)  # no torch from here on
     model = cnn_mirror()
     report = kt.load_weights_by_name(model, tmp_path / "half.safetensors")
     kernel = keras.ops.convert_to_numpy(model.get_layer("conv1").kernel)
@@ -351,3 +350,199 @@ def test_numpy_safetensors_from_another_writer_load_too(tmp_path):
     x = rng.normal(size=(2, 4)).astype("float32")
     np.testing.assert_allclose(keras.ops.convert_to_numpy(model(x)),
                                x @ state["fc.weight"].T + state["fc.bias"], rtol=1e-5)
+
+
+# -- what feeds a Dense: when PyTorch's flatten order differs, and when not --
+
+class _EmbedFlat(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.embed = torch.nn.Embedding(20, 4)
+        self.fc = torch.nn.Linear(6 * 4, 3)
+
+    def forward(self, ids):
+        return self.fc(torch.flatten(self.embed(ids), 1))
+
+
+class _ConvFlatNorm(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 4, 3, padding=1)
+        self.norm = torch.nn.BatchNorm1d(4 * 6 * 6)
+        self.fc = torch.nn.Linear(4 * 6 * 6, 3)
+
+    def forward(self, x):
+        return self.fc(self.norm(torch.flatten(self.conv(x), 1)))
+
+
+def test_an_embeddings_flatten_keeps_its_order():
+    # (steps, features) maps are in the same order in both: no permutation
+    net = randomize(_EmbedFlat())
+    ids = keras.Input((6,), dtype="int32")
+    h = keras.layers.Flatten()(keras.layers.Embedding(20, 4, name="embed")(ids))
+    model = keras.Model(ids, keras.layers.Dense(3, name="fc")(h))
+    report = kt.transfer_weights(net.state_dict(), model, layout="torch")
+    x = np.random.default_rng(0).integers(0, 20, (4, 6))
+    with torch.no_grad():
+        close(model(x), net(torch.from_numpy(x)).numpy())
+    assert report.converted["fc"] == "weight (out, in) (3, 24) transposed"
+
+
+@pytest.mark.parametrize("flatten", ["Flatten", "Reshape"])
+def test_a_normalization_between_flatten_and_dense_is_permuted_too(flatten):
+    net = randomize(_ConvFlatNorm())
+    inputs = keras.Input((6, 6, 3))
+    h = keras.layers.Conv2D(4, 3, padding="same", name="conv")(inputs)
+    h = keras.layers.Flatten()(h) if flatten == "Flatten" else keras.layers.Reshape((-1,))(h)
+    h = keras.layers.BatchNormalization(epsilon=1e-5, name="norm")(h)
+    model = keras.Model(inputs, keras.layers.Dense(3, name="fc")(h))
+    report = kt.transfer_weights(net.state_dict(), model, layout="torch")
+    x = images(size=6)
+    close(model(x), outputs(net, x))
+    assert "vectors permuted from PyTorch's (C, H, W) order" in report.converted["norm"]
+    assert "rows permuted" in report.converted["fc"]
+
+
+def test_a_dense_reading_a_nested_models_input_is_warned_about():
+    # torchvision's VGG: features, flatten, then a `classifier` Sequential. A
+    # nested Keras model's input hides what feeds it: said, not silent.
+    classifier = keras.Sequential([keras.Input((4 * 6 * 6,)), keras.layers.Dense(3, name="fc")],
+                                  name="classifier")
+    inputs = keras.Input((6, 6, 3))
+    h = keras.layers.Flatten()(keras.layers.Conv2D(4, 3, padding="same", name="conv")(inputs))
+    model = keras.Model(inputs, classifier(h))
+    state = {"conv.weight": np.zeros((4, 3, 3, 3), "float32"), "conv.bias": np.zeros(4, "float32"),
+             "fc.weight": np.zeros((3, 144), "float32"), "fc.bias": np.zeros(3, "float32")}
+    with pytest.warns(kt.TransferWarning, match="reads its model's input, and that model is nested"):
+        report = kt.transfer_weights(state, model, layout="torch")
+    assert len(report.warnings) == 1
+
+
+def test_an_einsum_dense_takes_its_axes_from_its_equation():
+    # kernel (out, in): a square Linear must not be taken transposed
+    linear = torch.nn.Linear(5, 5)
+    inputs = keras.Input((5,))
+    model = keras.Model(inputs, keras.layers.EinsumDense("ab,cb->ac", 5, bias_axes="c",
+                                                         name="lin")(inputs))
+    kt.transfer_weights({"lin.weight": linear.weight, "lin.bias": linear.bias}, model,
+                        layout="torch")
+    x = np.random.default_rng(0).normal(size=(2, 5)).astype("float32")
+    with torch.no_grad():
+        close(model(x), linear(torch.from_numpy(x)).numpy())
+
+
+def test_a_warning_turned_into_an_error_refuses_the_whole_load():
+    # warned before anything is assigned: `-W error` leaves the model untouched
+    model = _epsilon_model()
+    state = {"conv1.weight": np.ones((8, 3, 3, 3), "float32"),
+             "conv1.bias": np.ones(8, "float32"), "bn1.weight": np.ones(8, "float32"),
+             "bn1.bias": np.ones(8, "float32"), "bn1.running_mean": np.ones(8, "float32"),
+             "bn1.running_var": np.ones(8, "float32")}
+    before = weights_of(model)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", kt.TransferWarning)
+        with pytest.raises(kt.TransferWarning, match="epsilon 0.001"):
+            kt.transfer_weights(state, model, layout="torch")
+    assert_untouched(model, before)
+
+
+def test_keras_applications_epsilon_is_pytorchs_within_rounding():
+    inputs = keras.Input((4, 4, 3))
+    model = keras.Model(inputs, keras.layers.BatchNormalization(epsilon=1.001e-5,
+                                                                name="bn")(inputs))
+    state = {f"bn.{k}": np.ones(3, "float32")
+             for k in ("weight", "bias", "running_mean", "running_var")}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", kt.TransferWarning)
+        assert kt.transfer_weights(state, model, layout="torch").warnings == ()
+
+
+def test_a_single_modules_state_dict_loads_through_rename():
+    # `nn.Linear().state_dict()` is {'weight', 'bias'}: one group named ""
+    linear = torch.nn.Linear(4, 2)
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2, name="lin")])
+    report = kt.transfer_weights(linear.state_dict(), model, layout="torch", rename={"lin": ""})
+    assert report.loaded == {"lin": ""}
+    x = np.random.default_rng(0).normal(size=(3, 4)).astype("float32")
+    with torch.no_grad():
+        close(model(x), linear(torch.from_numpy(x)).numpy())
+
+
+class _Volume(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv3d(2, 4, 3, padding=1)
+        self.norm = torch.nn.GroupNorm(2, 4)
+        self.fc = torch.nn.Linear(4 * 4 * 4 * 4, 3)
+
+    def forward(self, x):
+        return self.fc(torch.flatten(self.norm(self.conv(x)), 1))
+
+
+def test_conv3d_group_norm_and_a_flatten_of_a_volume():
+    net = randomize(_Volume())
+    inputs = keras.Input((4, 4, 4, 2))
+    h = keras.layers.Conv3D(4, 3, padding="same", name="conv")(inputs)
+    h = keras.layers.GroupNormalization(2, epsilon=1e-5, name="norm")(h)
+    model = keras.Model(inputs, keras.layers.Dense(3, name="fc")(keras.layers.Flatten()(h)))
+    report = kt.transfer_weights(net.state_dict(), model, layout="torch")
+    x = np.random.default_rng(0).normal(size=(2, 4, 4, 4, 2)).astype("float32")
+    with torch.no_grad():
+        expected = net(torch.from_numpy(x.transpose(0, 4, 1, 2, 3))).numpy()
+    close(model(x), expected)
+    assert "(C, D, H, W) order to Keras' (D, H, W, C)" in report.converted["fc"]
+
+
+def test_first_matching_pair_wins():
+    # applied in turn, the second pair would make 'stem_conv1' 'stem_conv'
+    model = keras.Sequential([keras.Input((8, 8, 3)),
+                              keras.layers.Conv2D(8, 3, name="stem_conv1")])
+    state = {"conv1.weight": np.zeros((8, 3, 3, 3), "float32"),
+             "conv1.bias": np.zeros(8, "float32")}
+    report = kt.transfer_weights(state, model, layout="torch",
+                                 rename=[(r"^conv1$", "stem_conv1"), (r"1$", "")])
+    assert report.loaded == {"stem_conv1": "conv1"}
+
+
+def test_a_shard_holding_tensors_its_index_does_not_list_is_refused(tmp_path):
+    from huggingface_hub import save_torch_state_dict
+
+    save_torch_state_dict(randomize(SmallCnn()).state_dict(), tmp_path, max_shard_size="20KB")
+    index = tmp_path / "model.safetensors.index.json"
+    content = json.loads(index.read_text())
+    dropped = sorted(content["weight_map"])[0]
+    del content["weight_map"][dropped]
+    index.write_text(json.dumps(content))
+    model = cnn_mirror()
+    before = weights_of(model)
+    with pytest.raises(kt.WeightFileError, match="disagree on which tensors the shard holds"):
+        kt.load_weights_by_name(model, index)
+    assert_untouched(model, before)
+
+
+def test_safetensors_load_in_a_process_without_torch(tmp_path):
+    # torch blocked before anything is imported: the safetensors path never needs it
+    import subprocess
+    import sys
+
+    net = randomize(SmallCnn())
+    state = {k: v.to(torch.bfloat16) if v.dtype.is_floating_point else v
+             for k, v in net.state_dict().items()}
+    safetensors.torch.save_file(state, tmp_path / "bf16.safetensors")
+    expected = state["conv1.weight"].float().numpy().transpose(2, 3, 1, 0)
+    np.save(tmp_path / "expected.npy", expected)
+    code = f"""
+import sys
+sys.modules["torch"] = None
+import keras, numpy as np
+import keras_transfer as kt
+model = keras.Sequential([keras.Input((8, 8, 3)),
+                          keras.layers.Conv2D(8, 3, padding="same", name="conv1")])
+report = kt.load_weights_by_name(model, {str(tmp_path / 'bf16.safetensors')!r})
+kernel = keras.ops.convert_to_numpy(model.get_layer("conv1").kernel)
+assert np.array_equal(kernel, np.load({str(tmp_path / 'expected.npy')!r}))
+print(len(report.loaded), "torch" in sys.modules and sys.modules["torch"] is not None)
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == "1 False"
