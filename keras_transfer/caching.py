@@ -10,6 +10,7 @@ the model's own layers.
 
 import inspect
 import numbers
+import warnings
 
 import keras
 import numpy as np
@@ -31,42 +32,85 @@ _OWNER = "fit_head_cached"
 
 
 def split_at(model, cut):
-    """Splits a model into a base (the first `cut` layers) and a head (the rest).
+    """Splits a model into a base (everything up to the cut) and a head (the rest).
+
+    The base is the model's own graph from its inputs to the cut, whatever it
+    holds (preprocessing, augmentation, a nested base model); the head, the
+    top-level layers after the cut, must form one chain.
 
     Args:
-        model: a Sequential model, or a functional model whose layers form a
-            chain.
-        cut: the number of top-level layers in the base (what `freeze=N`
-            freezes), or the name of the base's last layer.
+        model: a functional or Sequential model (built on a `keras.Input`).
+        cut: the base's last top-level layer: the number of top-level layers
+            in the base (what `freeze=N` freezes), the layer or its name, or a
+            selection as `freeze=` takes it (`[base_model]`, a pattern): its
+            last top-level layer, a nested model holding a selected layer
+            included.
 
     Returns:
         `(base, head)`: two `keras.Model`s made of `model`'s own layers, so
         training the head trains `model`.
 
     Raises:
-        LayerSelectionError: a cut outside the model, or a model whose layers
-            are not one chain.
+        LayerSelectionError: a cut outside the model, a model not built on a
+            `keras.Input`, or a head whose layers are not one chain.
     """
     layers = model.layers
-    if isinstance(cut, bool) or not isinstance(cut, numbers.Integral):
-        last = _layers.find_layer(model, cut, argument=f"cut={cut!r}", top_level=True)
-        cut = next(i for i, layer in enumerate(layers) if layer is last) + 1
-    if not 0 < cut < len(layers):
+    index = cut_index(model, cut)
+    if not 0 < index < len(layers):
         raise errors.LayerSelectionError(
-            f"cut={cut} must leave at least one layer on each side of model "
-            f"'{model.name}' ({len(layers)} layers).")
+            f"cut={cut!r} must leave at least one layer on each side of model "
+            f"'{model.name}' ({len(layers)} top-level layers; the cut is after layer "
+            f"{index}).")
+    head_layers = layers[index:]
+    if not all(_layers.traced(layer) for layer in head_layers):
+        raise errors.LayerSelectionError(
+            f"Model '{model.name}' cannot be cut: it was not built on a keras.Input (a "
+            "subclassed model, or a Sequential model never given an input shape), so "
+            "its base cannot be separated. Train phase 1 without caching.")
+    previous = layers[index - 1]
+    for layer in head_layers:
+        if isinstance(layer.input, (list, tuple, dict)) or \
+                _layers.producer(layer.input) is not previous:
+            raise errors.LayerSelectionError(
+                f"Model '{model.name}' cannot be cut at '{layers[index - 1].name}': its "
+                f"layers after the cut do not form one chain (layer '{layer.name}' does "
+                f"not take the output of '{previous.name}' alone). Cache features for a "
+                "model whose head is a chain, or train phase 1 without caching.")
+        previous = layer
+    features = head_layers[0].input
     try:
-        base = keras.Sequential([keras.Input(model.input_shape[1:]), *layers[:cut]],
-                                name=f"{model.name}_base")
-        head = keras.Sequential([keras.Input(base.output_shape[1:]), *layers[cut:]],
-                                name=f"{model.name}_head")
+        base = keras.Model(model.inputs, features, name=f"{model.name}_base")
+        x = head_input = keras.Input(tuple(features.shape[1:]), dtype=features.dtype)
+        for layer in head_layers:
+            x = layer(x)
+        head = keras.Model(head_input, x, name=f"{model.name}_head")
     except (ValueError, TypeError) as e:
         raise errors.LayerSelectionError(
-            f"Model '{model.name}' cannot be cut at layer {cut}: its layers do not form "
-            f"one chain with a single input ({type(e).__name__}: {e}). Cache features "
-            "for a Sequential model or a functional chain, or train phase 1 without "
-            "caching.") from e
+            f"Model '{model.name}' cannot be cut after '{layers[index - 1].name}' "
+            f"({type(e).__name__}: {e}). Train phase 1 without caching.") from e
     return base, head
+
+
+def cut_index(model, cut):
+    """How many top-level layers of `model` a cut puts in the base (see `split_at`).
+
+    Raises:
+        LayerSelectionError: the cut names no layer of `model`.
+    """
+    layers = model.layers
+    if isinstance(cut, bool):
+        raise errors.LayerSelectionError(f"cut={cut!r} is not a layer count or a layer.")
+    if isinstance(cut, numbers.Integral):
+        return int(cut)
+    if isinstance(cut, (str, keras.layers.Layer)):
+        last = _layers.find_layer(model, cut, argument=f"cut={cut!r}", top_level=True)
+        return next(i for i, layer in enumerate(layers) if layer is last) + 1
+    selected = {id(layer) for layer in freezing.select_layers(model, cut)}
+    holding = [i for i, layer in enumerate(layers)
+               if any(id(sub) in selected for sub in _layers.with_sublayers(layer))]
+    if not holding:
+        raise errors.LayerSelectionError(f"cut={cut!r} selects no layer of model '{model.name}'.")
+    return holding[-1] + 1
 
 
 def _sublayers(layer, trail=()):
@@ -104,7 +148,7 @@ def _owners(base, variables):
     return owners
 
 
-def check_cacheable(base, sample=None):
+def check_cacheable(base, sample=None, *, without_augmentation=False):
     """Refuses a base whose outputs could differ between epochs.
 
     The plain frozen `fit` calls the base with `training=True`; caching calls
@@ -121,9 +165,18 @@ def check_cacheable(base, sample=None):
       catches user layers that draw from Keras' global seed or compute
       something else while training.
 
+    With `without_augmentation=True`, random layers are accepted (the cache
+    is computed in inference mode, where augmentation and dropout do
+    nothing) and returned, so the caller can say that phase 1 then trains
+    without them; the behavioural check is then not made.
+
     Args:
         base: the base model (the layers before the cut).
         sample: optional input batch for the behavioural check.
+        without_augmentation: accept random layers (see above).
+
+    Returns:
+        The names of the random layers found (with `without_augmentation`).
 
     Raises:
         LayerSelectionError: the base is not cacheable; the message names the
@@ -139,27 +192,33 @@ def check_cacheable(base, sample=None):
     ```
     """
     everything = list(_sublayers(base))
+    random = {}
     for layer, trail in everything:
         seeded = [v for v in vars(layer).values() if isinstance(v, keras.random.SeedGenerator)]
         if _is_random_kind(layer) or seeded:
-            raise errors.LayerSelectionError(
-                f"Layer '{layer.name}' ({type(layer).__name__}{_where(trail)}) before the "
-                "cut is random in training: cached features would freeze one draw of it. "
-                "Move the cut below it, or train phase 1 without caching.")
+            random.setdefault(id(layer), (layer, trail))
     seeds = [v for v in base.variables if id(v) not in {id(w) for w in base.weights}]
     for layer, trail in _owners(base, seeds).values():
+        random.setdefault(id(layer), (layer, trail))
+    if random and not without_augmentation:
+        named = [f"'{layer.name}' ({type(layer).__name__}{_where(trail)})"
+                 for layer, trail in random.values()]
         raise errors.LayerSelectionError(
-            f"Layer '{layer.name}' ({type(layer).__name__}{_where(trail)}) before the cut "
-            "holds a random seed generator, so it is random in training: cached "
-            "features would freeze one draw of it. Move the cut below it, or train "
-            "phase 1 without caching.")
+            f"Layer{'s' if len(named) > 1 else ''} {', '.join(named)} before the cut "
+            f"{'are' if len(named) > 1 else 'is'} random in training (augmentation, "
+            "dropout, noise): cached features are computed once and cannot see it. Pass "
+            "cache_features='without_augmentation' (fit_head_cached(..., "
+            "without_augmentation=True)) to cache features without it, phase 1 then "
+            "training without augmentation; or move the cut below it; or train phase 1 "
+            "without caching.")
     if base.trainable_weights:
         names = sorted({layer.name for layer, _ in _owners(base, base.trainable_weights).values()})
         raise errors.LayerSelectionError(
             f"The base has trainable weights (in {names}): cached features would go "
             "stale as they train. Freeze the base first (keras_transfer.freeze).")
-    if sample is not None:
+    if sample is not None and not random:
         _check_behaviour(base, sample, everything)
+    return [layer.name for layer, _ in random.values()]
 
 
 def _check_behaviour(base, sample, everything):
@@ -233,27 +292,36 @@ def _cached(features, labels, weights):
 def fit_head_cached(model, train, *, cut, epochs, validation=None, optimizer="adam",
                     learning_rate=1e-3, loss="sparse_categorical_crossentropy",
                     metrics=("accuracy",), batch_size=256, shuffle=True, callbacks=None,
-                    verbose=1, initial_epoch=0):
+                    verbose=1, initial_epoch=0, without_augmentation=False):
     """Phase 1 on cached features: freezes the base, caches it, fits the head.
 
     Args:
-        model: the target model (Sequential or a chain).
+        model: the target model: functional or Sequential, its head after
+            the cut a chain of layers.
         train: `(x, y)` or `(x, y, sample_weight)` arrays, or finite data
             yielding such batches (a `tf.data.Dataset`).
-        cut: the base's number of top-level layers (or its last layer's name).
+        cut: where the base ends (see `split_at`): its number of top-level
+            layers, its last layer or that layer's name, or a selection as
+            `freeze=` takes it (`[base_model]`). Deterministic layers before
+            it (Rescaling, Normalization, Resizing) are cached with it.
         epochs: the epoch to train up to (as `fit`'s `epochs`).
         validation: optional validation data, cached the same way.
         optimizer, learning_rate: the head's optimizer (a fresh instance).
         loss, metrics: as for `compile`.
         batch_size, shuffle: for the head's `fit` on the cached arrays.
         callbacks, verbose, initial_epoch: as for `fit`.
+        without_augmentation: accept random layers before the cut
+            (augmentation): the features are cached without them, and a
+            `TransferWarning` says that phase 1 then trains without
+            augmentation. By default they are refused.
 
     Returns:
         The head's `History`. The model's head layers hold the trained weights.
 
     Raises:
         LayerSelectionError: the cut does not fit the model, or the base is
-            not cacheable (see `check_cacheable`).
+            not cacheable (see `check_cacheable`): random layers before the
+            cut are named, with what to do.
         ArgumentTypeError: `train` or `validation` is neither `(x, y)` nor a
             dataset of batches.
 
@@ -269,12 +337,17 @@ def fit_head_cached(model, train, *, cut, epochs, validation=None, optimizer="ad
         _data.check(validation, _OWNER, "validation")
     sample = _data.first_inputs(train, _SAMPLE_SIZE, _OWNER)
     restore = _layers.snapshot_trainable(model)
-    freezing.freeze(model, upto=len(base.layers))
+    freezing.freeze(model, upto=cut_index(model, cut))
     try:
-        check_cacheable(base, sample)
+        dropped = check_cacheable(base, sample, without_augmentation=without_augmentation)
     except errors.LayerSelectionError:
         restore()  # a refusal leaves the model as it was
         raise
+    if dropped:
+        warnings.warn(
+            f"fit_head_cached: features are cached without {dropped} (random in "
+            "training): phase 1 trains the head without augmentation.",
+            errors.TransferWarning, stacklevel=2)
     features, labels, weights = _data.unpack_arrays(
         cache_features(base, train, batch_size), _OWNER)
     val = cache_features(base, validation, batch_size) if validation is not None else None

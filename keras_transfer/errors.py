@@ -82,6 +82,8 @@ class MissingDependencyError(TransferError, ImportError):
 
 
 class TransferWarning(UserWarning):
-    """A load that worked but may not do what the source did (a normalization
-    epsilon, asymmetric padding): also listed in `TransferReport.warnings`."""
+    """Something that worked but does not do all that was asked: a load that
+    may not behave as the source did (a normalization epsilon, asymmetric
+    padding; also listed in `TransferReport.warnings`), or a phase 1 cached
+    without augmentation."""
 

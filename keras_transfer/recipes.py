@@ -11,10 +11,8 @@ the base's layer groups, all inside one `fit`.
 
 import inspect
 import math
-import numbers
 
 import keras
-import numpy as np
 
 from keras_transfer import _checks
 from keras_transfer import _data
@@ -25,8 +23,8 @@ from keras_transfer import freezing
 from keras_transfer import groups as layer_groups
 from keras_transfer import lr_finder
 from keras_transfer import optimizers
-from keras_transfer import schedules
 from keras_transfer import learning_rates
+from keras_transfer import schedules
 from keras_transfer.learning_rates import OneCycle
 
 
@@ -57,8 +55,12 @@ def fit_two_phase(model, train, *, validation=None, freeze, head_epochs, epochs,
         loss, metrics: as for `model.compile`.
         train_batchnorm: train BatchNormalization layers in phase 2.
         cache_features: run phase 1 on cached base outputs (`fit_head_cached`):
-            the same head, much faster; needs `freeze=N` (the first N layers
-            form the base) and a base with nothing random in it.
+            the same head, much faster. The cut is after `freeze`'s last
+            top-level layer (`freeze=N`, or `freeze=[base]` for a nested base
+            model); deterministic layers before it (Rescaling, Normalization)
+            are cached with it. Random layers before it (augmentation) are
+            refused, naming them; `"without_augmentation"` caches features
+            without them and warns that phase 1 trains without augmentation.
         lora_rank: phase 2 trains LoRA adapters of this rank instead of whole
             layers (as `TwoPhaseSchedule(lora_rank=...)`).
         callbacks: callbacks for both phases.
@@ -71,8 +73,9 @@ def fit_two_phase(model, train, *, validation=None, freeze, head_epochs, epochs,
         each epoch's end).
 
     Raises:
-        ArgumentError: `head_epochs` outside `[0, epochs]`, or
-            `cache_features=True` without `freeze=N`.
+        ArgumentError: `head_epochs` outside `[0, epochs]`, or a layer with
+            weights before the cut that `freeze` leaves out (caching would
+            freeze it).
         LayerSelectionError: `freeze` does not fit the model.
 
     Example:
@@ -92,6 +95,12 @@ def fit_two_phase(model, train, *, validation=None, freeze, head_epochs, epochs,
             f"head_epochs={head_epochs}, epochs={epochs}.")
     _data.check(train, owner)
     x, y, sample_weight = _data.fit_arguments(train, owner)
+    if cache_features not in (False, True, "without_augmentation"):
+        raise errors.ArgumentError(
+            "fit_two_phase: cache_features must be False, True or 'without_augmentation', "
+            f"received {cache_features!r}.")
+    if cache_features and head_epochs:
+        _check_cut_is_frozen(model, freeze)
     merged = keras.callbacks.History()
     merged.set_model(model)
     merged.on_train_begin()  # sets up `epoch` and `history`
@@ -106,14 +115,12 @@ def fit_two_phase(model, train, *, validation=None, freeze, head_epochs, epochs,
         if start == stop:
             continue
         if phase == 1 and cache_features:
-            if isinstance(freeze, bool) or not isinstance(freeze, numbers.Integral):
-                raise errors.ArgumentError(
-                    "cache_features=True needs freeze=N (the base's first N layers).")
             history = caching.fit_head_cached(
                 model, train, cut=freeze, epochs=stop, validation=validation,
                 optimizer=optimizer, learning_rate=lr, loss=loss, metrics=metrics,
                 batch_size=fit_kwargs.get("batch_size") or 32,
-                shuffle=fit_kwargs.get("shuffle", True), callbacks=callbacks, verbose=verbose)
+                shuffle=fit_kwargs.get("shuffle", True), callbacks=callbacks, verbose=verbose,
+                without_augmentation=cache_features == "without_augmentation")
         else:
             policy.apply(model, phase)
             model.compile(optimizer=optimizers.fresh_optimizer(optimizer, lr), loss=loss,
@@ -127,6 +134,21 @@ def fit_two_phase(model, train, *, validation=None, freeze, head_epochs, epochs,
         merged.history.setdefault("phase", []).extend([phase] * len(history.epoch))
         merged.epoch.extend(history.epoch)
     return merged
+
+
+def _check_cut_is_frozen(model, freeze):
+    """Refuses a cached phase 1 that would freeze weights plain phase 1 trains:
+    a layer with weights before the cut but outside `freeze`."""
+    index = caching.cut_index(model, freeze)
+    frozen = {id(layer) for layer in freezing.select_layers(model, freeze)}
+    outside = [layer.name for layer in model.layers[:index] if layer.weights
+               and not any(id(sub) in frozen for sub in _layers.with_sublayers(layer))]
+    if outside:
+        raise errors.ArgumentError(
+            f"fit_two_phase: cache_features caches everything before the cut, but "
+            f"{outside} there {'are' if len(outside) > 1 else 'is'} not in freeze= and "
+            "would train in a plain phase 1. Add it to freeze=, or train phase 1 without "
+            "caching.")
 
 
 class _LogRate(keras.callbacks.Callback):

@@ -92,9 +92,13 @@ def test_fit_two_phase_with_cached_features_matches_the_plain_recipe(images):
     np.testing.assert_allclose(cached_h["loss"], plain_h["loss"], rtol=1e-4)
     for a, b in zip(plain_w, cached_w):
         np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-5)
-    with pytest.raises(ValueError, match="freeze=N"):
-        kt.fit_two_phase(cnn(), (x, y), freeze=["Conv1"], head_epochs=1, epochs=1,
+    # caching freezes everything before the cut: a weighted layer there that
+    # freeze= leaves out (it would train in a plain phase 1) is refused
+    model = cnn()
+    with pytest.raises(kt.ArgumentError, match=r"\['Conv1'\] there is not in freeze="):
+        kt.fit_two_phase(model, (x, y), freeze=["Bn1"], head_epochs=1, epochs=1,
                          cache_features=True, verbose=0)
+    assert model.get_layer("Conv1").trainable and getattr(model, "optimizer", None) is None
 
 
 # --- what may not be cached, at any depth ------------------------------------------
@@ -182,7 +186,8 @@ def test_random_layers_are_refused_at_any_depth(images, model, culprit):
     with pytest.raises(kt.LayerSelectionError, match=culprit + ".*random in training") as err:
         kt.fit_head_cached(model(), (x, y), cut=1, epochs=1, verbose=0)
     assert isinstance(err.value, ValueError)  # `except ValueError` keeps working
-    assert "Move the cut below it" in str(err.value)
+    assert "move the cut below it" in str(err.value)
+    assert "cache_features='without_augmentation'" in str(err.value)
 
 
 @pytest.mark.parametrize("in_list", [False, True])
@@ -281,6 +286,74 @@ def test_bad_arguments_are_transfer_errors_and_leave_the_model_as_it_was(images)
     inputs = keras.Input((4,))
     branched = keras.Model(inputs, keras.layers.Concatenate(name="Join")(
         [keras.layers.Dense(2, name="A")(inputs), keras.layers.Dense(2, name="B")(inputs)]))
-    with pytest.raises(ValueError, match="cannot be cut at layer 2.*one chain") as err:
+    with pytest.raises(ValueError, match="cannot be cut at 'A'.*one chain") as err:
         caching.split_at(branched, 2)
     assert isinstance(err.value, kt.LayerSelectionError)
+
+
+# --- the keras.io guide's model: a nested base behind preprocessing ----------------
+
+def guide_model(flip=True, dropout=0.2, seed=0):
+    """The keras.io "Transfer learning & fine-tuning" model: augmentation and
+    rescaling in front of a nested base called with training=False, then
+    pooling, dropout and a new classifier (a small random MobileNetV2 here)."""
+    keras.utils.set_random_seed(seed)
+    base = keras.applications.MobileNetV2(weights=None, include_top=False,
+                                          input_shape=(32, 32, 3), alpha=0.35)
+    inputs = keras.Input((32, 32, 3))
+    x = keras.layers.RandomFlip("horizontal", name="flip")(inputs) if flip else inputs
+    x = keras.layers.Rescaling(1 / 127.5, offset=-1, name="rescale")(x)
+    x = base(x, training=False)
+    x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
+    x = keras.layers.Dropout(dropout, name="dropout")(x)
+    return keras.Model(inputs, keras.layers.Dense(3, name="classifier")(x)), base
+
+
+@pytest.fixture
+def photos():
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0, 255, (48, 32, 32, 3)).astype("float32")
+    return x, rng.integers(0, 3, 48)
+
+
+@pytest.mark.parametrize("freeze", ["base", 4])
+def test_augmentation_before_a_nested_base_is_refused_by_name(photos, freeze):
+    model, base = guide_model()
+    with pytest.raises(kt.LayerSelectionError, match=r"'flip' \(RandomFlip.*cannot see it.*"
+                                                     "without_augmentation") as err:
+        kt.fit_two_phase(model, photos, freeze=[base] if freeze == "base" else freeze,
+                         head_epochs=1, epochs=1, cache_features=True, verbose=0)
+    assert type(err.value).__module__ == "keras_transfer.errors"  # not from inside Keras
+    assert all(layer.trainable for layer in model.layers)  # nothing left frozen
+
+
+def test_without_augmentation_caches_what_the_model_sees_in_inference(photos):
+    # The opt-in caches features in inference mode, where RandomFlip does
+    # nothing: phase 1 is then the plain phase 1 of the model without it.
+    results = []
+    start = guide_model(dropout=0.0)[0].get_weights()
+    for flip, cache in ((True, "without_augmentation"), (False, False)):
+        model, base = guide_model(flip=flip, dropout=0.0)
+        model.set_weights(start)  # the same weights; only the RandomFlip differs
+        if cache:
+            with pytest.warns(kt.TransferWarning, match=r"without \['flip'\].*without augmentation"):
+                history = kt.fit_two_phase(model, photos, freeze=[base], head_epochs=2,
+                                           epochs=2, head_lr=1e-2, cache_features=cache,
+                                           batch_size=16, shuffle=False, verbose=0)
+        else:
+            history = kt.fit_two_phase(model, photos, freeze=[base], head_epochs=2, epochs=2,
+                                       head_lr=1e-2, batch_size=16, shuffle=False, verbose=0)
+        results.append((history.history["loss"],
+                        keras.ops.convert_to_numpy(model.get_layer("classifier").kernel)))
+    (cached_loss, cached_kernel), (plain_loss, plain_kernel) = results
+    np.testing.assert_allclose(cached_loss, plain_loss, rtol=1e-4)
+    np.testing.assert_allclose(cached_kernel, plain_kernel, rtol=1e-3, atol=1e-5)
+
+
+def test_deterministic_preprocessing_is_cached_with_the_base(photos):
+    model, base = guide_model(flip=False)
+    cut_base, head = caching.split_at(model, [base])
+    assert [l.name for l in cut_base.layers][1:] == ["rescale", base.name]
+    assert [l.name for l in head.layers][1:] == ["pool", "dropout", "classifier"]
+    kt.freeze(model, [base])
+    caching.check_cacheable(cut_base, photos[0][:8])  # Rescaling is deterministic
