@@ -154,3 +154,40 @@ def test_the_private_optimizer_state_we_read_is_still_there():
     multi._check_variables_are_known([head])
     assert isinstance(multi._iterations, keras.Variable)
     assert multi._optimizer_map.default_optimizer.name == "head"
+
+
+def test_training_false_on_a_nested_base_is_ignored_inside_fit_and_unfreeze_keeps_bn(data):
+    # keras-team/keras#20285: the keras.io guide calls its base with
+    # `base(x, training=False)` so that, once unfrozen, its BatchNormalization
+    # stays in inference mode. Keras 3 ignores that argument inside `fit`: the
+    # moving statistics move after `base.trainable = True`. Our unfreeze keeps
+    # BatchNormalization frozen, which is what the guide means.
+    x, y = data
+
+    def guide():
+        inner = keras.Input((4,))
+        base = keras.Model(inner, keras.layers.BatchNormalization(name="bn")(
+            keras.layers.Dense(8, name="dense")(inner)), name="base")
+        inputs = keras.Input((4,))
+        outputs = keras.layers.Dense(3, name="head")(base(inputs, training=False))
+        return keras.Model(inputs, outputs), base
+
+    def moving_mean(base):
+        return keras.ops.convert_to_numpy(base.get_layer("bn").moving_mean).copy()
+
+    native, base = guide()
+    base.trainable = True  # the guide's fine-tuning step, by hand
+    native.compile(optimizer="adam", loss=LOSS)
+    before = moving_mean(base)
+    native.fit(x, y, epochs=1, batch_size=16, verbose=0)
+    assert not np.array_equal(moving_mean(base), before)  # Keras trained the statistics
+
+    ours, base = guide()
+    kt.unfreeze(ours)  # BatchNormalization stays frozen
+    ours.compile(optimizer="adam", loss=LOSS)
+    before = moving_mean(base)
+    kernel = keras.ops.convert_to_numpy(base.get_layer("dense").kernel).copy()
+    ours.fit(x, y, epochs=1, batch_size=16, verbose=0)
+    np.testing.assert_array_equal(moving_mean(base), before)
+    assert not np.array_equal(  # while the rest of the base trained
+        keras.ops.convert_to_numpy(base.get_layer("dense").kernel), kernel)
