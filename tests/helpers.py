@@ -56,3 +56,18 @@ class DenseBnBlock(keras.layers.Layer):
 
     def call(self, x, training=None):
         return self.bn(self.dense(x), training=training)
+
+
+def text(value):
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def predict(model, x):
+    return model.predict(x, verbose=0)
+
+
+def conv_model(channels, head=3):
+    return keras.Sequential([keras.Input((8, 8, channels)),
+                             keras.layers.Conv2D(4, 3, name="Conv1"),
+                             keras.layers.GlobalAveragePooling2D(name="Pool"),
+                             keras.layers.Dense(head, name="Head")])

@@ -78,6 +78,19 @@ def test_each_rule_reads_the_smoothed_curve_without_its_ends(method):
     assert np.exp(rates[kept][0]) <= curve.valley <= np.exp(rates[kept][-1])
 
 
+def test_the_curve_is_the_debiased_moving_average_of_the_raw_losses():
+    # Computed here from the raw losses, not read back from the curve: an
+    # average without fastai's debiasing, or another factor, fails.
+    x, y, _ = least_squares(0)
+    curve = kt.find_learning_rate(linear_model(), (x, y), batch_size=64, smoothing=0.9)
+    expected, average = [], 0.0
+    for step, loss in enumerate(curve.raw_losses):
+        average = 0.9 * average + 0.1 * loss
+        expected.append(average / (1 - 0.9 ** (step + 1)))
+    np.testing.assert_allclose(curve.losses, expected, rtol=1e-12)
+    assert not np.allclose(curve.losses, curve.raw_losses)
+
+
 def bn_dropout_model():
     model = keras.Sequential([
         keras.Input((4,)), keras.layers.Dense(16, activation="relu", name="Dense_a"),
@@ -211,8 +224,20 @@ def test_mixed_precision_the_finder_sweeps_the_inner_optimizer_and_puts_it_back(
         original = model.optimizer
         assert isinstance(original, keras.optimizers.LossScaleOptimizer)
         before = [v.numpy().copy() for v in model.weights]
+        swept, real = [], model.train_on_batch
+
+        def spy(*args, **kwargs):  # the optimizer each sweep step trains with
+            swept.append(model.optimizer)
+            return real(*args, **kwargs)
+
+        model.train_on_batch = spy
         curve = kt.find_learning_rate(model, data, num_steps=12, batch_size=16)
+        del model.train_on_batch
         assert len(curve.learning_rates) == 12 and curve.suggestion > 0
+        assert len(swept) == 12 and len({id(o) for o in swept}) == 1
+        assert isinstance(swept[0], keras.optimizers.LossScaleOptimizer)
+        assert swept[0] is not original
+        assert swept[0].inner_optimizer is not original.inner_optimizer
         assert model.optimizer is original
         for a, b in zip(before, model.weights):
             np.testing.assert_array_equal(a, b.numpy())
