@@ -7,7 +7,18 @@ Modules, bottom to top: `errors`, private helpers (`_layers`, `_files`,
 `_optimizer_state`); `layers`, `weights`, `freezing`, `groups`, `warm_start`,
 `learning_rates`, `optimizers`; the callbacks (`schedules`), the
 learning-rate finder (`lr_finder`) and `caching`; the one-call `recipes`.
-Beside them: `heads`, `hub` (TensorFlow backend only).
+Beside them: `heads`, `hub` (TensorFlow backend only), `renames` (`rename=`
+recipes for other libraries' checkpoints) and `vision` (fine-tune on a folder of
+images).
+
+Docstring examples run as written in `tests/test_docstrings.py`, with
+`import math, keras, numpy as np, keras_transfer` and a few names given:
+`model` and `target`, the reference pipeline's target CNN (28x28x1 images, 10
+classes; its 12 feature layers `Conv1`, `Bn1`, ..., `Flatten`); `base`, those
+12 feature layers as a model; `x, y` (64 images and labels) and `x_val,
+y_val` (32); `train`, `x, y` as a `tf.data.Dataset` of 16-image batches;
+`epochs = 2`; and `source.h5`, the source CNN's weights by name. A line
+ending in a `# <Python literal>` comment is checked to give that value.
 
 The Fashion-MNIST -> MNIST reference pipeline (its data, CNN, comparison and
 the scripts' helpers) is one client of the library and lives apart, in
@@ -15,6 +26,8 @@ the scripts' helpers) is one client of the library and lives apart, in
 """
 
 from keras_transfer import layers  # registers FusedBatchNormalization for load_model
+from keras_transfer import renames
+from keras_transfer import vision  # registers ApplicationPreprocessing for load_model
 from keras_transfer.caching import fit_head_cached
 from keras_transfer.errors import ArgumentError
 from keras_transfer.errors import ArgumentTypeError

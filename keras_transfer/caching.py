@@ -328,7 +328,8 @@ def fit_head_cached(model, train, *, cut, epochs, validation=None, optimizer="ad
     Example:
 
     ```python
-    keras_transfer.fit_head_cached(model, (x, y), cut=12, epochs=5)
+    history = keras_transfer.fit_head_cached(model, (x, y), cut=12, epochs=2, verbose=0)
+    len(history.epoch)   # 2
     ```
     """
     base, head = split_at(model, cut)

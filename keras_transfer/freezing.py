@@ -107,9 +107,10 @@ def freeze(model, spec=None, *, upto=None, layers=None, pattern=None,
     Example:
 
     ```python
-    keras_transfer.freeze(model, upto=12)          # the first 12 layers
-    keras_transfer.freeze(model, pattern="Conv.*") # every Conv layer
+    len(keras_transfer.freeze(model, upto=12))   # 12: the first 12 layers
+    [l.name for l in keras_transfer.freeze(model, pattern="Conv.*")]  # ['Conv1', 'Conv2', 'Conv3']
     keras_transfer.freeze(model, upto=12, train_batchnorm=True)
+    model.get_layer("Bn1").trainable, model.get_layer("Conv1").trainable   # (True, False)
     ```
     """
     chosen = select_layers(model, spec, upto=upto, layers=layers, pattern=pattern)
@@ -148,7 +149,9 @@ def unfreeze(model, spec=None, *, upto=None, layers=None, pattern=None,
     Example:
 
     ```python
+    keras_transfer.freeze(model)
     keras_transfer.unfreeze(model)  # everything but BatchNormalization
+    model.get_layer("Bn1").trainable, model.get_layer("Conv1").trainable   # (False, True)
     ```
     """
     chosen = select_layers(model, spec, upto=upto, layers=layers, pattern=pattern)
@@ -187,7 +190,8 @@ def trainable_summary(model, print_fn=print):
     Example:
 
     ```python
-    keras_transfer.trainable_summary(model)
+    text = keras_transfer.trainable_summary(model, print_fn=lambda line: None)
+    text.splitlines()[1].split()   # ['Conv1', 'Conv2D', '320', '0']
     ```
     """
     rows = []

@@ -219,6 +219,7 @@ def attach_heads(base, heads):
     ```python
     model = keras_transfer.attach_heads(base, {"digit": (10, "softmax"),
                                               "attributes": (5, "sigmoid")})
+    sorted(model.output)   # ['attributes', 'digit']
     ```
     """
     features = _output(base)

@@ -49,7 +49,9 @@ class OneCycle(Schedule):
 
     ```python
     steps = epochs * math.ceil(len(x) / 32)
-    optimizer = keras.optimizers.Adam(keras_transfer.OneCycle(3e-3, total_steps=steps))
+    schedule = keras_transfer.OneCycle(3e-3, total_steps=steps)
+    optimizer = keras.optimizers.Adam(schedule)
+    round(float(schedule(int(0.25 * steps))), 6)   # 0.003: the peak, a quarter in
     ```
     """
 
@@ -152,7 +154,9 @@ class PhaseLearningRate(WrappedLearningRate):
 
     ```python
     decay = keras.optimizers.schedules.CosineDecay(1e-3, decay_steps=1000)
-    optimizer.learning_rate = keras_transfer.PhaseLearningRate(decay, start_step=500)
+    schedule = keras_transfer.PhaseLearningRate(decay, start_step=500)
+    optimizer = keras.optimizers.Adam(schedule)
+    round(float(schedule(500)), 6)   # 0.001: the decay starts at step 500
     ```
     """
 

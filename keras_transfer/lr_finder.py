@@ -171,7 +171,9 @@ def find_learning_rate(model, data, *, start_lr=1e-7, end_lr=10.0, num_steps=100
     ```python
     model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
     curve = keras_transfer.find_learning_rate(model, (x, y), plot_to="lr_find.png")
-    model.compile(optimizer=keras.optimizers.Adam(curve.suggestion), loss=...)
+    model.compile(optimizer=keras.optimizers.Adam(curve.suggestion),
+                  loss="sparse_categorical_crossentropy")
+    curve.method   # 'minimum'
     ```
     """
     num_steps = _check_arguments(model, start_lr, end_lr, num_steps, smoothing, diverge,

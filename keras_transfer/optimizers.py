@@ -167,6 +167,7 @@ def discriminative_optimizer(model, groups, learning_rate, *, multipliers=None, 
         model, groups=[["Conv1", "Bn1"], ["Conv2", "Bn2"], ["Conv3", "Bn3"]],
         learning_rate=1e-3, decay=1 / 2.6)
     model.compile(optimizer=opt, loss="sparse_categorical_crossentropy")
+    round(opt.group_learning_rates()["group_0"], 8)   # 5.69e-05: 1e-3 / 2.6 ** 3
     ```
     """
     if (multipliers is None) == (decay is None):

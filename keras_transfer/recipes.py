@@ -82,8 +82,9 @@ def fit_two_phase(model, train, *, validation=None, freeze, head_epochs, epochs,
 
     ```python
     history = keras_transfer.fit_two_phase(
-        target, (x, y), freeze=12, head_epochs=5, epochs=10,
-        head_lr=1e-3, finetune_lr=1e-4)
+        target, (x, y), freeze=12, head_epochs=2, epochs=4,
+        head_lr=1e-3, finetune_lr=1e-4, verbose=0)
+    history.history["phase"]   # [1, 1, 2, 2]
     ```
     """
     owner = "fit_two_phase"
@@ -293,7 +294,7 @@ def fine_tune(model, train, *, validation=None, freeze, epochs, freeze_epochs=1,
 
     ```python
     history = keras_transfer.fine_tune(target, (x, y), freeze=12, epochs=6,
-                                       validation=(x_val, y_val))
+                                       validation=(x_val, y_val), verbose=0)
     history.history["phase"]   # [1, 2, 2, 2, 2, 2]
     ```
     """

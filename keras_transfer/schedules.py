@@ -242,8 +242,9 @@ class TwoPhaseSchedule(FinetuningSchedule):
 
     ```python
     model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
-    model.fit(x, y, epochs=10, callbacks=[keras_transfer.TwoPhaseSchedule(
-        freeze=12, switch_epoch=5, head_lr=1e-3, finetune_lr=1e-4)])
+    history = model.fit(x, y, epochs=4, verbose=0, callbacks=[keras_transfer.TwoPhaseSchedule(
+        freeze=12, switch_epoch=2, head_lr=1e-3, finetune_lr=1e-4, verbose=0)])
+    history.history["phase"]   # [1, 1, 2, 2]
     ```
     """
 
@@ -370,8 +371,11 @@ class GradualUnfreezing(FinetuningSchedule):
     Example:
 
     ```python
-    model.fit(x, y, epochs=6, callbacks=[keras_transfer.GradualUnfreezing(
-        blocks=[["Conv1", "Bn1"], ["Conv2", "Bn2"], ["Conv3", "Bn3"]], start_epoch=2)])
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    history = model.fit(x, y, epochs=5, verbose=0, callbacks=[keras_transfer.GradualUnfreezing(
+        blocks=[["Conv1", "Bn1"], ["Conv2", "Bn2"], ["Conv3", "Bn3"]], start_epoch=2,
+        verbose=0)])
+    history.history["unfrozen_blocks"]   # [0, 0, 1, 2, 3]
     ```
     """
 

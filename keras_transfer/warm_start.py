@@ -70,10 +70,13 @@ def shrink_perturb(model, spec=None, *, shrink, perturb, fresh=None, upto=None,
     Example:
 
     ```python
-    model = build_target()
+    from keras_transfer.pipeline import reference
+
+    model = reference.target_cnn()
     keras_transfer.load_weights_by_name(model, "source.h5")
-    keras_transfer.shrink_perturb(model, pattern="Conv.*", shrink=0.4, perturb=0.2)
-    keras_transfer.fine_tune(model, train, freeze=12, epochs=10)
+    mixed = keras_transfer.shrink_perturb(model, pattern="Conv.*", shrink=0.4, perturb=0.2)
+    [layer.name for layer in mixed]   # ['Conv1', 'Conv2', 'Conv3']
+    history = keras_transfer.fine_tune(model, train, freeze=12, epochs=2, verbose=0)
     ```
     """
     shrink = _checks.real_number(shrink, "shrink", owner="shrink_perturb", at_least=0,

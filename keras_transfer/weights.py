@@ -68,7 +68,7 @@ def save_weights_by_name(model, path):
 
     ```python
     model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2, name="Dense1")])
-    keras_transfer.save_weights_by_name(model, "source.h5")
+    keras_transfer.save_weights_by_name(model, "small.h5")   # 'small.h5'
     ```
     """
     path = os.fspath(path)
@@ -266,11 +266,12 @@ def load_weights_by_name(
     ```python
     source = keras.Sequential([keras.Input((4,)), keras.layers.Dense(8, name="Dense1"),
                                keras.layers.Dense(3, name="Head")])
-    keras_transfer.save_weights_by_name(source, "source.h5")
+    keras_transfer.save_weights_by_name(source, "small.h5")
     target = keras.Sequential([keras.Input((4,)), keras.layers.Dense(8, name="Dense1"),
                                keras.layers.Dense(2, name="NewHead")])
-    report = keras_transfer.load_weights_by_name(target, "source.h5")
-    print(report)   # Dense1 loaded; NewHead missing; Head unused
+    report = keras_transfer.load_weights_by_name(target, "small.h5")
+    print(report)   # the table below
+    report.loaded, report.missing, report.unused   # ({'Dense1': 'Dense1'}, ('NewHead',), ('Head',))
     ```
     """
     _layers.check_model(model, "model")
@@ -426,7 +427,7 @@ def transfer_weights(source_model, target_model, *, skip_mismatch=False,
     trained = keras.applications.MobileNetV2(weights=None, include_top=False,
                                              input_shape=(96, 96, 3))
     report = keras_transfer.transfer_weights(trained, target)
-    print(len(report.loaded))   # 104 layers of the base; NewHead missing
+    len(report.loaded), report.missing   # (104, ('NewHead',))
     ```
     """
     _layers.check_model(target_model, "target_model")

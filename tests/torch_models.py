@@ -1,9 +1,9 @@
 """PyTorch modules the tests build and save themselves: torch writes the fixtures."""
 
-import re
-
 import numpy as np
 import torch
+
+from keras_transfer import renames
 
 
 class SmallCnn(torch.nn.Module):
@@ -148,18 +148,8 @@ def randomize(module, seed=0):
 
 
 def torchvision_resnet_names(name):
-    """KerasHub's ResNetBackbone layer name -> torchvision's module path (the
-    stage number shifts by one, so a rename= callable, not a regex)."""
-    if name in ("conv1_conv", "conv1_bn"):
-        return {"conv1_conv": "conv1", "conv1_bn": "bn1"}[name]
-    match = re.fullmatch(r"stack(\d+)_block(\d+)_(\d)_(conv|bn)", name)
-    if match is None:
-        return None
-    stack, block, index, kind = int(match[1]), match[2], match[3], match[4]
-    module = f"layer{stack + 1}.{block}"
-    if index == "0":
-        return f"{module}.downsample.{0 if kind == 'conv' else 1}"
-    return f"{module}.{kind}{index}"
+    """KerasHub's ResNetBackbone layer name -> torchvision's module path."""
+    return renames.torchvision_resnet(name)
 
 
 def outputs(module, images_nhwc, method="forward"):

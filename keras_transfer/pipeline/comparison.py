@@ -70,8 +70,12 @@ class PhaseProbe(keras.callbacks.Callback):
     Example:
 
     ```python
-    probe = PhaseProbe(12, switch_epoch=5, record="backup/arm/record.json")
-    model.fit(train, epochs=10, callbacks=[
+    from keras_transfer.pipeline.comparison import PhaseProbe
+
+    schedule = keras_transfer.TwoPhaseSchedule(12, switch_epoch=1, verbose=0)
+    probe = PhaseProbe(12, switch_epoch=1, record="backup/arm/record.json")
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    model.fit(train, epochs=2, verbose=0, callbacks=[
         schedule, probe, keras.callbacks.BackupAndRestore("backup/arm")])
     ```
     """
@@ -318,8 +322,12 @@ def plot_regimes(regimes, path, title="Transfer vs. scratch"):
     Example:
 
     ```python
-    comparison.plot_regimes({"55,000 images": (arms, 1), "1,000 images": (low, 1)},
-                            "comparison.png", title="Fashion-MNIST -> MNIST")
+    from keras_transfer.pipeline import comparison
+
+    arm = lambda acc: {"history": {"val_accuracy": acc, "val_loss": [1 - a for a in acc]}}
+    arms = {"transfer": arm([0.90, 0.95, 0.96]), "scratch": arm([0.50, 0.90, 0.97])}
+    comparison.plot_regimes({"1,000 images": (arms, 1)}, "comparison.png",
+                            title="Fashion-MNIST -> MNIST")   # 'comparison.png'
     ```
     """
     if not regimes or not all(arms for arms, _ in regimes.values()):

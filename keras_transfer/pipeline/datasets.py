@@ -92,7 +92,10 @@ def load(name, data_dir=None, *, allow_download=True):
     Example:
 
     ```python
-    (x_train, y_train), (x_test, y_test) = keras_transfer.pipeline.datasets.load("mnist")
+    from keras_transfer.pipeline import datasets
+
+    (x_train, y_train), (x_test, y_test) = datasets.load("mnist")
+    x_train.shape, x_test.shape   # ((60000, 28, 28), (10000, 28, 28))
     ```
     """
     if name not in _SUBFOLDERS:
@@ -160,7 +163,10 @@ def load_target(name, data_dir=None, *, tfds_data_dir=None, allow_download=True)
     Example:
 
     ```python
-    (x, y), (x_test, y_test), classes = keras_transfer.pipeline.datasets.load_target("kmnist")
+    from keras_transfer.pipeline import datasets
+
+    (x, y), (x_test, y_test), classes = datasets.load_target("kmnist")
+    x.dtype, x.shape[1:]   # (dtype('uint8'), (28, 28))
     ```
     """
     if name in _SUBFOLDERS:
@@ -201,7 +207,10 @@ def load_tfds(name, data_dir=None, *, allow_download=True, image_size=28):
     Example:
 
     ```python
-    (x, y), (x_test, y_test), classes = keras_transfer.pipeline.datasets.load_tfds("cifar10")
+    from keras_transfer.pipeline import datasets
+
+    (x, y), (x_test, y_test), classes = datasets.load_tfds("cifar10")
+    x.shape[1:]   # (28, 28)
     ```
     """
     import tensorflow as tf
@@ -346,10 +355,14 @@ class EpochOrder(keras.callbacks.Callback):
     Example:
 
     ```python
-    order = keras_transfer.pipeline.datasets.EpochOrder()
-    train = keras_transfer.pipeline.datasets.as_dataset(x, y, 256, shuffle=True, seed=0,
-                                               epoch_order=order)
-    model.fit(train, epochs=10, callbacks=[
+    from keras_transfer.pipeline import datasets
+
+    (x, y), _ = datasets.load("mnist")
+    order = datasets.EpochOrder()
+    train = datasets.as_dataset(x[:512], y[:512], 256, shuffle=True, seed=0,
+                                epoch_order=order)
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    model.fit(train, epochs=2, verbose=0, callbacks=[
         order, keras.callbacks.BackupAndRestore("backup")])
     ```
     """

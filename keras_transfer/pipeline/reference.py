@@ -75,7 +75,10 @@ def source_cnn(num_classes=10):
     Example:
 
     ```python
-    model = keras_transfer.pipeline.reference.source_cnn()
+    from keras_transfer.pipeline import reference
+
+    model = reference.source_cnn()
+    model.output_shape   # (None, 10)
     ```
     """
     return _cnn(("Dense1", "Dense2"), num_classes, "fashion_mnist_cnn", "source_cnn")
@@ -96,7 +99,10 @@ def target_cnn(num_classes=10):
     Example:
 
     ```python
-    model = keras_transfer.pipeline.reference.target_cnn()
+    from keras_transfer.pipeline import reference
+
+    model = reference.target_cnn()
+    [layer.name for layer in model.layers][-3:]   # ['Dense1_1', 'Dropout', 'Dense2_2']
     ```
     """
     return _cnn(("Dense1_1", "Dense2_2"), num_classes, "mnist_cnn", "target_cnn")

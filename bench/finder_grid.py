@@ -1,0 +1,285 @@
+"""The learning-rate finder on real architectures, against a fixed-rate grid.
+
+For each task and seed: a pretrained base (trained here on a source task),
+a new head, and a small target set. For each phase, the rates `fine_tune`
+would use are compared with the best of a grid of peak rates (half-decades,
+1e-5 ... 1e-1) run for that same phase with `fine_tune` itself:
+
+- phase 1 (the head, base frozen, `freeze_epochs` epochs): the finder's
+  suggestion from a sweep of what phase 1 trains;
+- phase 2 (everything, discriminative rates, the rest of the epochs), from
+  the head that the grid's best phase-1 rate trained: the peak that
+  `fine_tune` derives, by each rule below.
+
+Rules for phase 2's peak:
+- `phase1`: phase 1's suggestion (`fine_tune` before #27);
+- `before:<method>`: a sweep of what phase 2 trains, before any training
+  (the head still random): what `fine_tune` can run before its one `fit`,
+  read with the finder's `minimum` or `valley` rule;
+- `after:<method>`: the same sweep once phase 1 has trained the head.
+
+A rule is a defect when its rate is more than 3x from the grid's best, or
+ends more than a point (validation accuracy) below it.
+
+Tasks:
+- bert: a KerasHub BertBackbone (2 layers, hidden 32), pretrained to compare
+  counts of two token groups; target: which of three groups is most frequent
+  (1,000 sequences; 2,000 for validation);
+- mobilenet: keras.applications MobileNetV2 (alpha 0.35, 48x48 RGB; its
+  BatchNormalization momentum 0.9 instead of 0.999, so that a short
+  pretraining leaves usable moving statistics), pretrained on 5,000
+  Fashion-MNIST images (3 epochs); target: 1,000 MNIST digits (2,000 for
+  validation).
+
+Every build of a task's model is seeded, so that the runs of a grid differ
+only in their rate.
+
+Usage:
+  python bench/finder_grid.py --tasks bert mobilenet --seeds 0 1 --out bench/results/finder_grid.json
+"""
+
+import argparse
+import json
+import math
+import os
+import pathlib
+import statistics
+import sys
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+
+import keras_transfer as kt  # noqa: E402
+from keras_transfer import recipes  # noqa: E402
+
+REPO = pathlib.Path(__file__).resolve().parent.parent
+RATES = [10 ** (e / 2) for e in range(-10, -1)]  # 1e-5 ... 1e-1, half-decades
+LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+
+
+# -- tasks ---------------------------------------------------------------------
+
+def bert_backbone():
+    import keras_hub
+
+    return keras_hub.models.BertBackbone(vocabulary_size=64, num_layers=2, num_heads=2,
+                                         hidden_dim=32, intermediate_dim=64,
+                                         max_sequence_length=32)
+
+
+def bert_tokens(n, seed, labels):
+    rng = np.random.default_rng(seed)
+    ids = rng.integers(4, 64, (n, 32))
+    groups = np.stack([((ids >= a) & (ids < b)).sum(1) for a, b in ((4, 24), (24, 44), (44, 64))], 1)
+    if labels == "source":
+        y = (groups[:, 0] > groups[:, 1]).astype("int32")
+    else:
+        y = groups.argmax(1).astype("int32")
+    x = {"token_ids": ids, "segment_ids": np.zeros_like(ids), "padding_mask": np.ones_like(ids)}
+    return x, y
+
+
+def bert_task(seed):
+    import keras_hub
+
+    keras.utils.set_random_seed(seed)
+    backbone = bert_backbone()
+    source = keras_hub.models.BertTextClassifier(backbone=backbone, num_classes=2,
+                                                 preprocessor=None)
+    source.compile(optimizer=keras.optimizers.Adam(1e-3), loss=LOSS, metrics=["accuracy"])
+    x, y = bert_tokens(3000, seed, "source")
+    source.fit(x, y, epochs=4, batch_size=32, verbose=0)
+    weights = backbone.get_weights()
+
+    def build():
+        keras.utils.set_random_seed(seed + 1)
+        fresh = bert_backbone()
+        fresh.set_weights(weights)
+        model = keras_hub.models.BertTextClassifier(backbone=fresh, num_classes=3,
+                                                    preprocessor=None)
+        return model, [fresh]
+
+    return build, bert_tokens(1000, seed + 100, "target"), bert_tokens(2000, seed + 200, "target")
+
+
+def rgb48(x):
+    return np.repeat(keras.ops.convert_to_numpy(keras.ops.image.resize(
+        x[..., None].astype("float32"), (48, 48))), 3, axis=-1) / 127.5 - 1.0
+
+
+def mobilenet(seed=None):
+    if seed is not None:
+        keras.utils.set_random_seed(seed)
+    base = keras.applications.MobileNetV2(weights=None, include_top=False, alpha=0.35,
+                                          input_shape=(48, 48, 3))
+    for layer in base.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.momentum = 0.9
+    return base
+
+
+def mobilenet_task(seed):
+    from keras_transfer.pipeline import datasets
+
+    base = mobilenet(seed)
+    (fx, fy), _ = datasets.load(datasets.FASHION_MNIST)
+    rng = np.random.default_rng(seed)
+    pick = rng.choice(len(fx), 5000, replace=False)
+    source = keras.Sequential([keras.Input((48, 48, 3)), base,
+                               keras.layers.GlobalAveragePooling2D(),
+                               keras.layers.Dense(10)])
+    source.compile(optimizer=keras.optimizers.Adam(1e-3), loss=LOSS, metrics=["accuracy"])
+    source.fit(rgb48(fx[pick]), fy[pick], epochs=3, batch_size=64, verbose=0)
+    weights = base.get_weights()
+    (mx, my), _ = datasets.load(datasets.MNIST)
+    pick = rng.choice(len(mx), 3000, replace=False)
+    x, y = rgb48(mx[pick]), my[pick].astype("int32")
+
+    def build():
+        fresh = mobilenet(seed + 1)
+        fresh.set_weights(weights)
+        inputs = keras.Input((48, 48, 3))
+        pooled = keras.layers.GlobalAveragePooling2D()(fresh(inputs))
+        return keras.Model(inputs, keras.layers.Dense(10, name="head")(pooled)), [fresh]
+
+    return build, (x[:1000], y[:1000]), (x[1000:], y[1000:])
+
+
+TASKS = {"bert": bert_task, "mobilenet": mobilenet_task}
+
+
+# -- runs ----------------------------------------------------------------------
+
+def accuracy(model, data):
+    x, y = data
+    logits = model.predict(x, batch_size=256, verbose=0)
+    return float((np.argmax(logits, -1) == y).mean())
+
+
+def run_phase(model, freeze, train, val, rate, phase, epochs):
+    """`fine_tune` for one phase at a fixed peak rate; validation accuracy."""
+    if phase == 1:
+        kt.fine_tune(model, train, freeze=freeze, epochs=epochs, freeze_epochs=epochs,
+                     base_lr=rate, loss=LOSS, metrics=(), verbose=0,
+                     batch_size=recipes.batch_size_for(len(train[1])))
+    else:
+        kt.fine_tune(model, train, freeze=freeze, epochs=epochs, freeze_epochs=0, base_lr=rate,
+                     loss=LOSS, metrics=(), verbose=0,
+                     batch_size=recipes.batch_size_for(len(train[1])))
+    value = accuracy(model, val)
+    return value if math.isfinite(value) else 0.0
+
+
+def sweep(model, freeze, train, phase, num_steps):
+    """The finder in the state `fine_tune` gives `phase` (its groups, its
+    optimizer): its `LearningRateCurve`."""
+    groups = kt.layer_groups(model, freeze)
+    multipliers = [10.0 ** (-(len(groups) - i) / len(groups)) for i in range(len(groups))]
+    optimizer = kt.discriminative_optimizer(model, groups, 1e-3, multipliers=multipliers)
+    selected = kt.select_layers(model, freeze)
+    policy = kt.TwoPhaseSchedule(selected, 1, train_batchnorm=True, head_train_batchnorm=True,
+                                 verbose=0)
+    restore = kt._layers.snapshot_trainable(model)  # noqa: SLF001 (a bench)
+    policy.apply(model, phase)
+    model.compile(optimizer=optimizer, loss=LOSS)
+    curve = kt.find_learning_rate(model, train, num_steps=num_steps,
+                                  batch_size=recipes.batch_size_for(len(train[1])))
+    restore()
+    return curve
+
+
+def grid(build, freeze_of, train, val, phase, epochs, start=None):
+    results = {}
+    for rate in RATES:
+        model, base = build()
+        if start is not None:
+            model.set_weights(start)
+        results[rate] = run_phase(model, freeze_of(model, base), train, val, rate, phase, epochs)
+        print(f"  phase {phase} grid {rate:.0e}: {results[rate]:.4f}", flush=True)
+    return results
+
+
+def task_seed(name, seed, num_steps):
+    t0 = time.perf_counter()
+    build, train, val = TASKS[name](seed)
+    freeze_of = lambda model, base: base  # noqa: E731
+    record = {"task": name, "seed": seed, "pretrain_seconds": time.perf_counter() - t0}
+    # phase 1
+    model, base = build()
+    record["phase1_suggestion"] = sweep(model, base, train, 1, num_steps).suggestion
+    record["phase1_grid"] = {f"{r:.0e}": a for r, a in
+                             grid(build, freeze_of, train, val, 1, 1).items()}
+    best1 = max(RATES, key=lambda r: record["phase1_grid"][f"{r:.0e}"])
+    record["phase1_best_rate"] = best1
+    model, base = build()
+    record["phase1_at_suggestion"] = run_phase(model, base, train, val,
+                                               record["phase1_suggestion"], 1, 1)
+    # the head the grid's best phase-1 rate trains: phase 2 starts there
+    model, base = build()
+    run_phase(model, base, train, val, best1, 1, 1)
+    start = model.get_weights()
+    fresh, fresh_base = build()
+    before = sweep(fresh, fresh_base, train, 2, num_steps)
+    model, base = build()
+    model.set_weights(start)
+    after = sweep(model, base, train, 2, num_steps)
+    rules = {"phase1": record["phase1_suggestion"],
+             "before:minimum": before.minimum, "before:valley": before.valley,
+             "after:minimum": after.minimum, "after:valley": after.valley}
+    record["phase2_rules"] = rules
+    record["phase2_grid"] = {f"{r:.0e}": a for r, a in
+                             grid(build, freeze_of, train, val, 2, 3, start).items()}
+    record["phase2_best_rate"] = max(RATES, key=lambda r: record["phase2_grid"][f"{r:.0e}"])
+    record["phase2_at_rule"] = {}
+    for rule, rate in rules.items():
+        model, base = build()
+        model.set_weights(start)
+        record["phase2_at_rule"][rule] = run_phase(model, base, train, val, rate, 2, 3)
+    record["seconds"] = time.perf_counter() - t0
+    return record
+
+
+def verdicts(record):
+    out = {}
+    best1 = record["phase1_best_rate"]
+    acc1 = record["phase1_grid"][f"{best1:.0e}"]
+    s1 = record["phase1_suggestion"]
+    out["phase1"] = {"ratio": s1 / best1, "points_below": 100 * (acc1 - record["phase1_at_suggestion"])}
+    best2 = record["phase2_best_rate"]
+    acc2 = record["phase2_grid"][f"{best2:.0e}"]
+    for rule, rate in record["phase2_rules"].items():
+        out[f"phase2:{rule}"] = {"ratio": rate / best2,
+                                 "points_below": 100 * (acc2 - record["phase2_at_rule"][rule])}
+    for v in out.values():
+        v["defect"] = not (1 / 3 <= v["ratio"] <= 3) or v["points_below"] > 1.0
+    return out
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--tasks", nargs="+", default=["bert", "mobilenet"])
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0])
+    parser.add_argument("--num_steps", type=int, default=100)
+    parser.add_argument("--out", default=None)
+    args = parser.parse_args()
+    records = []
+    for name in args.tasks:
+        for seed in args.seeds:
+            print(f"{name}, seed {seed}", flush=True)
+            record = task_seed(name, seed, args.num_steps)
+            record["verdicts"] = verdicts(record)
+            records.append(record)
+            print(json.dumps({k: record[k] for k in ("phase1_suggestion", "phase1_best_rate",
+                                                    "phase2_rules", "phase2_best_rate",
+                                                    "verdicts")}, indent=1), flush=True)
+            if args.out:
+                pathlib.Path(args.out).write_text(json.dumps(
+                    {"command": "python bench/finder_grid.py " + " ".join(sys.argv[1:]),
+                     "records": records}, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
