@@ -191,6 +191,12 @@ def sweep(model, freeze, train, phase, num_steps):
     return curve
 
 
+def _curve(curve):
+    return {"learning_rates": list(curve.learning_rates), "losses": list(curve.losses),
+            "raw_losses": list(curve.raw_losses), "minimum": curve.minimum,
+            "valley": curve.valley, "steepest": curve.steepest}
+
+
 def grid(build, freeze_of, train, val, phase, epochs, start=None):
     results = {}
     for rate in RATES:
@@ -209,7 +215,9 @@ def task_seed(name, seed, num_steps):
     record = {"task": name, "seed": seed, "pretrain_seconds": time.perf_counter() - t0}
     # phase 1
     model, base = build()
-    record["phase1_suggestion"] = sweep(model, base, train, 1, num_steps).suggestion
+    head_curve = sweep(model, base, train, 1, num_steps)
+    record["phase1_suggestion"] = head_curve.suggestion
+    record["curves"] = {"phase1": _curve(head_curve)}
     record["phase1_grid"] = {f"{r:.0e}": a for r, a in
                              grid(build, freeze_of, train, val, 1, 1).items()}
     best1 = max(RATES, key=lambda r: record["phase1_grid"][f"{r:.0e}"])
@@ -226,6 +234,7 @@ def task_seed(name, seed, num_steps):
     model, base = build()
     model.set_weights(start)
     after = sweep(model, base, train, 2, num_steps)
+    record["curves"].update(before=_curve(before), after=_curve(after))
     rules = {"phase1": record["phase1_suggestion"],
              "before:minimum": before.minimum, "before:valley": before.valley,
              "after:minimum": after.minimum, "after:valley": after.valley}

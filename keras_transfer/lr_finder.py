@@ -32,6 +32,7 @@ from keras_transfer import errors
 from keras_transfer import optimizers
 
 SUGGESTIONS = ("valley", "steepest", "minimum")
+MIN_STEPS, MAX_STEPS = 30, 100  # the default sweep's bounds (see `find_learning_rate`)
 _OWNER = "find_learning_rate"
 
 
@@ -105,7 +106,7 @@ class LearningRateCurve:
         return path
 
 
-def find_learning_rate(model, data, *, start_lr=1e-7, end_lr=10.0, num_steps=100,
+def find_learning_rate(model, data, *, start_lr=1e-7, end_lr=10.0, num_steps=None,
                        batch_size=32, smoothing=0.98, diverge=4.0, method="minimum",
                        plot_to=None, verbose=0):
     """Runs the learning-rate range test on a compiled model, then restores it.
@@ -146,7 +147,10 @@ def find_learning_rate(model, data, *, start_lr=1e-7, end_lr=10.0, num_steps=100
             again, except a one-shot iterator, which must be long enough.
         start_lr, end_lr: the first rate and the rate the sweep would reach
             at step `num_steps`.
-        num_steps: the most steps to run (>= 10).
+        num_steps: the most steps to run (>= 10). Default: one epoch of the
+            data, at least `MIN_STEPS` (30) and at most `MAX_STEPS` (100,
+            fastai's); 100 for data of unknown length. (A fixed 100 swept
+            12 epochs of the keras.io guide's 256 images.)
         batch_size: the batch size for array data.
         smoothing: the moving average's factor, in [0, 1).
         diverge: stop when the smoothed loss exceeds this times its lowest
@@ -154,7 +158,8 @@ def find_learning_rate(model, data, *, start_lr=1e-7, end_lr=10.0, num_steps=100
         method: `"minimum"`, `"valley"` or `"steepest"`: which rule's rate
             `suggestion` holds.
         plot_to: if given, the curve is also written to this PNG.
-        verbose: 1 prints the suggestion.
+        verbose: 1 shows a Keras progress bar (step, rate, smoothed loss)
+            and prints the suggestion.
 
     Returns:
         A `LearningRateCurve`.
@@ -176,9 +181,12 @@ def find_learning_rate(model, data, *, start_lr=1e-7, end_lr=10.0, num_steps=100
     curve.method   # 'minimum'
     ```
     """
+    if num_steps is None:
+        num_steps = default_steps(data, batch_size)
     num_steps = _check_arguments(model, start_lr, end_lr, num_steps, smoothing, diverge,
                                  method)
     batches = _batches(data, batch_size, num_steps)
+    bar = keras.utils.Progbar(num_steps, stateful_metrics=["lr", "loss"]) if verbose else None
     sweep = keras.optimizers.schedules.ExponentialDecay(
         start_lr, decay_steps=num_steps, decay_rate=end_lr / start_lr)
     saved = _save_state(model)
@@ -197,6 +205,8 @@ def find_learning_rate(model, data, *, start_lr=1e-7, end_lr=10.0, num_steps=100
             raw.append(loss)
             smoothed.append(value)
             best = min(best, value)
+            if bar is not None:
+                bar.update(step + 1, [("lr", rates[-1]), ("loss", value)])
             if not math.isfinite(value) or _diverged(value, best, diverge):
                 break
     finally:
@@ -209,6 +219,21 @@ def find_learning_rate(model, data, *, start_lr=1e-7, end_lr=10.0, num_steps=100
               f"({method}); valley {curve.valley:.3g}, steepest {curve.steepest:.3g}, "
               f"minimum {curve.minimum:.3g}")
     return curve
+
+
+def default_steps(data, batch_size):
+    """`num_steps` when none is given: one epoch of `data` in optimizer steps,
+    within `[MIN_STEPS, MAX_STEPS]`; `MAX_STEPS` when its length is unknown."""
+    if _data.is_arrays(data):
+        size = _data.example_count(_data.unpack_arrays(data, _OWNER, "data")[0])
+        steps = max(size // max(int(batch_size), 1), 1)
+    else:
+        cardinality = getattr(data, "cardinality", None)
+        steps = int(cardinality()) if cardinality is not None else (
+            len(data) if hasattr(data, "__len__") else -1)
+        if steps <= 0:
+            return MAX_STEPS
+    return int(min(max(steps, MIN_STEPS), MAX_STEPS))
 
 
 def _check_arguments(model, start_lr, end_lr, num_steps, smoothing, diverge, method):

@@ -22,7 +22,9 @@ Backbones:
   torchvision's ImageNet normalization.
 """
 
+import contextlib
 import difflib
+import io
 import json
 import os
 import pathlib
@@ -69,7 +71,7 @@ class ApplicationPreprocessing(keras.layers.Layer):
 
 
 def image_folder(directory, *, image_size=(224, 224), validation_split=0.2, batch_size=32,
-                 seed=0, check_images=True):
+                 seed=0, check_images=True, verbose=1):
     """A folder of class sub-folders as training and validation datasets.
 
     Args:
@@ -81,6 +83,7 @@ def image_folder(directory, *, image_size=(224, 224), validation_split=0.2, batc
         seed: the seed of the split and of the training set's shuffling.
         check_images: decode every image first, so that an unreadable one is
             named before training starts.
+        verbose: 0 keeps Keras' reader from printing the split's counts.
 
     Returns:
         `(train, validation, class_names)`: `tf.data.Dataset`s of `(images,
@@ -124,11 +127,14 @@ def image_folder(directory, *, image_size=(224, 224), validation_split=0.2, batc
     options = dict(labels="inferred", label_mode="int", class_names=nonempty,
                    image_size=tuple(image_size), batch_size=batch_size, seed=seed,
                    shuffle=True, verbose=False)
-    if validation_split:
-        train, validation = keras.utils.image_dataset_from_directory(
-            str(folder), validation_split=validation_split, subset="both", **options)
-    else:
-        train, validation = keras.utils.image_dataset_from_directory(str(folder), **options), None
+    quiet = contextlib.nullcontext() if verbose else contextlib.redirect_stdout(io.StringIO())
+    with quiet:  # Keras prints "Using N files for training." whatever its verbose says
+        if validation_split:
+            train, validation = keras.utils.image_dataset_from_directory(
+                str(folder), validation_split=validation_split, subset="both", **options)
+        else:
+            train = keras.utils.image_dataset_from_directory(str(folder), **options)
+            validation = None
     return train, validation, nonempty
 
 
@@ -272,7 +278,7 @@ def finetune_folder(directory, backbone, out_dir, *, weights_path=None, image_si
     out = pathlib.Path(out_dir)
     train, validation, classes = image_folder(
         directory, image_size=image_size, validation_split=validation_split,
-        batch_size=batch_size, seed=seed)
+        batch_size=batch_size, seed=seed, verbose=verbose)
     model, base, report = image_classifier(backbone, len(classes), image_size=image_size,
                                            weights_path=weights_path, flip=flip,
                                            rotation=rotation, zoom=zoom)
@@ -294,7 +300,8 @@ def finetune_folder(directory, backbone, out_dir, *, weights_path=None, image_si
         "classes": classes, "backbone": str(backbone),
         "weights": None if weights_path is None else str(weights_path),
         "epochs": epochs, "freeze_epochs": freeze_epochs, "base_lr": history.base_lr,
-        "history": {k: [float(v) for v in values] for k, values in history.history.items()},
+        "history": {k: [v if isinstance(v, int) else float(v) for v in values]
+                    for k, values in history.history.items()},
         "validation_accuracy": (float(history.history["val_accuracy"][-1])
                                 if validation is not None else None),
         "confusion_matrix": matrix.tolist(), "seconds": seconds,

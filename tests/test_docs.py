@@ -1,7 +1,11 @@
 """The python blocks marked `<!-- tested -->` in docs/*.md run as written, in
 order, one namespace per page, and what their comments and text claim is
 asserted here. Where a real call would download (a hub handle, a torchvision
-checkpoint), the test puts a local file in its place, and says so beside it."""
+checkpoint), the test puts a local file in its place, and says so beside it.
+
+A page whose examples need the README Quickstart's names (`build`, `x`,
+`loss`, `source.h5`) repeats its set-up in a tested block of its own, so each
+page runs alone. (docs/examples.md has its own test, test_docs_examples.py.)"""
 
 import contextlib
 import io
@@ -10,6 +14,7 @@ import re
 
 import keras
 import numpy as np
+import pytest
 
 DOCS = pathlib.Path(__file__).resolve().parent.parent / "docs"
 
@@ -91,3 +96,270 @@ def test_checkpoints_page(tmp_path, monkeypatch):
             keras.ops.convert_to_numpy(written(x)))
 
     run_page("checkpoints.md", {0: own_cnn, 1: torchvision, 2: preset_into_own_model})
+
+
+def quickstart_setup(namespace, printed):
+    # the README's Quickstart set-up, repeated: a 3-class source saved by name
+    assert pathlib.Path("source.h5").is_file()
+    assert [layer.name for layer in namespace["source"].layers] == \
+        ["Dense1", "Bn1", "Dense2", "Head"]
+    assert namespace["x"].shape == (512, 8) and printed == ""
+
+
+def test_loading_page(tmp_path, monkeypatch):
+    import tf_keras
+
+    monkeypatch.chdir(tmp_path)
+
+    def by_name(namespace, printed):
+        # "loaded / skipped / missing / unused, as a table"; "{'Dense1': 'Dense1'};
+        # report.missing == ('NewHead',)"
+        report = namespace["report"]
+        assert report.loaded == {"Dense1": "Dense1"} and report.missing == ("NewHead",)
+        assert report.unused == ("Head",)
+        lines = printed.strip().splitlines()
+        assert lines[0] == ("Transfer report for small.h5: 1 loaded, 0 skipped, 1 missing, "
+                            "1 unused in source")
+        assert lines[1].split() == ["layer", "from", "status", "detail"]
+        assert lines[2].split()[:3] == ["Dense1", "Dense1", "loaded"]
+        assert lines[3].split()[:2] == ["NewHead", "missing"]
+        assert lines[4].split() == ["unused", "in", "source:", "Head"]
+        # "Files load with Keras 3's own model.load_weights("small.h5",
+        # by_name=True) and with tf_keras"
+        expected = namespace["source"].get_layer("Dense1").get_weights()
+        ours = keras.Sequential([keras.Input((4,)), keras.layers.Dense(8, name="Dense1"),
+                                 keras.layers.Dense(5, name="NewHead")])
+        ours.load_weights("small.h5", by_name=True)
+        theirs = tf_keras.Sequential([tf_keras.Input((4,)), tf_keras.layers.Dense(8, name="Dense1"),
+                                      tf_keras.layers.Dense(5, name="NewHead")])
+        theirs.load_weights("small.h5", by_name=True)
+        for model in (ours, theirs):
+            for got, want in zip(model.get_layer("Dense1").get_weights(), expected):
+                np.testing.assert_array_equal(got, want)
+
+    def keras_applications(namespace, printed):
+        # "104 loaded (17 depthwise convolutions "by name (depthwise_kernel as
+        # kernel)"); Classes missing"; the outputs agree (asserted in the block)
+        report = namespace["report"]
+        assert len(report.loaded) == 104 and report.missing == ("Classes",)
+        assert report.skipped == {} and report.unused == ()
+        depthwise = [t for t, how in report.how.items()
+                     if how == "by name (depthwise_kernel as kernel)"]
+        assert len(depthwise) == 17
+        assert all(isinstance(namespace["base"].get_layer(t), keras.layers.DepthwiseConv2D)
+                   for t in depthwise)
+        assert printed.startswith("Transfer report for mobilenet_v2.h5: 104 loaded, 0 skipped, "
+                                  "1 missing")
+
+    def input_adaptation(namespace, printed):
+        # "the first convolution's kernel summed ... over channels"; the rest as is
+        rgb, gray = namespace["rgb"], namespace["gray"]
+        kernel = rgb.get_layer("Conv1").kernel.numpy()
+        np.testing.assert_allclose(gray.get_layer("Conv1").kernel.numpy(),
+                                   kernel.sum(axis=2, keepdims=True), rtol=1e-6)
+        for name in ("Conv1", "Out"):
+            np.testing.assert_array_equal(gray.get_layer(name).bias.numpy(),
+                                          rgb.get_layer(name).bias.numpy())
+        np.testing.assert_array_equal(gray.get_layer("Out").kernel.numpy(),
+                                      rgb.get_layer("Out").kernel.numpy())
+
+    def head_surgery(namespace, printed):
+        # "before any training it predicts them exactly like the source restricted
+        # to them"
+        x, source = namespace["x"], namespace["source"]
+        np.testing.assert_allclose(namespace["two_of_three"].predict(x, verbose=0),
+                                   source.predict(x, verbose=0)[:, [2, 0]], rtol=1e-5, atol=1e-6)
+        assert namespace["new_classes"].layers[-1].name == "Head5"
+
+    def multi_task(namespace, printed):
+        # "several named heads ..., each with its own loss and weight; per-head
+        # metrics in the logs"; the schedule's two phases
+        history = namespace["history"].history
+        assert set(namespace["multi"].output_names) == {"digit", "attributes"}
+        assert {"digit_loss", "attributes_loss", "digit_accuracy"} <= set(history)
+        np.testing.assert_allclose(
+            history["loss"],
+            np.add(history["digit_loss"], np.multiply(0.5, history["attributes_loss"])),
+            rtol=1e-4)
+        assert history["phase"] == [1, 2]
+
+    run_page("loading.md", {0: by_name, 1: keras_applications, 2: input_adaptation,
+                            3: quickstart_setup, 4: head_surgery, 5: multi_task})
+
+
+def summary_rows(printed, *names):
+    """`trainable_summary`'s rows for the named layers, split into cells."""
+    return {line.split()[0]: line.split()[1:] for line in printed.splitlines()
+            if line.split() and line.split()[0] in names}
+
+
+def assert_batchnorm_untouched(layer):
+    """A freshly built BatchNormalization that neither trained nor updated its
+    moving statistics: gamma 1, beta 0, mean 0, variance 1."""
+    gamma, beta, mean, variance = layer.get_weights()
+    np.testing.assert_array_equal(gamma, np.ones_like(gamma))
+    np.testing.assert_array_equal(variance, np.ones_like(variance))
+    np.testing.assert_array_equal(beta, np.zeros_like(beta))
+    np.testing.assert_array_equal(mean, np.zeros_like(mean))
+
+
+def test_freezing_page(tmp_path, monkeypatch):
+    import keras_transfer as kt
+    from keras_transfer.pipeline import reference
+
+    monkeypatch.chdir(tmp_path)
+    features = list(reference.FEATURE_LAYERS)
+    batchnorms = ["Bn1", "Bn2", "Bn3"]
+    before_fit = {}
+
+    def reference_setup(namespace, printed):
+        # "12 feature layers, then the head: 10 classes, softmax"
+        model = namespace["model"]
+        assert [layer.name for layer in model.layers] == \
+            features + ["Dense1_1", "Dropout", "Dense2_2"]
+        assert model.output_shape == (None, 10)
+        assert namespace["x"].shape == (32, 28, 28, 1) and namespace["x_val"].shape[0] == 16
+
+    def freezing(namespace, printed):
+        # Each line's comment, replayed one call at a time on a fresh model.
+        def frozen(model):
+            return {layer.name for layer in model.layers if not layer.trainable}
+
+        model = reference.target_cnn()
+        kt.freeze(model, upto=12)                 # "the first 12 top-level layers"
+        assert frozen(model) == set(features)
+        kt.unfreeze(model)                        # "BatchNormalization stays frozen"
+        assert frozen(model) == set(batchnorms)
+        kt.unfreeze(model, train_batchnorm=True)  # "... unless train_batchnorm=True"
+        assert frozen(model) == set()
+        model = reference.target_cnn()
+        kt.freeze(model, pattern="Conv.*")        # "by name pattern"
+        assert frozen(model) == {"Conv1", "Conv2", "Conv3"}
+        # The block's model after its last freeze: "fastai's train_bn":
+        # BatchNormalization inside the frozen 12 still trains
+        model = namespace["model"]
+        assert {layer.name for layer in model.layers if layer.trainable} == \
+            set(batchnorms) | {"Dense1_1", "Dropout", "Dense2_2"}
+        # "trainable / frozen parameters per layer", printed
+        rows = summary_rows(printed, "Conv1", "Bn1", "Dense1_1")
+        assert rows == {"Conv1": ["Conv2D", "0", "320"],
+                        "Bn1": ["FusedBatchNormalization", "64", "64"],
+                        "Dense1_1": ["Dense", "401,536", "0"]}, printed
+        before_fit["Conv1"] = model.get_layer("Conv1").kernel.numpy()
+
+    def two_phases(namespace, printed):
+        # "Each epoch's logs (and History) gain phase and lr"
+        history = namespace["model"].history.history
+        assert history["phase"] == [1] * 5 + [2] * 5
+        np.testing.assert_allclose(history["lr"], [1e-3] * 5 + [1e-4] * 5, rtol=1e-6)
+        assert "val_accuracy" in history
+        # "BatchNormalization layers inside freeze stay frozen, in inference mode,
+        # in both phases by default": this fresh model's statistics never moved
+        for name in batchnorms:
+            assert not namespace["model"].get_layer(name).trainable
+            assert_batchnorm_untouched(namespace["model"].get_layer(name))
+        # while the convolutions trained in phase 2
+        assert not np.array_equal(namespace["model"].get_layer("Conv1").kernel.numpy(),
+                                  before_fit["Conv1"])
+
+    def one_call(namespace, printed):
+        # "[1, 1, 1, 1, 1, 2, 2, 2, 2, 2]"
+        assert namespace["history"].history["phase"] == [1, 1, 1, 1, 1, 2, 2, 2, 2, 2]
+        for name in batchnorms:
+            assert_batchnorm_untouched(namespace["model"].get_layer(name))
+
+    def discriminative(namespace, printed):
+        # "head 1e-3, group_1 1e-3/2.6, group_0 1e-3/2.6**2", printed
+        rates = namespace["opt"].group_learning_rates()
+        assert rates == pytest.approx({"head": 1e-3, "group_1": 1e-3 / 2.6,
+                                       "group_0": 1e-3 / 2.6 ** 2})
+        assert printed.strip() == str(rates)
+
+    def gradual(namespace, printed):
+        # "one block per epoch, from the top" (asserted in the block)
+        assert namespace["history"].history["unfrozen_blocks"] == [0, 1, 2, 2]
+        # "BatchNormalization policy as in unfreeze": Bn1's block thawed, Bn1 did not
+        model = namespace["model"]
+        assert model.get_layer("Dense1").trainable and not model.get_layer("Bn1").trainable
+
+    def cached(namespace, printed):
+        assert namespace["history"].history["phase"] == [1, 1, 2]
+
+    def lora(namespace, printed):
+        # "phase 1: the head (34); phase 2: + adapters 2*(8+16) + 2*(16+16) = 146"
+        assert namespace["counts"] == [34, 146] and printed.strip() == "[34, 146]"
+        assert 34 + 2 * (8 + 16) + 2 * (16 + 16) == 146
+
+    run_page("freezing.md", {0: reference_setup, 1: freezing, 2: two_phases, 3: one_call,
+                             4: quickstart_setup, 5: discriminative, 6: gradual, 7: cached,
+                             8: lora})
+
+
+def check_shrink_perturb(namespace, printed):
+    # "['Dense1', 'Dense2']", printed
+    assert printed.strip() == "['Dense1', 'Dense2']"
+    # Dense1's kernel: 0.4 * the loaded one + 0.2 * a Glorot-uniform draw (8 in, 16 out);
+    # its bias: 0.4 * the loaded one + 0.2 * zeros (Dense's bias initializer)
+    kernel, bias = namespace["model"].get_layer("Dense1").get_weights()
+    loaded_kernel, loaded_bias = namespace["loaded"]
+    draw = (kernel - 0.4 * loaded_kernel) / 0.2
+    limit = np.sqrt(6 / (8 + 16))
+    assert np.abs(draw).max() <= limit + 1e-5
+    assert abs(draw.std() - limit / np.sqrt(3)) < 0.25 * limit / np.sqrt(3)  # 128 draws
+    np.testing.assert_allclose(bias, 0.4 * loaded_bias, rtol=1e-6)
+
+
+def test_recipes_page(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+
+    def finder_and_fine_tune(namespace, printed):
+        # the finder's suggestion, printed: by default fastai's "minimum"
+        curve = namespace["curve"]
+        assert curve.method == "minimum"
+        assert printed.strip() == f"suggested {curve.suggestion:.2g} (minimum)"
+        assert pathlib.Path("lr_find.png").stat().st_size > 0
+        # "History has phase and lr columns, and base_lr"; "base_lr=None: the
+        # finder runs first", and its suggestion is the rate used
+        history = namespace["history"]
+        assert history.history["phase"] == [1, 2, 2, 2] and len(history.history["lr"]) == 4
+        assert history.learning_rate_curve is not None
+        assert history.base_lr == pytest.approx(history.learning_rate_curve.suggestion)
+
+    def by_hand(namespace, printed):
+        model = namespace["model"]
+        assert model.history.history["phase"] == [1, 2, 2, 2]
+        # "BatchNormalization stays frozen, unlike fine_tune's defaults": this
+        # fresh model's statistics never moved
+        assert not model.get_layer("Bn1").trainable
+        assert_batchnorm_untouched(model.get_layer("Bn1"))
+
+    run_page("recipes.md", {0: quickstart_setup, 1: finder_and_fine_tune, 2: by_hand,
+                            3: check_shrink_perturb})
+
+
+@pytest.mark.tensorflow_only  # HubLayer and export_hub_module need TensorFlow
+def test_hub_page(tmp_path, monkeypatch):
+    import tensorflow_hub as hub
+
+    monkeypatch.chdir(tmp_path)
+
+    def setup(namespace, printed):
+        # the reference CNN's 12 feature layers: 7 x 7 x 64 features per image
+        assert namespace["base_model"].output_shape == (None, 7 * 7 * 64)
+
+    def reuse(namespace, printed):
+        path = pathlib.Path("exported/features")
+        assert (path / "saved_model.pb").is_file()
+        # "the format both hub.KerasLayer (tf_keras) and HubLayer load": the
+        # exported module computes the base model's features
+        x, base_model = namespace["x"][:4], namespace["base_model"]
+        np.testing.assert_allclose(hub.KerasLayer(str(path))(x).numpy(),
+                                   base_model.predict(x, verbose=0), rtol=1e-5, atol=1e-5)
+        # head first with the module frozen, then the module fine-tuned too
+        model = namespace["model"]
+        assert model.history.history["phase"] == [1, 1, 2, 2]
+        layer = model.get_layer("hub_features")
+        assert layer.trainable and layer.trainable_weights
+        assert not np.allclose(layer(x).numpy(), base_model.predict(x, verbose=0), atol=1e-5)
+
+    run_page("hub.md", {0: setup, 1: reuse})

@@ -8,6 +8,7 @@ import pytest
 import tensorflow as tf  # tf.data input, under every backend
 
 import keras_transfer as kt
+from keras_transfer import lr_finder
 from helpers import randomize, tiny_model
 
 LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
@@ -34,7 +35,7 @@ def test_sweep_is_exponential_bounded_and_stops_on_divergence():
     # num_it steps, one loss per rate, rates SchedExp(1e-7, 10)(i/100), and
     # a stop only when the loss went past 4x its best.
     x, y, _ = least_squares(0)
-    curve = kt.find_learning_rate(linear_model(), (x, y), batch_size=64)
+    curve = kt.find_learning_rate(linear_model(), (x, y), batch_size=64, num_steps=100)
     rates = np.asarray(curve.learning_rates)
     assert 10 < len(rates) <= 100 and len(curve.losses) == len(curve.raw_losses) == len(rates)
     np.testing.assert_allclose(rates, [1e-7 * (10 / 1e-7) ** (i / 100) for i in range(len(rates))],
@@ -379,12 +380,12 @@ def test_a_loss_that_goes_negative_is_swept_to_a_stable_rate():
     # (or num_steps), along the same path as the unshifted loss.
     x, y, bound = least_squares(0)
     reference = linear_model()
-    plain = kt.find_learning_rate(reference, (x, y), batch_size=64)
+    plain = kt.find_learning_rate(reference, (x, y), batch_size=64, num_steps=100)
     model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(1)])
     model.set_weights(reference.get_weights())  # the same start
     model.compile(optimizer=keras.optimizers.SGD(0.1),
                   loss=lambda t, p: keras.ops.mean((t - p) ** 2) - 1e3)
-    shifted = kt.find_learning_rate(model, (x, y), batch_size=64)
+    shifted = kt.find_learning_rate(model, (x, y), batch_size=64, num_steps=100)
     assert min(shifted.losses) < 0 and shifted.stopped_early
     assert not np.isfinite(shifted.losses[-1]) and np.isfinite(shifted.losses[:-1]).all()
     steps = len(plain.losses)
@@ -395,7 +396,8 @@ def test_a_loss_that_goes_negative_is_swept_to_a_stable_rate():
     # A loss Keras ships that is negative by design, and bounded: every step.
     model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(4)])
     model.compile(optimizer=keras.optimizers.SGD(0.1), loss="cosine_similarity")
-    curve = kt.find_learning_rate(model, (x, np.repeat(y, 4, axis=1)), batch_size=64)
+    curve = kt.find_learning_rate(model, (x, np.repeat(y, 4, axis=1)), batch_size=64,
+                                  num_steps=100)
     assert min(curve.losses) < 0 and len(curve.losses) == 100 and not curve.stopped_early
 
 
@@ -481,3 +483,32 @@ def test_a_bad_setting_fails_before_any_batch_is_drawn(data, bad):
         kt.find_learning_rate(model, batches(), **bad)
     assert drawn == []
     assert not model.optimizer.built and model.train_function is None
+
+
+@pytest.mark.parametrize("data, batch_size, steps", [
+    ("arrays_256", 32, 30),     # 8 steps an epoch: at least 30 (not 12 epochs' worth)
+    ("arrays_4096", 64, 64),    # one epoch
+    ("arrays_20000", 32, 100),  # at most fastai's 100
+    ("dataset_50", None, 50),   # a dataset of 50 batches: one epoch
+    ("generator", None, 100),   # unknown length: fastai's 100
+])
+def test_the_default_sweep_is_one_epoch_within_30_and_100_steps(data, batch_size, steps):
+    import tensorflow as tf
+
+    kind, _, size = data.partition("_")
+    if kind == "arrays":
+        source = (np.zeros((int(size), 4), "float32"), np.zeros(int(size), "int32"))
+    elif kind == "dataset":
+        source = tf.data.Dataset.from_tensor_slices(
+            (np.zeros((int(size) * 8, 4), "float32"), np.zeros(int(size) * 8, "int32"))).batch(8)
+    else:
+        source = iter([])
+    assert lr_finder.default_steps(source, batch_size or 32) == steps
+
+
+def test_verbose_shows_a_progress_bar_of_rate_and_loss(data, capsys):
+    model = bn_dropout_model()
+    kt.find_learning_rate(model, data, batch_size=16, num_steps=12, verbose=1)
+    out = capsys.readouterr().out
+    assert "12/12" in out and "lr:" in out and "loss:" in out
+    assert out.strip().splitlines()[-1].startswith("find_learning_rate: 12 steps, suggestion")

@@ -71,6 +71,7 @@ def test_the_folder_job_runs_as_the_readme_shows(tmp_path, backbone_file):
     assert "validation accuracy" in done.stdout.strip().splitlines()[-1]
 
 
+@pytest.mark.once  # two minutes of JAX compilation; vision's code is backend-independent
 def test_finetune_folder_from_python(tmp_path, backbone_file):
     images = write_folder(tmp_path / "images", classes=("a", "b"), per_class=8)
     results = kt.vision.finetune_folder(images, "MobileNetV2", tmp_path / "out",

@@ -1,0 +1,159 @@
+"""`fine_tune` against the keras.io guide's by-hand recipe, on the guide's model.
+
+The model of the keras.io "Transfer learning & fine-tuning" guide: RandomFlip ->
+Rescaling -> a nested MobileNetV2 (alpha 0.35, 96x96, random weights) called
+with training=False -> GlobalAveragePooling -> Dropout -> Dense(10), on 1,500
+MNIST digits upscaled to 96x96 RGB; the same model, data, batch size (32) and
+epochs (1 frozen + 2 unfrozen) in every arm. Each arm runs in a fresh process,
+the arms interleaved (their order alternating), `--repeats` times; medians.
+
+- `guide`: the guide by hand: `base.trainable = False`, compile (Adam 1e-3),
+  fit 1 epoch; `base.trainable = True`, compile (Adam 1e-5), fit 2 more;
+- `fine_tune`: `kt.fine_tune(model, data, freeze=[base], epochs=3,
+  freeze_epochs=1, base_lr=1e-3, train_batchnorm=False)`: one-cycle,
+  discriminative rates, one `fit`; the finder excluded (`base_lr` given);
+- `finder`: the finder `fine_tune` would run (its default sweep, in phase 1's
+  state), timed alone;
+- `cached`: `kt.fit_two_phase(..., cache_features="without_augmentation")`:
+  phase 1 on cached features, then phase 2 as the guide's.
+
+Each arm is timed from the compiled model to the end of training. Target:
+`fine_tune` within 1.05x the guide's wall time, the finder reported apart.
+
+Usage:
+  KERAS_BACKEND=tensorflow python bench/guide_recipe.py --repeats 3 --out bench/results/guide_tensorflow.json
+  KERAS_BACKEND=jax python bench/guide_recipe.py --repeats 3 --out bench/results/guide_jax.json
+"""
+
+import argparse
+import json
+import os
+import pathlib
+import statistics
+import subprocess
+import sys
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+EXAMPLES, SIZE, BATCH = 1500, 96, 32
+ARMS = ("guide", "fine_tune", "finder", "cached")
+
+
+def data():
+    import keras
+    import numpy as np
+
+    from keras_transfer.pipeline import datasets
+
+    (x, y), _ = datasets.load(datasets.MNIST)
+    x, y = x[:EXAMPLES], y[:EXAMPLES].astype("int32")
+    out = np.empty((len(x), SIZE, SIZE, 3), "float32")
+    for start in range(0, len(x), 500):
+        part = keras.ops.image.resize(x[start:start + 500, ..., None].astype("float32"),
+                                      (SIZE, SIZE))
+        out[start:start + 500] = np.repeat(keras.ops.convert_to_numpy(part), 3, axis=-1)
+    return out, y
+
+
+def guide_model():
+    import keras
+    import numpy as np
+
+    keras.utils.set_random_seed(0)
+    base = keras.applications.MobileNetV2(weights=None, include_top=False, alpha=0.35,
+                                          input_shape=(SIZE, SIZE, 3))
+    rng = np.random.default_rng(0)  # random weights, as a stand-in for ImageNet's
+    for v in base.weights:
+        scale = 0.1 if len(v.shape) > 1 else 0.0
+        value = rng.normal(size=v.shape) * scale + (1.0 if "variance" in v.path
+                                                    or "gamma" in v.path else 0.0)
+        v.assign(value.astype("float32"))
+    inputs = keras.Input((SIZE, SIZE, 3))
+    x = keras.layers.RandomFlip("horizontal")(inputs)
+    x = keras.layers.Rescaling(1 / 127.5, offset=-1)(x)
+    x = base(x, training=False)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    x = keras.layers.Dropout(0.2)(x)
+    return keras.Model(inputs, keras.layers.Dense(10)(x)), base
+
+
+def arm(name):
+    import keras
+
+    import keras_transfer as kt
+
+    x, y = data()
+    model, base = guide_model()
+    loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    start = time.perf_counter()
+    if name == "guide":
+        base.trainable = False
+        model.compile(optimizer=keras.optimizers.Adam(1e-3), loss=loss, metrics=["accuracy"])
+        model.fit(x, y, batch_size=BATCH, epochs=1, verbose=0)
+        base.trainable = True
+        model.compile(optimizer=keras.optimizers.Adam(1e-5), loss=loss, metrics=["accuracy"])
+        history = model.fit(x, y, batch_size=BATCH, epochs=3, initial_epoch=1, verbose=0)
+    elif name == "fine_tune":
+        history = kt.fine_tune(model, (x, y), freeze=[base], epochs=3, freeze_epochs=1,
+                               base_lr=1e-3, train_batchnorm=False, batch_size=BATCH,
+                               loss=loss, verbose=0)
+    elif name == "finder":
+        kt.freeze(model, [base])
+        model.compile(optimizer=keras.optimizers.Adam(1e-3), loss=loss)
+        curve = kt.find_learning_rate(model, (x, y), batch_size=BATCH)
+        history = None
+        steps = len(curve.learning_rates)
+    else:
+        history = kt.fit_two_phase(model, (x, y), freeze=[base], head_epochs=1, epochs=3,
+                                   head_lr=1e-3, finetune_lr=1e-5,
+                                   cache_features="without_augmentation", loss=loss,
+                                   batch_size=BATCH, verbose=0)
+    seconds = time.perf_counter() - start
+    result = {"arm": name, "seconds": seconds, "backend": keras.backend.backend()}
+    if history is not None:
+        result["loss"] = [float(v) for v in history.history["loss"]]
+    else:
+        result["finder_steps"] = steps
+    print(json.dumps(result))
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--arm", choices=ARMS)
+    parser.add_argument("--out", default=None)
+    args = parser.parse_args()
+    if args.arm:
+        return arm(args.arm)
+    runs = []
+    for repeat in range(args.repeats):
+        order = ARMS if repeat % 2 == 0 else ARMS[::-1]
+        for name in order:
+            done = subprocess.run([sys.executable, __file__, "--arm", name],
+                                  capture_output=True, text=True, check=True)
+            runs.append({"repeat": repeat, **json.loads(done.stdout.strip().splitlines()[-1])})
+            print(runs[-1], flush=True)
+    by = {name: [r for r in runs if r["arm"] == name] for name in ARMS}
+    seconds = {name: statistics.median(r["seconds"] for r in rs) for name, rs in by.items()}
+    ratio = statistics.median(f["seconds"] / g["seconds"]
+                              for f, g in zip(by["fine_tune"], by["guide"]))
+    summary = {
+        "backend": runs[0]["backend"], "seconds": seconds,
+        "fine_tune_over_guide": ratio,
+        "cached_over_guide": statistics.median(c["seconds"] / g["seconds"]
+                                               for c, g in zip(by["cached"], by["guide"])),
+        "finder_share_of_fine_tune_with_finder": seconds["finder"] / (
+            seconds["finder"] + seconds["fine_tune"]),
+        "finder_steps": by["finder"][0]["finder_steps"],
+        "command": f"KERAS_BACKEND={runs[0]['backend']} python bench/guide_recipe.py "
+                   + " ".join(sys.argv[1:]),
+        "runs": runs,
+    }
+    print(json.dumps({k: v for k, v in summary.items() if k != "runs"}, indent=2))
+    if args.out:
+        pathlib.Path(args.out).write_text(json.dumps(summary, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
