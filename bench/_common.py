@@ -39,3 +39,32 @@ def fashion_arrays(n):
 
     (x, y), _ = datasets.load(datasets.FASHION_MNIST)
     return x[:n, ..., None].astype("float32") / 255.0, y[:n].astype("int32")
+
+
+def interleaved(script, arms, repeats, *extra):
+    """Runs `python <script> --arm <name> <extra...>` for each arm in a fresh
+    process, the arms' order alternating each repeat; each run's last stdout
+    line is a JSON dict. Returns `(runs, {arm: [its runs]})`."""
+    import json
+    import subprocess
+    import sys
+
+    runs = []
+    for repeat in range(repeats):
+        order = list(arms) if repeat % 2 == 0 else list(arms)[::-1]
+        for name in order:
+            done = subprocess.run([sys.executable, str(script), "--arm", name, *extra],
+                                  capture_output=True, text=True, check=True)
+            runs.append({"repeat": repeat, **json.loads(done.stdout.strip().splitlines()[-1])})
+            print(runs[-1], flush=True)
+    return runs, {name: [r for r in runs if r["arm"] == name] for name in arms}
+
+
+def write_summary(summary, out):
+    """Prints `summary` without its runs, and writes all of it to `out` (if given)."""
+    import json
+    import pathlib
+
+    print(json.dumps({k: v for k, v in summary.items() if k != "runs"}, indent=2))
+    if out:
+        pathlib.Path(out).write_text(json.dumps(summary, indent=2) + "\n")

@@ -28,13 +28,13 @@ Usage:
 import argparse
 import json
 import os
-import pathlib
 import statistics
-import subprocess
 import sys
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import _common  # noqa: E402 (bench/, beside this script)
 
 EXAMPLES, SIZE, BATCH = 1500, 96, 32
 ARMS = ("guide", "fine_tune", "finder", "cached")
@@ -126,15 +126,7 @@ def main():
     args = parser.parse_args()
     if args.arm:
         return arm(args.arm)
-    runs = []
-    for repeat in range(args.repeats):
-        order = ARMS if repeat % 2 == 0 else ARMS[::-1]
-        for name in order:
-            done = subprocess.run([sys.executable, __file__, "--arm", name],
-                                  capture_output=True, text=True, check=True)
-            runs.append({"repeat": repeat, **json.loads(done.stdout.strip().splitlines()[-1])})
-            print(runs[-1], flush=True)
-    by = {name: [r for r in runs if r["arm"] == name] for name in ARMS}
+    runs, by = _common.interleaved(__file__, ARMS, args.repeats)
     seconds = {name: statistics.median(r["seconds"] for r in rs) for name, rs in by.items()}
     ratio = statistics.median(f["seconds"] / g["seconds"]
                               for f, g in zip(by["fine_tune"], by["guide"]))
@@ -150,9 +142,7 @@ def main():
                    + " ".join(sys.argv[1:]),
         "runs": runs,
     }
-    print(json.dumps({k: v for k, v in summary.items() if k != "runs"}, indent=2))
-    if args.out:
-        pathlib.Path(args.out).write_text(json.dumps(summary, indent=2) + "\n")
+    _common.write_summary(summary, args.out)
 
 
 if __name__ == "__main__":

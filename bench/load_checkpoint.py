@@ -32,12 +32,13 @@ import os
 import pathlib
 import resource
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import _common  # noqa: E402 (bench/, beside this script)
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 CONFIG = {"architecture": "resnet50", "num_classes": 1000, "num_features": 2048,
@@ -128,18 +129,8 @@ def main():
     with tempfile.TemporaryDirectory() as tmp:
         folder = pathlib.Path(tmp)
         weights_mb = write_checkpoint(folder) / 2 ** 20
-        runs = []
-        for repeat in range(args.repeats):
-            order = ["ours", "keras_hub", "build"]
-            if repeat % 2:
-                order = order[::-1]
-            for name in order:
-                out = subprocess.run(
-                    [sys.executable, __file__, "--arm", name, "--dir", str(folder)],
-                    capture_output=True, text=True, check=True, env=os.environ.copy())
-                runs.append({"repeat": repeat, **json.loads(out.stdout.strip().splitlines()[-1])})
-                print(runs[-1], flush=True)
-    by = {name: [r for r in runs if r["arm"] == name] for name in ("ours", "keras_hub", "build")}
+        runs, by = _common.interleaved(__file__, ("ours", "keras_hub", "build"),
+                                       args.repeats, "--dir", str(folder))
     built = statistics.median(r["rss_mb"] - r["after_imports_mb"] for r in by["build"])
     ratios = [o["seconds"] / k["seconds"] for o, k in zip(by["ours"], by["keras_hub"])]
     summary = {
@@ -156,9 +147,7 @@ def main():
         "command": "python bench/load_checkpoint.py " + " ".join(sys.argv[1:]),
         "runs": runs,
     }
-    print(json.dumps({k: v for k, v in summary.items() if k != "runs"}, indent=2))
-    if args.out:
-        pathlib.Path(args.out).write_text(json.dumps(summary, indent=2) + "\n")
+    _common.write_summary(summary, args.out)
 
 
 if __name__ == "__main__":

@@ -212,10 +212,14 @@ def test_from_scratch_is_one_cycle_without_freezing(data):
         "Bn", "Dense_a", "Dense_b", "Head"]
     np.testing.assert_allclose(rates, [by_hand(i, 1e-2, 12, 0.3, 5.0, 1e5) for i in range(12)],
                                rtol=1e-5)
-    # Without phase 1 the finder's suggestion is the one rate of the run.
-    _, _, found, _, _ = run(data, freeze=[], freeze_epochs=0, lr_mult=1.0, base_lr=None,
-                            finder={"num_steps": 20})
-    assert found.base_lr == found.learning_rate_curve.suggestion
+    # Without phase 1 the finder's suggestion is the one rate of the run:
+    # head_lr_mult (phase 1's peak over phase 2's) has no phase 1 to divide for.
+    for head_lr_mult in (1.0, 2.0):
+        _, _, found, rates, _ = run(data, freeze=[], freeze_epochs=0, lr_mult=1.0,
+                                    base_lr=None, finder={"num_steps": 20},
+                                    head_lr_mult=head_lr_mult)
+        assert found.base_lr == found.learning_rate_curve.suggestion
+        assert max(rates) == pytest.approx(found.learning_rate_curve.suggestion, rel=0.02)
 
 
 def test_backup_and_restore_resumes_in_the_right_phase(data, tmp_path):

@@ -87,22 +87,16 @@ def source_cnn(num_classes=10):
 def target_cnn(num_classes=10):
     """The target CNN: the same feature layers, a new head `Dense1_1`, `Dense2_2`.
 
-    Args:
-        num_classes: the classes of the softmax output.
-
-    Returns:
-        A `keras.Sequential` on `(28, 28, 1)` inputs.
-
-    Raises:
-        ArgumentError: `num_classes` is not an int >= 2.
+    Takes, returns and raises as `source_cnn`; only the head's names differ,
+    so that loading the source by name leaves the head fresh.
 
     Example:
 
     ```python
     from keras_transfer.pipeline import reference
 
-    model = reference.target_cnn()
-    [layer.name for layer in model.layers][-3:]   # ['Dense1_1', 'Dropout', 'Dense2_2']
+    head = [layer.name for layer in reference.target_cnn(num_classes=5).layers][-3:]
+    head   # ['Dense1_1', 'Dropout', 'Dense2_2']
     ```
     """
     return _cnn(("Dense1_1", "Dense2_2"), num_classes, "mnist_cnn", "target_cnn")
