@@ -32,7 +32,9 @@ from keras_transfer import errors
 from keras_transfer import optimizers
 
 SUGGESTIONS = ("valley", "steepest", "minimum")
-MIN_STEPS, MAX_STEPS = 30, 100  # the default sweep's bounds (see `find_learning_rate`)
+# The default sweep: about SWEEP_EPOCHS epochs, within [MIN_STEPS, MAX_STEPS] steps
+# (see `find_learning_rate`)
+SWEEP_EPOCHS, MIN_STEPS, MAX_STEPS = 4, 30, 100
 _OWNER = "find_learning_rate"
 
 
@@ -147,10 +149,11 @@ def find_learning_rate(model, data, *, start_lr=1e-7, end_lr=10.0, num_steps=Non
             again, except a one-shot iterator, which must be long enough.
         start_lr, end_lr: the first rate and the rate the sweep would reach
             at step `num_steps`.
-        num_steps: the most steps to run (>= 10). Default: one epoch of the
-            data, at least `MIN_STEPS` (30) and at most `MAX_STEPS` (100,
-            fastai's); 100 for data of unknown length. (A fixed 100 swept
-            12 epochs of the keras.io guide's 256 images.)
+        num_steps: the most steps to run (>= 10). Default: about
+            `SWEEP_EPOCHS` (4) epochs of the data, at least `MIN_STEPS` (30)
+            and at most `MAX_STEPS` (100, fastai's, reached from 25 steps an
+            epoch); 100 for data of unknown length. (A fixed 100 swept 12
+            epochs of the keras.io guide's 256 images; now 32 steps.)
         batch_size: the batch size for array data.
         smoothing: the moving average's factor, in [0, 1).
         diverge: stop when the smoothed loss exceeds this times its lowest
@@ -222,8 +225,9 @@ def find_learning_rate(model, data, *, start_lr=1e-7, end_lr=10.0, num_steps=Non
 
 
 def default_steps(data, batch_size):
-    """`num_steps` when none is given: one epoch of `data` in optimizer steps,
-    within `[MIN_STEPS, MAX_STEPS]`; `MAX_STEPS` when its length is unknown."""
+    """`num_steps` when none is given: `SWEEP_EPOCHS` epochs of `data` in
+    optimizer steps, within `[MIN_STEPS, MAX_STEPS]`; `MAX_STEPS` when its
+    length is unknown."""
     if _data.is_arrays(data):
         size = _data.example_count(_data.unpack_arrays(data, _OWNER, "data")[0])
         steps = max(size // max(int(batch_size), 1), 1)
@@ -233,7 +237,7 @@ def default_steps(data, batch_size):
             len(data) if hasattr(data, "__len__") else -1)
         if steps <= 0:
             return MAX_STEPS
-    return int(min(max(steps, MIN_STEPS), MAX_STEPS))
+    return int(min(max(SWEEP_EPOCHS * steps, MIN_STEPS), MAX_STEPS))
 
 
 def _check_arguments(model, start_lr, end_lr, num_steps, smoothing, diverge, method):

@@ -486,13 +486,13 @@ def test_a_bad_setting_fails_before_any_batch_is_drawn(data, bad):
 
 
 @pytest.mark.parametrize("data, batch_size, steps", [
-    ("arrays_256", 32, 30),     # 8 steps an epoch: at least 30 (not 12 epochs' worth)
-    ("arrays_4096", 64, 64),    # one epoch
-    ("arrays_20000", 32, 100),  # at most fastai's 100
-    ("dataset_50", None, 50),   # a dataset of 50 batches: one epoch
+    ("arrays_256", 32, 32),     # the guide's 256 images: 4 epochs, not 12
+    ("arrays_96", 16, 30),      # 6 steps an epoch: at least 30
+    ("arrays_4096", 64, 100),   # at most fastai's 100
+    ("dataset_20", None, 80),   # a dataset of 20 batches: 4 epochs
     ("generator", None, 100),   # unknown length: fastai's 100
 ])
-def test_the_default_sweep_is_one_epoch_within_30_and_100_steps(data, batch_size, steps):
+def test_the_default_sweep_is_four_epochs_within_30_and_100_steps(data, batch_size, steps):
     import tensorflow as tf
 
     kind, _, size = data.partition("_")
