@@ -267,13 +267,48 @@ def verdicts(record):
     return out
 
 
+def interpolated(grid, rate):
+    """Validation accuracy at `rate`, log-linear between grid points (the
+    edge value outside): an estimate for rules that were not run."""
+    rates = np.log([float(k) for k in grid])
+    values = np.asarray(list(grid.values()))
+    order = np.argsort(rates)
+    return float(np.interp(math.log(rate), rates[order], values[order]))
+
+
+def analyse(path):
+    """Every rule (minimum, valley, steepest, of each sweep) against the grids,
+    from the stored curves; accuracies interpolated. Prints a Markdown table."""
+    records = json.loads(pathlib.Path(path).read_text())["records"]
+    print("| task, seed | phase | rule | rate | grid best | ratio | points below (est.) |")
+    print("|---|---|---|---|---|---|---|")
+    for rec in records:
+        best1, best2 = rec["phase1_best_rate"], rec["phase2_best_rate"]
+        top1 = rec["phase1_grid"][f"{best1:.0e}"]
+        top2 = rec["phase2_grid"][f"{best2:.0e}"]
+        rows = [(1, f"phase-1 sweep: {m}", rec["curves"]["phase1"][m], best1, top1,
+                 rec["phase1_grid"]) for m in ("minimum", "valley", "steepest")]
+        rows += [(2, f"{sweep} sweep: {m}", rec["curves"][sweep][m], best2, top2,
+                  rec["phase2_grid"]) for sweep in ("phase1", "before", "after")
+                 for m in ("minimum", "valley", "steepest")]
+        for phase, rule, rate, best, top, grid in rows:
+            below = 100 * (top - interpolated(grid, rate))
+            flag = " **defect**" if not (1 / 3 <= rate / best <= 3) or below > 1 else ""
+            print(f"| {rec['task']} {rec['seed']} | {phase} | {rule} | {rate:.2g} | {best:.2g} | "
+                  f"{rate / best:.2g} | {below:.1f}{flag} |")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--tasks", nargs="+", default=["bert", "mobilenet"])
     parser.add_argument("--seeds", nargs="+", type=int, default=[0])
     parser.add_argument("--num_steps", type=int, default=100)
     parser.add_argument("--out", default=None)
+    parser.add_argument("--analyse", default=None, help="a results file: print every "
+                        "rule against its grids, from the stored curves")
     args = parser.parse_args()
+    if args.analyse:
+        return analyse(args.analyse)
     records = []
     for name in args.tasks:
         for seed in args.seeds:

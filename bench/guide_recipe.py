@@ -58,17 +58,10 @@ def data():
 
 def guide_model():
     import keras
-    import numpy as np
 
-    keras.utils.set_random_seed(0)
+    keras.utils.set_random_seed(0)  # random weights (Keras' initializers), for ImageNet's
     base = keras.applications.MobileNetV2(weights=None, include_top=False, alpha=0.35,
                                           input_shape=(SIZE, SIZE, 3))
-    rng = np.random.default_rng(0)  # random weights, as a stand-in for ImageNet's
-    for v in base.weights:
-        scale = 0.1 if len(v.shape) > 1 else 0.0
-        value = rng.normal(size=v.shape) * scale + (1.0 if "variance" in v.path
-                                                    or "gamma" in v.path else 0.0)
-        v.assign(value.astype("float32"))
     inputs = keras.Input((SIZE, SIZE, 3))
     x = keras.layers.RandomFlip("horizontal")(inputs)
     x = keras.layers.Rescaling(1 / 127.5, offset=-1)(x)
