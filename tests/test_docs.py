@@ -37,6 +37,7 @@ def run_page(page, checks):
         checks[index](namespace, out.getvalue())
 
 
+@pytest.mark.once  # the pages' code is what the unit tests run on both backends
 def test_checkpoints_page(tmp_path, monkeypatch):
     import keras_hub
     import torch
@@ -106,6 +107,7 @@ def quickstart_setup(namespace, printed):
     assert namespace["x"].shape == (512, 8) and printed == ""
 
 
+@pytest.mark.once  # the pages' code is what the unit tests run on both backends
 def test_loading_page(tmp_path, monkeypatch):
     import tf_keras
 
@@ -203,6 +205,7 @@ def assert_batchnorm_untouched(layer):
     np.testing.assert_array_equal(mean, np.zeros_like(mean))
 
 
+@pytest.mark.once  # the pages' code is what the unit tests run on both backends
 def test_freezing_page(tmp_path, monkeypatch):
     import keras_transfer as kt
     from keras_transfer.pipeline import reference
@@ -309,6 +312,7 @@ def check_shrink_perturb(namespace, printed):
     np.testing.assert_allclose(bias, 0.4 * loaded_bias, rtol=1e-6)
 
 
+@pytest.mark.once  # the pages' code is what the unit tests run on both backends
 def test_recipes_page(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
 

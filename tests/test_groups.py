@@ -16,6 +16,7 @@ def bert(num_layers=3):
                                          max_sequence_length=16)
 
 
+@pytest.mark.once  # the model's structure only; GradualUnfreezing on a BERT runs on JAX
 def test_a_transformer_stack_is_its_embeddings_then_one_group_per_block():
     backbone = bert()
     assert kt.layer_groups(backbone, None) == [
@@ -45,6 +46,7 @@ def test_a_transformer_stack_is_its_embeddings_then_one_group_per_block():
     # the reference CNN: one group per resolution, as before
     (lambda: reference.target_cnn(), ["Conv1", "Bn1"], [2, 2, 2]),
 ])
+@pytest.mark.once  # the model's structure only; GradualUnfreezing on a BERT runs on JAX
 def test_a_cnn_is_one_group_per_stage(make, first, sizes):
     model = make()
     base = 12 if model.name == "mnist_cnn" else None
@@ -52,6 +54,7 @@ def test_a_cnn_is_one_group_per_stage(make, first, sizes):
     assert groups[0] == first and [len(g) for g in groups] == sizes
 
 
+@pytest.mark.once  # the model's structure only; GradualUnfreezing on a BERT runs on JAX
 def test_a_plain_stack_is_at_most_three_groups_of_layers_with_kernels():
     deep = keras.Sequential([keras.Input((4,))] + [keras.layers.Dense(4, name=f"D{i}")
                                                    for i in range(7)], name="deep")
@@ -102,6 +105,7 @@ def test_gradual_unfreezing_thaws_a_bert_one_transformer_layer_per_epoch():
                                        "embeddings_layer_norm"}
 
 
+@pytest.mark.once  # the model's structure only; GradualUnfreezing on a BERT runs on JAX
 def test_gradual_unfreezing_needs_blocks_or_a_base():
     with pytest.raises(kt.ArgumentError, match="one of the two"):
         kt.GradualUnfreezing()

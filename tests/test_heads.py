@@ -164,6 +164,7 @@ def test_a_model_without_a_classifier_at_its_output_names_what_it_found():
         kt.replace_head(keras.Model(inputs, outputs), 2)
 
 
+@pytest.mark.once  # graph surgery; mini-Xception's runs on JAX
 def test_keras_applications_mobilenets_conv_head_with_its_reshape():
     # MobileNet ends Conv2D(classes) -> Reshape((classes,)) -> softmax: the
     # Reshape names the old class count, so it is made anew for the new one

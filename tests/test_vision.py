@@ -81,6 +81,7 @@ def test_finetune_folder_from_python(tmp_path, backbone_file):
     assert 0.0 <= results["validation_accuracy"] <= 1.0
 
 
+@pytest.mark.once  # backend-independent
 def test_a_backbone_loads_its_weights_by_name_with_its_preprocessing(backbone_file):
     model, base, report = kt.vision.image_classifier(
         "MobileNetV2", 3, image_size=(32, 32), weights_path=backbone_file, flip=True)
@@ -98,6 +99,7 @@ def test_a_backbone_loads_its_weights_by_name_with_its_preprocessing(backbone_fi
     ("unreadable", kt.DataFormatError, r"broken\.png cannot be decoded"),
     ("missing", kt.DataNotFoundError, "is not a folder"),
 ])
+@pytest.mark.once  # backend-independent
 def test_bad_folders_are_named(tmp_path, case, error, says):
     root = tmp_path / "images"
     if case == "empty":
@@ -112,6 +114,7 @@ def test_bad_folders_are_named(tmp_path, case, error, says):
         kt.vision.image_folder(root, image_size=(32, 32))
 
 
+@pytest.mark.once  # backend-independent
 def test_an_unknown_backbone_name_says_which_names_are_close():
     with pytest.raises(kt.ArgumentError, match=r"'MobileNetV4'.*did you mean \['MobileNetV2'"):
         kt.vision.image_classifier("MobileNetV4", 3, image_size=(32, 32))

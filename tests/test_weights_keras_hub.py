@@ -85,6 +85,7 @@ def test_a_preset_loads_into_a_backbone_nested_under_a_new_head(resnet_preset):
     np.testing.assert_array_equal(numpy(backbone(x)), numpy(source(x)))
 
 
+@pytest.mark.once  # routing and refusals; the presets and converters load on JAX
 def test_a_preset_loads_into_a_flat_target(resnet_preset):
     source, preset = resnet_preset
     backbone = resnet()  # its layers become the target's own, top-level
@@ -129,6 +130,7 @@ def test_a_task_preset_brings_its_head_with_include_task(tmp_path):
     np.testing.assert_allclose(numpy(target(x)), numpy(task(x)), rtol=1e-6, atol=1e-6)
 
 
+@pytest.mark.once  # routing and refusals; the presets and converters load on JAX
 def test_keras_hub_models_in_memory_go_through_transfer_weights():
     backbone = randomized(bert())
     task = keras_hub.models.BertTextClassifier(backbone=backbone, num_classes=2,
@@ -172,6 +174,7 @@ def test_a_timm_directory_keras_hub_converts_is_rebuilt_by_keras_hub(tmp_path):
     assert np.abs(numpy(task(x)) - expected).max() / np.abs(expected).max() < 1e-4
 
 
+@pytest.mark.once  # routing and refusals; the presets and converters load on JAX
 def test_a_timm_directory_without_a_converter_goes_the_pytorch_path(tmp_path):
     from torch_models import torchvision_resnet_names
 
@@ -192,6 +195,7 @@ def test_a_timm_directory_without_a_converter_goes_the_pytorch_path(tmp_path):
     ({"module": "os", "class_name": "system", "config": {}, "registered_name": "system"},
      "class 'system' from module 'os'"),
 ])
+@pytest.mark.once  # routing and refusals; the presets and converters load on JAX
 def test_a_preset_config_naming_code_is_refused_before_anything_is_built(
         resnet_preset, hostile, says, monkeypatch):
     _, preset = resnet_preset
@@ -212,6 +216,7 @@ def test_a_preset_config_naming_code_is_refused_before_anything_is_built(
         np.testing.assert_array_equal(numpy(v), value)
 
 
+@pytest.mark.once  # routing and refusals; the presets and converters load on JAX
 def test_a_handle_goes_through_keras_hubs_own_download(resnet_preset, monkeypatch):
     # Offline here: keras_hub's download is pointed at the local preset, to
     # show that a handle is passed to keras_hub (which fetches and caches it).
@@ -235,6 +240,7 @@ def test_a_handle_goes_through_keras_hubs_own_download(resnet_preset, monkeypatc
     np.testing.assert_array_equal(numpy(target(x)), numpy(source(x)))
 
 
+@pytest.mark.once  # routing and refusals; the presets and converters load on JAX
 def test_without_keras_hub_a_preset_is_refused_naming_the_extra(resnet_preset, monkeypatch):
     _, preset = resnet_preset
     monkeypatch.setitem(sys.modules, "keras_hub", None)  # as if not installed
@@ -242,12 +248,14 @@ def test_without_keras_hub_a_preset_is_refused_naming_the_extra(resnet_preset, m
         kt.load_weights_by_name(resnet(), preset)
 
 
+@pytest.mark.once  # routing and refusals; the presets and converters load on JAX
 def test_a_directory_that_is_no_source_is_named(tmp_path):
     (tmp_path / "notes.txt").write_text("hello")
     with pytest.raises(kt.WeightFileError, match="holding neither a KerasHub preset"):
         kt.load_weights_by_name(resnet(), tmp_path)
 
 
+@pytest.mark.once  # routing and refusals; the presets and converters load on JAX
 def test_every_config_of_a_preset_is_checked_not_only_config_json(tmp_path, monkeypatch):
     # keras_hub deserializes preprocessor.json (and tokenizer / converter
     # configs) too: a class from `os` there is refused before anything is built
@@ -315,6 +323,7 @@ def test_a_transformers_directory_keras_hub_converts_is_rebuilt_by_keras_hub(tmp
                                   numpy(converted(tokens())["sequence_output"]))
 
 
+@pytest.mark.once  # routing and refusals; the presets and converters load on JAX
 def test_a_transformers_directory_without_a_converter_goes_the_pytorch_path(tmp_path):
     hf_bert_directory(tmp_path / "hf", model_type="not_a_known_model")
     # one module per Keras layer: the embeddings load; a transformer block would not

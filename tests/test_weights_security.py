@@ -198,6 +198,7 @@ def torch_fixture(tmp_path):
     return tmp_path / "good.pth", tmp_path / "good.safetensors"
 
 
+@pytest.mark.once  # refused before any model runs
 @pytest.mark.parametrize("container", ["torch.save", "pickle"])
 def test_a_pickled_callable_in_a_pth_is_refused_and_never_runs(tmp_path, container):
     import pickle
@@ -259,6 +260,7 @@ def _inside(entry, size):
     (lambda h: h["Head.bias"].update(shape=[2], data_offsets=_shifted(h["Head.bias"], 0, 8)),
      "4 bytes (before tensor 'Head.weight'|after the last tensor) belong to no tensor"),
 ])
+@pytest.mark.once  # refused before any model runs
 def test_a_safetensors_header_that_lies_is_refused_before_anything_is_read(tmp_path, lie, says):
     _, path = torch_fixture(tmp_path)
     _rewrite_header(path, lie)
@@ -266,6 +268,7 @@ def test_a_safetensors_header_that_lies_is_refused_before_anything_is_read(tmp_p
     assert str(path) in message
 
 
+@pytest.mark.once  # refused before any model runs
 def test_a_header_nested_too_deep_for_json_is_a_typed_refusal(tmp_path):
     import struct
 
@@ -275,6 +278,7 @@ def test_a_header_nested_too_deep_for_json_is_a_typed_refusal(tmp_path):
     assert_refused(path, "not valid JSON")
 
 
+@pytest.mark.once  # refused before any model runs
 def test_a_truncated_safetensors_file_is_refused(tmp_path):
     _, path = torch_fixture(tmp_path)
     raw = path.read_bytes()
@@ -284,6 +288,7 @@ def test_a_truncated_safetensors_file_is_refused(tmp_path):
     assert_refused(path, "not an HDF5 file, nor safetensors")
 
 
+@pytest.mark.once  # refused before any model runs
 def test_sha256_checks_a_safetensors_file_too(tmp_path):
     pth, path = torch_fixture(tmp_path)
     model = tiny_model()
@@ -296,6 +301,7 @@ def test_sha256_checks_a_safetensors_file_too(tmp_path):
         kt.load_weights_by_name(tiny_model(), tmp_path, sha256=digest)
 
 
+@pytest.mark.once  # refused before any model runs
 def test_a_shard_index_naming_a_file_outside_its_folder_is_refused(tmp_path):
     import json
 
@@ -307,6 +313,7 @@ def test_a_shard_index_naming_a_file_outside_its_folder_is_refused(tmp_path):
     assert_refused(index, "not a plain file name beside the index")
 
 
+@pytest.mark.once  # refused before any model runs
 def test_without_torch_a_pth_is_refused_with_what_to_do(tmp_path, monkeypatch):
     import sys
 

@@ -87,6 +87,7 @@ def test_a_pytorch_cnn_loads_into_its_keras_mirror_with_the_same_outputs(tmp_pat
     assert "dropped (no Keras variable): bn1.num_batches_tracked" in str(report)
 
 
+@pytest.mark.once  # conversions are numpy; the CNN, text and ResNet-18 cases load on JAX
 def test_without_the_flatten_permutation_the_outputs_differ(cnn):
     # What the CHW -> HWC permutation is for: the same weights transposed
     # only give other outputs (the issue measured an error of 0.96).
@@ -149,6 +150,7 @@ def test_resnet18_with_torchvisions_names_loads_into_keras_hubs_backbone(tmp_pat
     assert len(report.dropped) == 20  # every BatchNorm's num_batches_tracked
 
 
+@pytest.mark.once  # conversions are numpy; the CNN, text and ResNet-18 cases load on JAX
 def test_regex_pairs_rename_the_sources_modules(tmp_path, cnn):
     inputs = keras.Input((8, 8, 3))
     h = keras.layers.Conv2D(8, 3, padding="same", name="stem_conv")(inputs)
@@ -167,6 +169,7 @@ def test_regex_pairs_rename_the_sources_modules(tmp_path, cnn):
         kt.load_weights_by_name(model, tmp_path / "cnn.safetensors", rename=["conv1"])
 
 
+@pytest.mark.once  # conversions are numpy; the CNN, text and ResNet-18 cases load on JAX
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 def test_half_precision_safetensors_widen_exactly(tmp_path, dtype):
     net = randomize(SmallCnn())
@@ -181,6 +184,7 @@ def test_half_precision_safetensors_widen_exactly(tmp_path, dtype):
     assert len(report.loaded) == 6
 
 
+@pytest.mark.once  # conversions are numpy; the CNN, text and ResNet-18 cases load on JAX
 def test_a_sharded_checkpoint_loads_through_its_index(tmp_path):
     # huggingface_hub's own writer splits the state_dict and writes the index.
     from huggingface_hub import save_torch_state_dict
@@ -224,6 +228,7 @@ def _padded_conv(padding, strides=2, kernel=3, front=None, size=8):
     ("one_by_one_strided", False),      # a 1x1 kernel takes no padding
     ("keras_epsilon", True),            # BatchNormalization's 1e-3, not PyTorch's 1e-5
 ])
+@pytest.mark.once  # conversions are numpy; the CNN, text and ResNet-18 cases load on JAX
 def test_what_the_weights_cannot_carry_is_warned_and_listed(tmp_path, case, warned):
     conv = torch.nn.Conv2d(3, 8, 1 if case == "one_by_one_strided" else 3)
     state = {"conv1.weight": conv.weight.detach().numpy(), "conv1.bias": conv.bias.detach().numpy(),
@@ -255,6 +260,7 @@ def _epsilon_model():
     return keras.Model(inputs, keras.layers.BatchNormalization(name="bn1")(h))
 
 
+@pytest.mark.once  # conversions are numpy; the CNN, text and ResNet-18 cases load on JAX
 def test_unused_keys_are_listed_and_a_missing_layer_keeps_its_values(tmp_path, cnn):
     inputs = keras.Input((8, 8, 3))
     h = keras.layers.Conv2D(8, 3, padding="same", name="conv1")(inputs)
@@ -286,6 +292,7 @@ def assert_untouched(model, before):
     ("channels_first", kt.WeightMatchError, "channels_first"),
     ("no_bias", kt.ShapeMismatchError, r"bias=False\? build the layer with use_bias=False"),
 ])
+@pytest.mark.once  # conversions are numpy; the CNN, text and ResNet-18 cases load on JAX
 def test_what_the_generic_path_cannot_load_is_a_typed_error_and_nothing_moves(make, error, says):
     rng = np.random.default_rng(0)
     state, model = {
@@ -326,6 +333,7 @@ class _Subclassed(keras.Model):
         return self.fc(self.flatten(x))
 
 
+@pytest.mark.once  # conversions are numpy; the CNN, text and ResNet-18 cases load on JAX
 def test_a_dense_whose_input_cannot_be_traced_loads_transposed_with_a_warning():
     # In a subclassed model nothing tells whether a flatten of a feature map
     # feeds the Dense, so the permutation cannot be decided: said, not silent.
@@ -339,6 +347,7 @@ def test_a_dense_whose_input_cannot_be_traced_loads_transposed_with_a_warning():
     assert len(report.warnings) == 1
 
 
+@pytest.mark.once  # conversions are numpy; the CNN, text and ResNet-18 cases load on JAX
 def test_numpy_safetensors_from_another_writer_load_too(tmp_path):
     # safetensors' numpy writer (no torch at all), as a JAX or NumPy user writes one
     rng = np.random.default_rng(0)
@@ -375,6 +384,7 @@ class _ConvFlatNorm(torch.nn.Module):
         return self.fc(self.norm(torch.flatten(self.conv(x), 1)))
 
 
+@pytest.mark.once  # conversions are numpy; the CNN, text and ResNet-18 cases load on JAX
 def test_an_embeddings_flatten_keeps_its_order():
     # (steps, features) maps are in the same order in both: no permutation
     net = randomize(_EmbedFlat())
@@ -388,6 +398,7 @@ def test_an_embeddings_flatten_keeps_its_order():
     assert report.converted["fc"] == "weight (out, in) (3, 24) transposed"
 
 
+@pytest.mark.once  # conversions are numpy; the CNN, text and ResNet-18 cases load on JAX
 @pytest.mark.parametrize("flatten", ["Flatten", "Reshape"])
 def test_a_normalization_between_flatten_and_dense_is_permuted_too(flatten):
     net = randomize(_ConvFlatNorm())
@@ -403,6 +414,7 @@ def test_a_normalization_between_flatten_and_dense_is_permuted_too(flatten):
     assert "rows permuted" in report.converted["fc"]
 
 
+@pytest.mark.once  # conversions are numpy; the CNN, text and ResNet-18 cases load on JAX
 def test_a_dense_reading_a_nested_models_input_is_warned_about():
     # torchvision's VGG: features, flatten, then a `classifier` Sequential. A
     # nested Keras model's input hides what feeds it: said, not silent.
@@ -418,6 +430,7 @@ def test_a_dense_reading_a_nested_models_input_is_warned_about():
     assert len(report.warnings) == 1
 
 
+@pytest.mark.once  # conversions are numpy; the CNN, text and ResNet-18 cases load on JAX
 def test_an_einsum_dense_takes_its_axes_from_its_equation():
     # kernel (out, in): a square Linear must not be taken transposed
     linear = torch.nn.Linear(5, 5)
@@ -431,6 +444,7 @@ def test_an_einsum_dense_takes_its_axes_from_its_equation():
         close(model(x), linear(torch.from_numpy(x)).numpy())
 
 
+@pytest.mark.once  # conversions are numpy; the CNN, text and ResNet-18 cases load on JAX
 def test_a_warning_turned_into_an_error_refuses_the_whole_load():
     # warned before anything is assigned: `-W error` leaves the model untouched
     model = _epsilon_model()
@@ -446,6 +460,7 @@ def test_a_warning_turned_into_an_error_refuses_the_whole_load():
     assert_untouched(model, before)
 
 
+@pytest.mark.once  # conversions are numpy; the CNN, text and ResNet-18 cases load on JAX
 def test_keras_applications_epsilon_is_pytorchs_within_rounding():
     inputs = keras.Input((4, 4, 3))
     model = keras.Model(inputs, keras.layers.BatchNormalization(epsilon=1.001e-5,
@@ -457,6 +472,7 @@ def test_keras_applications_epsilon_is_pytorchs_within_rounding():
         assert kt.transfer_weights(state, model, layout="torch").warnings == ()
 
 
+@pytest.mark.once  # conversions are numpy; the CNN, text and ResNet-18 cases load on JAX
 def test_a_single_modules_state_dict_loads_through_rename():
     # `nn.Linear().state_dict()` is {'weight', 'bias'}: one group named ""
     linear = torch.nn.Linear(4, 2)
@@ -479,6 +495,7 @@ class _Volume(torch.nn.Module):
         return self.fc(torch.flatten(self.norm(self.conv(x)), 1))
 
 
+@pytest.mark.once  # conversions are numpy; the CNN, text and ResNet-18 cases load on JAX
 def test_conv3d_group_norm_and_a_flatten_of_a_volume():
     net = randomize(_Volume())
     inputs = keras.Input((4, 4, 4, 2))
@@ -493,6 +510,7 @@ def test_conv3d_group_norm_and_a_flatten_of_a_volume():
     assert "(C, D, H, W) order to Keras' (D, H, W, C)" in report.converted["fc"]
 
 
+@pytest.mark.once  # conversions are numpy; the CNN, text and ResNet-18 cases load on JAX
 def test_first_matching_pair_wins():
     # applied in turn, the second pair would make 'stem_conv1' 'stem_conv'
     model = keras.Sequential([keras.Input((8, 8, 3)),
@@ -504,6 +522,7 @@ def test_first_matching_pair_wins():
     assert report.loaded == {"stem_conv1": "conv1"}
 
 
+@pytest.mark.once  # conversions are numpy; the CNN, text and ResNet-18 cases load on JAX
 def test_a_shard_holding_tensors_its_index_does_not_list_is_refused(tmp_path):
     from huggingface_hub import save_torch_state_dict
 
@@ -520,6 +539,7 @@ def test_a_shard_holding_tensors_its_index_does_not_list_is_refused(tmp_path):
     assert_untouched(model, before)
 
 
+@pytest.mark.once  # conversions are numpy; the CNN, text and ResNet-18 cases load on JAX
 def test_safetensors_load_in_a_process_without_torch(tmp_path):
     # torch blocked before anything is imported: the safetensors path never needs it
     import subprocess
