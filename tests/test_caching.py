@@ -316,7 +316,8 @@ def photos():
     return x, rng.integers(0, 3, 48)
 
 
-@pytest.mark.once  # refused or split before training; the cached phase 1 trains on JAX below
+@pytest.mark.once  # refused or split before training; the cached phase 1 trains on JAX
+# in test_fit_two_phase_with_cached_features_matches_the_plain_recipe
 @pytest.mark.parametrize("freeze", ["base", 4])
 def test_augmentation_before_a_nested_base_is_refused_by_name(photos, freeze):
     model, base = guide_model()
@@ -328,6 +329,8 @@ def test_augmentation_before_a_nested_base_is_refused_by_name(photos, freeze):
     assert all(layer.trainable for layer in model.layers)  # nothing left frozen
 
 
+@pytest.mark.once  # which layers are cached is decided before training; the cached
+# phase 1 trains on JAX in test_fit_two_phase_with_cached_features_matches_the_plain_recipe
 def test_without_augmentation_caches_what_the_model_sees_in_inference(photos):
     # The opt-in caches features in inference mode, where RandomFlip does
     # nothing: phase 1 is then the plain phase 1 of the model without it.
@@ -351,7 +354,8 @@ def test_without_augmentation_caches_what_the_model_sees_in_inference(photos):
     np.testing.assert_allclose(cached_kernel, plain_kernel, rtol=1e-3, atol=1e-5)
 
 
-@pytest.mark.once  # refused or split before training; the cached phase 1 trains on JAX below
+@pytest.mark.once  # refused or split before training; the cached phase 1 trains on JAX
+# in test_fit_two_phase_with_cached_features_matches_the_plain_recipe
 def test_deterministic_preprocessing_is_cached_with_the_base(photos):
     model, base = guide_model(flip=False)
     cut_base, head = caching.split_at(model, [base])

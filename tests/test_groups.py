@@ -16,7 +16,7 @@ def bert(num_layers=3):
                                          max_sequence_length=16)
 
 
-@pytest.mark.once  # the model's structure only; GradualUnfreezing on a BERT runs on JAX
+@pytest.mark.once  # the model's structure only; GradualUnfreezing runs on JAX in test_schedules
 def test_a_transformer_stack_is_its_embeddings_then_one_group_per_block():
     backbone = bert()
     assert kt.layer_groups(backbone, None) == [
@@ -46,7 +46,7 @@ def test_a_transformer_stack_is_its_embeddings_then_one_group_per_block():
     # the reference CNN: one group per resolution, as before
     (lambda: reference.target_cnn(), ["Conv1", "Bn1"], [2, 2, 2]),
 ])
-@pytest.mark.once  # the model's structure only; GradualUnfreezing on a BERT runs on JAX
+@pytest.mark.once  # the model's structure only; GradualUnfreezing runs on JAX in test_schedules
 def test_a_cnn_is_one_group_per_stage(make, first, sizes):
     model = make()
     base = 12 if model.name == "mnist_cnn" else None
@@ -54,7 +54,7 @@ def test_a_cnn_is_one_group_per_stage(make, first, sizes):
     assert groups[0] == first and [len(g) for g in groups] == sizes
 
 
-@pytest.mark.once  # the model's structure only; GradualUnfreezing on a BERT runs on JAX
+@pytest.mark.once  # the model's structure only; GradualUnfreezing runs on JAX in test_schedules
 def test_a_plain_stack_is_at_most_three_groups_of_layers_with_kernels():
     deep = keras.Sequential([keras.Input((4,))] + [keras.layers.Dense(4, name=f"D{i}")
                                                    for i in range(7)], name="deep")
@@ -69,6 +69,10 @@ def _tokens(n=32, seed=0):
     return x, (ids[:, 0] > 25).astype("int32")
 
 
+# TensorFlow pass only: which groups a BERT has is structure, and GradualUnfreezing
+# thaws its blocks on JAX in test_schedules; recompiling a BERT at each of the
+# four epochs took 114 s of the JAX pass.
+@pytest.mark.once
 def test_gradual_unfreezing_thaws_a_bert_one_transformer_layer_per_epoch():
     # ULMFiT on a BERT: the head first, then the top block, then the next...
     # compared with the trainable sets Keras holds at each epoch, and with
@@ -105,7 +109,7 @@ def test_gradual_unfreezing_thaws_a_bert_one_transformer_layer_per_epoch():
                                        "embeddings_layer_norm"}
 
 
-@pytest.mark.once  # the model's structure only; GradualUnfreezing on a BERT runs on JAX
+@pytest.mark.once  # the model's structure only; GradualUnfreezing runs on JAX in test_schedules
 def test_gradual_unfreezing_needs_blocks_or_a_base():
     with pytest.raises(kt.ArgumentError, match="one of the two"):
         kt.GradualUnfreezing()

@@ -117,6 +117,8 @@ def test_it_matches_plain_keras_training_the_adapters_by_hand():
                                    rtol=1e-5, atol=1e-6, err_msg=a.path)
 
 
+@pytest.mark.once  # the summary is structure; that every original weight of a BERT
+# stays put in phase 2 is checked on JAX in test_phase_two_trains_the_adapters_and_the_head_only
 def test_layers_without_enable_lora_are_listed_and_stay_frozen():
     model = bert_classifier()
     model.compile(optimizer="adam", loss=LOSS)
@@ -135,6 +137,8 @@ def test_layers_without_enable_lora_are_listed_and_stay_frozen():
         np.testing.assert_array_equal(after[path], value)
 
 
+@pytest.mark.once  # which optimizer of MultiOptimizer holds a variable is decided
+# before any step, the same on every backend; discriminative rates step on JAX in test_optimizers
 def test_adapters_train_in_their_layers_group():
     model = bert_classifier()
     groups = kt.layer_groups(model, [model.backbone])
@@ -157,6 +161,7 @@ def test_adapters_train_in_their_layers_group():
     assert checked == 30
 
 
+@pytest.mark.once  # merging is arithmetic on arrays and the file is HDF5: backend-independent
 def test_a_checkpoint_holds_the_adapters_merged_for_a_model_without_lora(tmp_path):
     model, base = keras_transformer()
     model.compile(optimizer=keras.optimizers.Adam(1e-2), loss=LOSS)

@@ -48,7 +48,8 @@ def backbone_file(tmp_path_factory):
     return path
 
 
-@pytest.mark.once  # a subprocess on the TensorFlow pass; vision's code runs on JAX below
+@pytest.mark.once  # a subprocess; vision's code is Keras layers and fine_tune, whose
+# callbacks run on JAX in test_recipes
 def test_the_folder_job_runs_as_the_readme_shows(tmp_path, backbone_file):
     images = write_folder(tmp_path / "images")
     out = tmp_path / "run"
@@ -69,16 +70,6 @@ def test_the_folder_job_runs_as_the_readme_shows(tmp_path, backbone_file):
     loaded = keras.saving.load_model(out / "model.keras")  # in safe mode: no Lambda
     assert loaded.output_shape == (None, 3)
     assert "validation accuracy" in done.stdout.strip().splitlines()[-1]
-
-
-@pytest.mark.once  # two minutes of JAX compilation; vision's code is backend-independent
-def test_finetune_folder_from_python(tmp_path, backbone_file):
-    images = write_folder(tmp_path / "images", classes=("a", "b"), per_class=8)
-    results = kt.vision.finetune_folder(images, "MobileNetV2", tmp_path / "out",
-                                        weights_path=backbone_file, image_size=(32, 32),
-                                        epochs=2, batch_size=8, base_lr=1e-3, verbose=0)
-    assert results["history"]["phase"] == [1, 2] and results["classes"] == ["a", "b"]
-    assert 0.0 <= results["validation_accuracy"] <= 1.0
 
 
 @pytest.mark.once  # backend-independent

@@ -57,11 +57,10 @@ def test_reduced_pipeline_trains_source_then_transfer_and_scratch(tmp_path):
     done = run_script(
         f"--out_dir={out}", f"--source_weights={source}", "--retrain_source",
         "--source_epochs=1", "--source_examples=4000", "--train_examples=2000",
-        "--low_data_examples=300", "--low_data_examples=600", "--head_epochs=1", "--epochs=2",
-        "--batch_size=64")
+        "--low_data_examples=300", "--head_epochs=1", "--epochs=2", "--batch_size=64")
     assert done.returncode == 0, done.stderr[-3000:]
     results = check_outputs(out, ["transfer", "scratch"])
-    check_regimes(results, done.stdout, out, [2000, 300, 600])
+    check_regimes(results, done.stdout, out, [2000, 300])
     assert results["source_test_accuracy"] > 0.5  # Fashion-MNIST, 10 classes
     # What tells transfer from scratch at this size is phase 1: by the end of
     # phase 2 scratch has caught up. Measured with these flags, seeds 0 / 1 / 2:
@@ -159,23 +158,9 @@ def test_seed_recipe_keeps_the_seeds_plan(tmp_path):
     assert png_height(out / "comparison.png") < 800
 
 @pytest.mark.tensorflow_only
-def test_hub_finetune_script_reuses_the_exported_module(tmp_path):
-    script = REPO / "scripts" / "hub_finetune.py"
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
-    done = subprocess.run(
-        [sys.executable, str(script), f"--out_dir={tmp_path}", "--train_examples=2000",
-         "--head_epochs=1", "--epochs=2", "--batch_size=64"],
-        capture_output=True, text=True, env=env, timeout=900)
-    assert done.returncode == 0, done.stderr[-3000:]
-    arm = json.loads((tmp_path / "results.json").read_text())["arms"]["hub"]
-    assert arm["frozen_max_change_phase1"] == 0.0
-    assert arm["test_accuracy_phase1"] > 0.85 and arm["test_accuracy"] > 0.85
-    assert (tmp_path / "fashion_features" / "saved_model.pb").is_file()
-
-
-@pytest.mark.tensorflow_only
-def test_hub_finetune_runs_are_deterministic(tmp_path):
-    # two seeded runs: the same per-epoch metrics and test accuracies, to the bit
+def test_hub_finetune_reuses_the_exported_module_and_seeded_runs_are_identical(tmp_path):
+    # two seeded runs: each fine-tunes the exported module; the same per-epoch
+    # metrics and test accuracies, to the bit
     script = REPO / "scripts" / "hub_finetune.py"
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
     arms = []
@@ -187,9 +172,15 @@ def test_hub_finetune_runs_are_deterministic(tmp_path):
         assert done.returncode == 0, done.stderr[-3000:]
         results = json.loads((tmp_path / run / "results.json").read_text())
         assert results["op_determinism"] is True
+        assert (tmp_path / run / "fashion_features" / "saved_model.pb").is_file()
         arms.append(results["arms"]["hub"])
     for key in ("history", "test_accuracy_phase1", "test_accuracy", "train_accuracy"):
         assert arms[0][key] == arms[1][key], key
+    arm = arms[0]
+    assert arm["frozen_max_change_phase1"] == 0.0
+    # measured with these flags: 0.859 after phase 1, 0.894 at the end; a module
+    # that carried no features would leave phase 1 near chance (0.1)
+    assert arm["test_accuracy_phase1"] > 0.8 and arm["test_accuracy"] > 0.8
 
 
 def arrays_of(path):
@@ -208,8 +199,8 @@ def arrays_of(path):
 
 @pytest.mark.once  # on JAX: test_schedules' and test_comparison's resume tests
 def test_seeded_runs_are_bit_identical_and_a_killed_arm_resumes_exactly(tmp_path):
-    flags = ["--train_examples=1000", "--head_epochs=1", "--epochs=3", "--batch_size=64",
-             "--skip_scratch"]
+    flags = ["--train_examples=300", "--val_examples=1000", "--head_epochs=1", "--epochs=3",
+             "--batch_size=64", "--skip_scratch"]
     whole = run_script(f"--out_dir={tmp_path / 'a'}", f"--backup_dir={tmp_path / 'A'}", *flags)
     assert whole.returncode == 0, whole.stderr[-3000:]
     a = arrays_of(tmp_path / "a" / "mnist.h5")
