@@ -166,7 +166,7 @@ def test_hub_finetune_reuses_the_exported_module_and_seeded_runs_are_identical(t
     arms = []
     for run in ("a", "b"):
         done = subprocess.run(
-            [sys.executable, str(script), f"--out_dir={tmp_path / run}", "--train_examples=1000",
+            [sys.executable, str(script), f"--out_dir={tmp_path / run}", "--train_examples=2000",
              "--head_epochs=1", "--epochs=2", "--batch_size=64"],
             capture_output=True, text=True, env=env, timeout=900)
         assert done.returncode == 0, done.stderr[-3000:]
@@ -178,9 +178,7 @@ def test_hub_finetune_reuses_the_exported_module_and_seeded_runs_are_identical(t
         assert arms[0][key] == arms[1][key], key
     arm = arms[0]
     assert arm["frozen_max_change_phase1"] == 0.0
-    # measured with these flags: 0.859 after phase 1, 0.894 at the end; a module
-    # that carried no features would leave phase 1 near chance (0.1)
-    assert arm["test_accuracy_phase1"] > 0.8 and arm["test_accuracy"] > 0.8
+    assert arm["test_accuracy_phase1"] > 0.85 and arm["test_accuracy"] > 0.85
 
 
 def arrays_of(path):
