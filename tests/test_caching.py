@@ -329,8 +329,6 @@ def test_augmentation_before_a_nested_base_is_refused_by_name(photos, freeze):
     assert all(layer.trainable for layer in model.layers)  # nothing left frozen
 
 
-@pytest.mark.once  # which layers are cached is decided before training; the cached
-# phase 1 trains on JAX in test_fit_two_phase_with_cached_features_matches_the_plain_recipe
 def test_without_augmentation_caches_what_the_model_sees_in_inference(photos):
     # The opt-in caches features in inference mode, where RandomFlip does
     # nothing: phase 1 is then the plain phase 1 of the model without it.
