@@ -8,6 +8,11 @@ import keras_transfer as kt
 from keras_transfer import _checks
 from keras_transfer import errors
 
+# Argument checks are Python that runs before any model is built or trained:
+# their outcome does not depend on the backend, so they run in the TensorFlow
+# pass only.
+pytestmark = pytest.mark.once
+
 
 @pytest.mark.parametrize("value", [3, np.int64(3), np.uint8(3)])
 def test_whole_number_takes_python_and_numpy_integers_and_returns_an_int(value):
