@@ -148,7 +148,8 @@ def check_regimes(results, stdout, out_dir, sizes):
 def test_seed_recipe_keeps_the_seeds_plan(tmp_path):
     out = tmp_path / "out"
     done = run_script(f"--out_dir={out}", "--recipe=seed", "--train_examples=1000",
-                      "--head_epochs=1", "--epochs=2", "--batch_size=64", "--skip_scratch")
+                      "--val_examples=1000", "--head_epochs=1", "--epochs=2", "--batch_size=64",
+                      "--skip_scratch")
     assert done.returncode == 0, done.stderr[-3000:]
     results = check_outputs(out, ["transfer"])
     transfer = results["arms"]["transfer"]
