@@ -57,8 +57,9 @@ def moved(before, after):
 
 
 # On JAX, BERT trains in two phases through TwoPhaseSchedule; fine_tune adds
-# its finder and one-cycle callbacks, which run on JAX in tests/test_recipes.py
-# (a minute of JAX compilation for BERT each way, so fine_tune on BERT runs once).
+# its one-cycle rates per group (base_lr is given here), which run on JAX in
+# tests/test_recipes.py (BERT compiles for most of a minute on JAX each way, so
+# fine_tune on BERT runs in the TensorFlow pass only).
 CASES = [pytest.param(make, way, id=f"{way}-{make.__name__}",
                       marks=pytest.mark.once if (way, make) == ("fine_tune", text_classifier) else ())
          for way in ("fine_tune", "TwoPhaseSchedule") for make in (image_classifier, text_classifier)]
