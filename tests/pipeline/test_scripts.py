@@ -68,6 +68,8 @@ def test_reduced_pipeline_trains_source_then_transfer_and_scratch(tmp_path):
     # 0.873 / 0.881 / 0.911 vs scratch 0.424 / 0.122 / 0.384 (gaps 0.45, 0.76,
     # 0.53); at the end, transfer 0.916 / 0.914 / 0.934 vs scratch 0.925 / 0.927
     # / 0.943. A transfer arm that loaded or froze nothing is a scratch arm.
+    # On 2026-12-07's machine, seed 0: after phase 1 transfer 0.896 vs scratch
+    # 0.386; at the end transfer 0.923, and 0.743 in the 300-image regime.
     transfer, scratch = (results["arms"][arm]["test_accuracy_phase1"] for arm in ("transfer", "scratch"))
     assert transfer > 0.8, results["arms"]
     assert transfer - scratch > 0.3, results["arms"]
