@@ -24,8 +24,9 @@ the arms interleaved (their order alternating), `--repeats` times; medians.
   phase 1 on cached features, then phase 2 as `guide_frozen_bn`'s (fit_two_phase
   keeps BatchNormalization frozen by default).
 
-Each arm is timed from the compiled model to the end of training. Target:
-`fine_tune` within 1.05x the guide's wall time, the finder reported apart.
+Each arm is timed from the built model to the end of training. Target:
+`fine_tune` within 1.05x the wall time of the guide's recipe doing the same work
+(`guide_frozen_bn`), the finder reported apart.
 
 Usage:
   KERAS_BACKEND=tensorflow python bench/guide_recipe.py --repeats 3 --out bench/results/guide_tensorflow.json
