@@ -133,6 +133,7 @@ def main():
         return arm(args.arm)
     runs, by = _common.interleaved(__file__, ARMS, args.repeats)
     seconds = {name: statistics.median(r["seconds"] for r in rs) for name, rs in by.items()}
+
     def ratio(arm, to):  # per repeat, then the median
         return statistics.median(a["seconds"] / b["seconds"] for a, b in zip(by[arm], by[to]))
 
