@@ -60,6 +60,24 @@ def interleaved(script, arms, repeats, *extra):
     return runs, {name: [r for r in runs if r["arm"] == name] for name in arms}
 
 
+def guide_by_hand(model, base, x, y, *, batch_size, loss, frozen_bn, metrics=()):
+    """The keras.io guide's two phases by hand, in plain Keras: `base` frozen,
+    compile (Adam 1e-3), fit 1 epoch; `base` unfrozen, compile (Adam 1e-5), fit
+    2 more. With `frozen_bn`, the base's BatchNormalization layers are set back
+    to `trainable = False` after unfreezing (inference mode). Returns the second
+    `fit`'s History."""
+    base.trainable = False
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss=loss, metrics=list(metrics))
+    model.fit(x, y, batch_size=batch_size, epochs=1, verbose=0)
+    base.trainable = True
+    if frozen_bn:
+        for layer in base.layers:
+            if isinstance(layer, keras.layers.BatchNormalization):
+                layer.trainable = False
+    model.compile(optimizer=keras.optimizers.Adam(1e-5), loss=loss, metrics=list(metrics))
+    return model.fit(x, y, batch_size=batch_size, epochs=3, initial_epoch=1, verbose=0)
+
+
 def write_summary(summary, out):
     """Prints `summary` without its runs, and writes all of it to `out` (if given)."""
     import json

@@ -89,16 +89,9 @@ def arm(name):
     loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
     start = time.perf_counter()
     if name in ("guide", "guide_frozen_bn"):
-        base.trainable = False
-        model.compile(optimizer=keras.optimizers.Adam(1e-3), loss=loss, metrics=["accuracy"])
-        model.fit(x, y, batch_size=BATCH, epochs=1, verbose=0)
-        base.trainable = True
-        if name == "guide_frozen_bn":
-            for layer in base.layers:
-                if isinstance(layer, keras.layers.BatchNormalization):
-                    layer.trainable = False
-        model.compile(optimizer=keras.optimizers.Adam(1e-5), loss=loss, metrics=["accuracy"])
-        history = model.fit(x, y, batch_size=BATCH, epochs=3, initial_epoch=1, verbose=0)
+        history = _common.guide_by_hand(model, base, x, y, batch_size=BATCH, loss=loss,
+                                        frozen_bn=name == "guide_frozen_bn",
+                                        metrics=["accuracy"])
     elif name == "fine_tune":
         history = kt.fine_tune(model, (x, y), freeze=[base], epochs=3, freeze_epochs=1,
                                base_lr=1e-3, train_batchnorm=False, batch_size=BATCH,
