@@ -170,11 +170,15 @@ def _load_in_fresh_process(path):
     return out[-2], out[-1]
 
 
+@pytest.mark.once  # the class registry is backend-independent; on JAX, a saved
+# model with it loads in-process in tests/pipeline/test_reference.py
+# (test_the_reference_cnn_saves_and_loads_with_its_batchnorm_class)
 def test_a_saved_model_with_it_loads_after_a_plain_import_without_the_pipeline(tmp_path):
     _bn_model().save(tmp_path / "m.keras")
     assert _load_in_fresh_process(tmp_path / "m.keras") == ("FusedBatchNormalization", "[]")
 
 
+@pytest.mark.once  # the registered name is what Keras looks up, on every backend
 def test_a_file_written_when_it_lived_in_the_reference_module_still_loads(tmp_path):
     # Before the move, Keras recorded the class's module as
     # `keras_transfer.reference`; the registered name is what Keras looks up.

@@ -19,6 +19,8 @@ def test_a_bad_class_count_is_a_transfer_error_and_a_value_error(num_classes):
     assert isinstance(err.value, kt.ArgumentError)
 
 
+@pytest.mark.once  # the class registry is backend-independent; on JAX the reference
+# CNN saves and loads in-process in test_the_reference_cnn_saves_and_loads_with_its_batchnorm_class
 def test_a_saved_reference_cnn_loads_after_a_plain_import_keras_transfer(tmp_path):
     # load_model finds the registered class once keras_transfer is imported
     # (in a fresh process, where nothing imported keras_transfer.pipeline).
