@@ -31,6 +31,8 @@ Each arm is timed from the built model to the end of training. Target:
 Usage:
   KERAS_BACKEND=tensorflow python bench/guide_recipe.py --repeats 3 --out bench/results/guide_tensorflow.json
   KERAS_BACKEND=jax python bench/guide_recipe.py --repeats 3 --out bench/results/guide_jax.json
+  # the target's two arms only, more repeats:
+  KERAS_BACKEND=jax python bench/guide_recipe.py --arms guide_frozen_bn fine_tune --repeats 5 --out bench/results/guide_jax_target.json
 """
 
 import argparse
@@ -120,29 +122,29 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--arm", choices=ARMS)
+    parser.add_argument("--arms", nargs="+", choices=ARMS, default=list(ARMS),
+                        help="the arms to run (default: all); ratios need both their arms")
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
     if args.arm:
         return arm(args.arm)
-    runs, by = _common.interleaved(__file__, ARMS, args.repeats)
+    runs, by = _common.interleaved(__file__, args.arms, args.repeats)
     seconds = {name: statistics.median(r["seconds"] for r in rs) for name, rs in by.items()}
-
-    def ratio(arm, to):  # per repeat, then the median
-        return statistics.median(a["seconds"] / b["seconds"] for a, b in zip(by[arm], by[to]))
-
-    summary = {
-        "backend": runs[0]["backend"], "seconds": seconds,
-        "fine_tune_over_guide": ratio("fine_tune", "guide"),
-        "fine_tune_over_guide_frozen_bn": ratio("fine_tune", "guide_frozen_bn"),
-        "cached_over_guide": ratio("cached", "guide"),
-        "cached_over_guide_frozen_bn": ratio("cached", "guide_frozen_bn"),
-        "finder_share_of_fine_tune_with_finder": seconds["finder"] / (
-            seconds["finder"] + seconds["fine_tune"]),
-        "finder_steps": by["finder"][0]["finder_steps"],
-        "command": f"KERAS_BACKEND={runs[0]['backend']} python bench/guide_recipe.py "
-                   + " ".join(sys.argv[1:]),
-        "runs": runs,
-    }
+    summary = {"backend": runs[0]["backend"], "seconds": seconds}
+    for ours, to in (("fine_tune", "guide"), ("fine_tune", "guide_frozen_bn"),
+                     ("cached", "guide"), ("cached", "guide_frozen_bn")):
+        if ours in by and to in by:  # per repeat, then the median
+            per_repeat = [a["seconds"] / b["seconds"] for a, b in zip(by[ours], by[to])]
+            summary[f"{ours}_over_{to}"] = statistics.median(per_repeat)
+            summary[f"{ours}_over_{to}_per_repeat"] = per_repeat
+    if "finder" in by and "fine_tune" in by:
+        summary["finder_share_of_fine_tune_with_finder"] = seconds["finder"] / (
+            seconds["finder"] + seconds["fine_tune"])
+    if "finder" in by:
+        summary["finder_steps"] = by["finder"][0]["finder_steps"]
+    summary["command"] = (f"KERAS_BACKEND={runs[0]['backend']} python bench/guide_recipe.py "
+                          + " ".join(sys.argv[1:]))
+    summary["runs"] = runs
     _common.write_summary(summary, args.out)
 
 
