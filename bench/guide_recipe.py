@@ -128,7 +128,7 @@ def main():
     args = parser.parse_args()
     if args.arm:
         return arm(args.arm)
-    runs, by = _common.interleaved(__file__, args.arms, args.repeats)
+    runs, by = _common.interleaved(__file__, list(dict.fromkeys(args.arms)), args.repeats)
     seconds = {name: statistics.median(r["seconds"] for r in rs) for name, rs in by.items()}
     summary = {"backend": runs[0]["backend"], "seconds": seconds}
     for ours, to in (("fine_tune", "guide"), ("fine_tune", "guide_frozen_bn"),
