@@ -66,6 +66,18 @@ def predict(model, x):
     return model.predict(x, verbose=0)
 
 
+def infer(model, x):
+    """A Keras model's inference outputs on one small batch, as NumPy.
+
+    Eager on TensorFlow (a one-off call traces no graph); through `predict` on
+    JAX, where an eager call dispatches and compiles op by op (measured on
+    2026-12-07: ConvNeXtTiny at 32 px, 8.1 s eager against 2.6 s by `predict`).
+    """
+    if keras.backend.backend() == "jax":
+        return model.predict(x, batch_size=len(x), verbose=0)
+    return keras.ops.convert_to_numpy(model(x, training=False))
+
+
 def conv_model(channels, head=3):
     return keras.Sequential([keras.Input((8, 8, channels)),
                              keras.layers.Conv2D(4, 3, name="Conv1"),

@@ -15,6 +15,7 @@ import pytest
 import safetensors.torch
 
 import keras_transfer as kt
+from helpers import infer
 from torch_models import ResNet18
 from torch_models import outputs
 from torch_models import randomize as randomize_torch
@@ -165,13 +166,13 @@ def test_a_timm_directory_keras_hub_converts_is_rebuilt_by_keras_hub(tmp_path):
     assert report.how["conv1_conv"] == "by name"  # KerasHub's names: its converter ran
     x = images(64)
     expected = outputs(net, x, "features")
-    assert np.abs(numpy(backbone(x)) - expected).max() / np.abs(expected).max() < 1e-4
+    assert np.abs(infer(backbone, x) - expected).max() / np.abs(expected).max() < 1e-4
     task = keras_hub.models.ResNetImageClassifier(backbone=backbone, num_classes=7,
                                                   preprocessor=None)
     report = kt.load_weights_by_name(task, tmp_path / "timm", include_task=True)
     assert "predictions" in report.loaded
     expected = outputs(net, x)
-    assert np.abs(numpy(task(x)) - expected).max() / np.abs(expected).max() < 1e-4
+    assert np.abs(infer(task, x) - expected).max() / np.abs(expected).max() < 1e-4
 
 
 @pytest.mark.once  # routing and refusals; the presets and converters load on JAX
