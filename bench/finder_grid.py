@@ -34,8 +34,15 @@ Tasks:
 Every build of a task's model is seeded, so that the runs of a grid differ
 only in their rate.
 
+With `--phase1_repeats K`, only phase 1 is measured, K times per task and
+seed (each repeat another head initialization and data order, the same
+pretrained base), on a grid that goes on to 1: how far apart neighbouring
+grid rates are from one run to the next, so that "a point below the best"
+can be told from noise, and where the best lies when it is the grid's edge.
+
 Usage:
   python bench/finder_grid.py --tasks bert mobilenet --seeds 0 1 --out bench/results/finder_grid.json
+  python bench/finder_grid.py --tasks mobilenet --seeds 0 1 --phase1_repeats 3 --out bench/results/finder_phase1_repeats.json
 """
 
 import argparse
@@ -94,8 +101,8 @@ def bert_task(seed):
     source.fit(x, y, epochs=4, batch_size=32, verbose=0)
     weights = backbone.get_weights()
 
-    def build():
-        keras.utils.set_random_seed(seed + 1)
+    def build(variant=0):  # variant: another head initialization and data order
+        keras.utils.set_random_seed(seed + 1 + 1000 * variant)
         fresh = bert_backbone()
         fresh.set_weights(weights)
         model = keras_hub.models.BertTextClassifier(backbone=fresh, num_classes=3,
@@ -138,8 +145,8 @@ def mobilenet_task(seed):
     pick = rng.choice(len(mx), 3000, replace=False)
     x, y = rgb48(mx[pick]), my[pick].astype("int32")
 
-    def build():
-        fresh = mobilenet(seed + 1)
+    def build(variant=0):  # variant: another head initialization and data order
+        fresh = mobilenet(seed + 1 + 1000 * variant)
         fresh.set_weights(weights)
         inputs = keras.Input((48, 48, 3))
         pooled = keras.layers.GlobalAveragePooling2D()(fresh(inputs))
@@ -251,6 +258,59 @@ def task_seed(name, seed, num_steps):
     return record
 
 
+WIDE_RATES = RATES + [10 ** -0.5, 1.0]  # phase 1 trains a head only: past 1e-1 too
+
+
+def phase1_repeats(name, seed, num_steps, repeats):
+    """Phase 1 only, `repeats` times: the finder's rules and the grid, each
+    repeat from another head initialization and data order."""
+    t0 = time.perf_counter()
+    build, train, val = TASKS[name](seed)
+    record = {"task": name, "seed": seed, "repeats": []}
+    for variant in range(repeats):
+        model, base = build(variant)
+        curve = sweep(model, base, train, 1, num_steps)
+        rules = {m: getattr(curve, m) for m in ("minimum", "valley", "steepest")}
+        grid_ = {}
+        for rate in WIDE_RATES:
+            model, base = build(variant)
+            grid_[f"{rate:.0e}"] = run_phase(model, base, train, val, rate, 1, 1)
+        print(f"  repeat {variant}: rules {rules}; grid {grid_}", flush=True)
+        record["repeats"].append({"rules": rules, "suggestion": curve.suggestion,
+                                  "grid": grid_, "curve": _curve(curve)})
+    record["seconds"] = time.perf_counter() - t0
+    return record
+
+
+def analyse_repeats(path):
+    """The phase-1 repeats: per rate, the mean and spread of the grid; each
+    repeat's rules against the mean grid. Prints Markdown."""
+    records = json.loads(pathlib.Path(path).read_text())["records"]
+    for rec in records:
+        keys = list(rec["repeats"][0]["grid"])
+        runs = np.array([[r["grid"][k] for k in keys] for r in rec["repeats"]])
+        mean = runs.mean(0)
+        print(f"\n{rec['task']} {rec['seed']}: phase-1 validation accuracy over "
+              f"{len(runs)} repeats (mean, min to max)\n")
+        print("| rate | " + " | ".join(keys) + " |")
+        print("|---|" + "---|" * len(keys))
+        print("| mean | " + " | ".join(f"{m:.3f}" for m in mean) + " |")
+        print("| range | " + " | ".join(f"{lo:.2f}-{hi:.2f}" for lo, hi in
+                                       zip(runs.min(0), runs.max(0))) + " |")
+        best = keys[int(np.argmax(mean))]
+        top = float(mean.max())
+        grid = dict(zip(keys, mean))
+        print(f"\nbest by mean: {best} ({top:.3f})\n")
+        print("| repeat | rule | rate | ratio to best | points below the best mean (est.) |")
+        print("|---|---|---|---|---|")
+        for i, r in enumerate(rec["repeats"]):
+            for rule, rate in {"suggestion": r["suggestion"], **r["rules"]}.items():
+                below = 100 * (top - interpolated(grid, rate))
+                ratio = rate / float(best)
+                flag = " **defect**" if not (1 / 3 <= ratio <= 3) or below > 1 else ""
+                print(f"| {i} | {rule} | {rate:.2g} | {ratio:.2g} | {below:.1f}{flag} |")
+
+
 def verdicts(record):
     out = {}
     best1 = record["phase1_best_rate"]
@@ -304,25 +364,36 @@ def main():
     parser.add_argument("--seeds", nargs="+", type=int, default=[0])
     parser.add_argument("--num_steps", type=int, default=100)
     parser.add_argument("--out", default=None)
+    parser.add_argument("--phase1_repeats", type=int, default=0, help="measure phase 1 "
+                        "only, this many times per task and seed")
     parser.add_argument("--analyse", default=None, help="a results file: print every "
                         "rule against its grids, from the stored curves")
     args = parser.parse_args()
     if args.analyse:
-        return analyse(args.analyse)
+        records = json.loads(pathlib.Path(args.analyse).read_text())["records"]
+        return (analyse_repeats if "repeats" in records[0] else analyse)(args.analyse)
     records = []
     for name in args.tasks:
         for seed in args.seeds:
             print(f"{name}, seed {seed}", flush=True)
+            if args.phase1_repeats:
+                records.append(phase1_repeats(name, seed, args.num_steps, args.phase1_repeats))
+                _write(args.out, records)
+                continue
             record = task_seed(name, seed, args.num_steps)
             record["verdicts"] = verdicts(record)
             records.append(record)
             print(json.dumps({k: record[k] for k in ("phase1_suggestion", "phase1_best_rate",
                                                     "phase2_rules", "phase2_best_rate",
                                                     "verdicts")}, indent=1), flush=True)
-            if args.out:
-                pathlib.Path(args.out).write_text(json.dumps(
-                    {"command": "python bench/finder_grid.py " + " ".join(sys.argv[1:]),
-                     "records": records}, indent=1) + "\n")
+            _write(args.out, records)
+
+
+def _write(out, records):
+    if out:
+        pathlib.Path(out).write_text(json.dumps(
+            {"command": "python bench/finder_grid.py " + " ".join(sys.argv[1:]),
+             "records": records}, indent=1) + "\n")
 
 
 if __name__ == "__main__":
