@@ -287,7 +287,8 @@ def analyse_repeats(path):
     repeat's rules against the mean grid. Prints Markdown."""
     records = json.loads(pathlib.Path(path).read_text())["records"]
     for rec in records:
-        keys = list(rec["repeats"][0]["grid"])
+        keys = list(rec["repeats"][0]["grid"])  # labels ("3e-02") of WIDE_RATES, in order
+        assert keys == [f"{rate:.0e}" for rate in WIDE_RATES], keys
         runs = np.array([[r["grid"][k] for k in keys] for r in rec["repeats"]])
         mean = runs.mean(0)
         print(f"\n{rec['task']} {rec['seed']}: phase-1 validation accuracy over "
@@ -297,16 +298,18 @@ def analyse_repeats(path):
         print("| mean | " + " | ".join(f"{m:.3f}" for m in mean) + " |")
         print("| range | " + " | ".join(f"{lo:.2f}-{hi:.2f}" for lo, hi in
                                        zip(runs.min(0), runs.max(0))) + " |")
-        best = keys[int(np.argmax(mean))]
+        best = WIDE_RATES[int(np.argmax(mean))]  # the rate run, not its rounded label
         top = float(mean.max())
-        grid = dict(zip(keys, mean))
-        print(f"\nbest by mean: {best} ({top:.3f})\n")
+        grid = {repr(rate): value for rate, value in zip(WIDE_RATES, mean)}
+        print(f"\nbest by mean: {best:.2g} ({top:.3f})\n")
         print("| repeat | rule | rate | ratio to best | points below the best mean (est.) |")
         print("|---|---|---|---|---|")
         for i, r in enumerate(rec["repeats"]):
-            for rule, rate in {"suggestion": r["suggestion"], **r["rules"]}.items():
+            rules = {"suggestion": r["suggestion"], **r["rules"],
+                     "lowest loss (suggestion x10)": 10 * r["suggestion"]}
+            for rule, rate in rules.items():
                 below = 100 * (top - interpolated(grid, rate))
-                ratio = rate / float(best)
+                ratio = rate / best
                 flag = " **defect**" if not (1 / 3 <= ratio <= 3) or below > 1 else ""
                 print(f"| {i} | {rule} | {rate:.2g} | {ratio:.2g} | {below:.1f}{flag} |")
 
