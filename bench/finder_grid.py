@@ -204,9 +204,9 @@ def _curve(curve):
             "valley": curve.valley, "steepest": curve.steepest}
 
 
-def grid(build, freeze_of, train, val, phase, epochs, start=None):
+def grid(build, freeze_of, train, val, phase, epochs, start=None, rates=RATES):
     results = {}
-    for rate in RATES:
+    for rate in rates:
         model, base = build()
         if start is not None:
             model.set_weights(start)
@@ -271,11 +271,10 @@ def phase1_repeats(name, seed, num_steps, repeats):
         model, base = build(variant)
         curve = sweep(model, base, train, 1, num_steps)
         rules = {m: getattr(curve, m) for m in ("minimum", "valley", "steepest")}
-        grid_ = {}
-        for rate in WIDE_RATES:
-            model, base = build(variant)
-            grid_[f"{rate:.0e}"] = run_phase(model, base, train, val, rate, 1, 1)
-        print(f"  repeat {variant}: rules {rules}; grid {grid_}", flush=True)
+        grid_ = {f"{rate:.0e}": value for rate, value in
+                 grid(lambda: build(variant), lambda model, base: base, train, val, 1, 1,
+                      rates=WIDE_RATES).items()}
+        print(f"  repeat {variant}: rules {rules}", flush=True)
         record["repeats"].append({"rules": rules, "suggestion": curve.suggestion,
                                   "grid": grid_, "curve": _curve(curve)})
     record["seconds"] = time.perf_counter() - t0
@@ -310,7 +309,7 @@ def analyse_repeats(path):
             for rule, rate in rules.items():
                 below = 100 * (top - interpolated(grid, rate))
                 ratio = rate / best
-                flag = " **defect**" if not (1 / 3 <= ratio <= 3) or below > 1 else ""
+                flag = " **defect**" if is_defect(ratio, below) else ""
                 print(f"| {i} | {rule} | {rate:.2g} | {ratio:.2g} | {below:.1f}{flag} |")
 
 
@@ -326,8 +325,14 @@ def verdicts(record):
         out[f"phase2:{rule}"] = {"ratio": rate / best2,
                                  "points_below": 100 * (acc2 - record["phase2_at_rule"][rule])}
     for v in out.values():
-        v["defect"] = not (1 / 3 <= v["ratio"] <= 3) or v["points_below"] > 1.0
+        v["defect"] = is_defect(v["ratio"], v["points_below"])
     return out
+
+
+def is_defect(ratio, points_below):
+    """The issue's criterion: more than 3x from the grid's best rate, or more
+    than a point of validation accuracy below it."""
+    return not (1 / 3 <= ratio <= 3) or points_below > 1.0
 
 
 def interpolated(grid, rate):
@@ -356,7 +361,7 @@ def analyse(path):
                  for m in ("minimum", "valley", "steepest")]
         for phase, rule, rate, best, top, grid in rows:
             below = 100 * (top - interpolated(grid, rate))
-            flag = " **defect**" if not (1 / 3 <= rate / best <= 3) or below > 1 else ""
+            flag = " **defect**" if is_defect(rate / best, below) else ""
             print(f"| {rec['task']} {rec['seed']} | {phase} | {rule} | {rate:.2g} | {best:.2g} | "
                   f"{rate / best:.2g} | {below:.1f}{flag} |")
 
