@@ -40,9 +40,16 @@ pretrained base), on a grid that goes on to 1: how far apart neighbouring
 grid rates are from one run to the next, so that "a point below the best"
 can be told from noise, and where the best lies when it is the grid's edge.
 
+With `--phase2_repeats K`, only phase 2 is measured (MobileNetV2), K times per
+seed: each repeat trains phase 1 at the seed's best phase-1 rate, then phase 2
+at the grid's rates from 1e-3 to 1e-1 and at the rates of today's rule and of
+the sweep taken once phase 1 has trained the head (`after:`), so that a rule's
+distance from the best can be told from the spread between repeats.
+
 Usage:
   python bench/finder_grid.py --tasks bert mobilenet --seeds 0 1 --out bench/results/finder_grid.json
   python bench/finder_grid.py --tasks mobilenet --seeds 0 1 --phase1_repeats 3 --out bench/results/finder_phase1_repeats.json
+  python bench/finder_grid.py --tasks mobilenet --seeds 0 1 --phase2_repeats 3 --out bench/results/finder_phase2_repeats.json
 """
 
 import argparse
@@ -281,6 +288,46 @@ def phase1_repeats(name, seed, num_steps, repeats):
     return record
 
 
+# phase 2's start in --phase2_repeats: the best phase-1 rate of finder_grid.json's
+# grid, which the mean grid of finder_phase1_repeats.json confirms on both seeds
+PHASE1_START = {("mobilenet", 0): 1e-1, ("mobilenet", 1): 10 ** -1.5}
+PHASE2_RATES = RATES[4:]  # 1e-3 ... 1e-1, where each phase-2 best measured lies (rules run at their own rate)
+
+
+def phase2_repeats(name, seed, num_steps, repeats):
+    """Phase 2 only, `repeats` times: each repeat another head initialization
+    and data order, phase 1 trained at the seed's best phase-1 rate, then
+    phase 2 at each grid rate and at the rates of today's rule (phase 1's
+    suggestion) and of a sweep of what phase 2 trains, taken there."""
+    t0 = time.perf_counter()
+    build, train, val = TASKS[name](seed)
+    record = {"task": name, "seed": seed, "phase1_rate": PHASE1_START[name, seed],
+              "phase2_repeats": []}
+    for variant in range(repeats):
+        model, base = build(variant)
+        rules = {"phase1": sweep(model, base, train, 1, num_steps).suggestion}
+        model, base = build(variant)
+        run_phase(model, base, train, val, record["phase1_rate"], 1, 1)
+        start = model.get_weights()
+        model, base = build(variant)  # as task_seed does: variant 0 repeats its run
+        model.set_weights(start)
+        after = sweep(model, base, train, 2, num_steps)
+        rules.update({"after:minimum": after.minimum, "after:valley": after.valley})
+        grid_ = {f"{rate:.0e}": value for rate, value in
+                 grid(lambda: build(variant), lambda model, base: base, train, val, 2, 3,
+                      start, rates=PHASE2_RATES).items()}
+        at_rule = {}
+        for rule, rate in rules.items():
+            model, base = build(variant)
+            model.set_weights(start)
+            at_rule[rule] = run_phase(model, base, train, val, rate, 2, 3)
+        print(f"  repeat {variant}: rules {rules}, at them {at_rule}", flush=True)
+        record["phase2_repeats"].append({"rules": rules, "grid": grid_, "at_rule": at_rule,
+                                         "curve_after": _curve(after)})
+    record["seconds"] = time.perf_counter() - t0
+    return record
+
+
 def analyse_repeats(path):
     """The phase-1 repeats: per rate, the mean and spread of the grid; each
     repeat's rules against the mean grid. Prints Markdown."""
@@ -311,6 +358,41 @@ def analyse_repeats(path):
                 ratio = rate / best
                 flag = " **defect**" if is_defect(ratio, below) else ""
                 print(f"| {i} | {rule} | {rate:.2g} | {ratio:.2g} | {below:.1f}{flag} |")
+
+
+def analyse_phase2_repeats(path):
+    """The phase-2 repeats: the grid's mean and spread per rate; each rule's
+    measured accuracy, per repeat and on average, against the best of the
+    mean grid. Prints Markdown."""
+    records = json.loads(pathlib.Path(path).read_text())["records"]
+    for rec in records:
+        repeats = rec["phase2_repeats"]
+        keys = list(repeats[0]["grid"])
+        assert keys == [f"{rate:.0e}" for rate in PHASE2_RATES], keys
+        runs = np.array([[r["grid"][k] for k in keys] for r in repeats])
+        mean = runs.mean(0)
+        best = PHASE2_RATES[int(np.argmax(mean))]
+        top = float(mean.max())
+        print(f"\n{rec['task']} {rec['seed']}: phase-2 validation accuracy over "
+              f"{len(runs)} repeats (phase 1 at {rec['phase1_rate']:.2g}); best by mean: "
+              f"{best:.2g} ({top:.3f})\n")
+        print("| rate | " + " | ".join(keys) + " |")
+        print("|---|" + "---|" * len(keys))
+        print("| mean | " + " | ".join(f"{m:.3f}" for m in mean) + " |")
+        print("| range | " + " | ".join(f"{lo:.2f}-{hi:.2f}" for lo, hi in
+                                       zip(runs.min(0), runs.max(0))) + " |")
+        print("\n| rule | rates | accuracy per repeat | mean | ratio to best | points below "
+              "the best mean |")
+        print("|---|---|---|---|---|---|")
+        for rule in repeats[0]["rules"]:
+            rates = [r["rules"][rule] for r in repeats]
+            values = [r["at_rule"][rule] for r in repeats]
+            ratio = statistics.median(rates) / best
+            below = 100 * (top - statistics.mean(values))
+            flag = " **defect**" if is_defect(ratio, below) else ""
+            print(f"| {rule} | {', '.join(f'{x:.2g}' for x in rates)} | "
+                  f"{', '.join(f'{v:.3f}' for v in values)} | {statistics.mean(values):.3f} | "
+                  f"{ratio:.2g} | {below:.1f}{flag} |")
 
 
 def verdicts(record):
@@ -374,16 +456,25 @@ def main():
     parser.add_argument("--out", default=None)
     parser.add_argument("--phase1_repeats", type=int, default=0, help="measure phase 1 "
                         "only, this many times per task and seed")
+    parser.add_argument("--phase2_repeats", type=int, default=0, help="measure phase 2 "
+                        "only (MobileNetV2), this many times per seed")
     parser.add_argument("--analyse", default=None, help="a results file: print every "
                         "rule against its grids, from the stored curves")
     args = parser.parse_args()
     if args.analyse:
         records = json.loads(pathlib.Path(args.analyse).read_text())["records"]
-        return (analyse_repeats if "repeats" in records[0] else analyse)(args.analyse)
+        kind = ("phase2_repeats" if "phase2_repeats" in records[0] else
+                "repeats" if "repeats" in records[0] else "grid")
+        return {"phase2_repeats": analyse_phase2_repeats, "repeats": analyse_repeats,
+                "grid": analyse}[kind](args.analyse)
     records = []
     for name in args.tasks:
         for seed in args.seeds:
             print(f"{name}, seed {seed}", flush=True)
+            if args.phase2_repeats:
+                records.append(phase2_repeats(name, seed, args.num_steps, args.phase2_repeats))
+                _write(args.out, records)
+                continue
             if args.phase1_repeats:
                 records.append(phase1_repeats(name, seed, args.num_steps, args.phase1_repeats))
                 _write(args.out, records)
