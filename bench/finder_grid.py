@@ -40,11 +40,13 @@ pretrained base), on a grid that goes on to 1: how far apart neighbouring
 grid rates are from one run to the next, so that "a point below the best"
 can be told from noise, and where the best lies when it is the grid's edge.
 
-With `--phase2_repeats K`, only phase 2 is measured (MobileNetV2), K times per
-seed: each repeat trains phase 1 at the seed's best phase-1 rate, then phase 2
-at the grid's rates from 1e-3 to 1e-1 and at the rates of today's rule and of
-the sweep taken once phase 1 has trained the head (`after:`), so that a rule's
-distance from the best can be told from the spread between repeats.
+With `--phase2_repeats K` (mobilenet, seeds 0 and 1), phase 2 is measured K
+times per seed: each repeat sweeps phase 1 (for today's rule), trains phase 1
+at a fixed rate (`PHASE1_START`: the best of finder_grid.json's phase-1 grids,
+not measured again), then runs phase 2 at the grid's rates from 1e-3 to 1e-1
+and at the rates of today's rule and of the sweep taken once phase 1 has
+trained the head (`after:`), so that a rule's distance from the best can be
+told from the spread between repeats.
 
 Usage:
   python bench/finder_grid.py --tasks bert mobilenet --seeds 0 1 --out bench/results/finder_grid.json
@@ -307,7 +309,7 @@ def phase2_repeats(name, seed, num_steps, repeats):
         model, base = build(variant)
         rules = {"phase1": sweep(model, base, train, 1, num_steps).suggestion}
         model, base = build(variant)
-        run_phase(model, base, train, val, record["phase1_rate"], 1, 1)
+        phase1_accuracy = run_phase(model, base, train, val, record["phase1_rate"], 1, 1)
         start = model.get_weights()
         model, base = build(variant)  # as task_seed does: variant 0 repeats its run
         model.set_weights(start)
@@ -322,7 +324,8 @@ def phase2_repeats(name, seed, num_steps, repeats):
             model.set_weights(start)
             at_rule[rule] = run_phase(model, base, train, val, rate, 2, 3)
         print(f"  repeat {variant}: rules {rules}, at them {at_rule}", flush=True)
-        record["phase2_repeats"].append({"rules": rules, "grid": grid_, "at_rule": at_rule,
+        record["phase2_repeats"].append({"phase1_accuracy": phase1_accuracy,
+                                         "rules": rules, "grid": grid_, "at_rule": at_rule,
                                          "curve_after": _curve(after)})
     record["seconds"] = time.perf_counter() - t0
     return record
@@ -333,19 +336,9 @@ def analyse_repeats(path):
     repeat's rules against the mean grid. Prints Markdown."""
     records = json.loads(pathlib.Path(path).read_text())["records"]
     for rec in records:
-        keys = list(rec["repeats"][0]["grid"])  # labels ("3e-02") of WIDE_RATES, in order
-        assert keys == [f"{rate:.0e}" for rate in WIDE_RATES], keys
-        runs = np.array([[r["grid"][k] for k in keys] for r in rec["repeats"]])
-        mean = runs.mean(0)
         print(f"\n{rec['task']} {rec['seed']}: phase-1 validation accuracy over "
-              f"{len(runs)} repeats (mean, min to max)\n")
-        print("| rate | " + " | ".join(keys) + " |")
-        print("|---|" + "---|" * len(keys))
-        print("| mean | " + " | ".join(f"{m:.3f}" for m in mean) + " |")
-        print("| range | " + " | ".join(f"{lo:.2f}-{hi:.2f}" for lo, hi in
-                                       zip(runs.min(0), runs.max(0))) + " |")
-        best = WIDE_RATES[int(np.argmax(mean))]  # the rate run, not its rounded label
-        top = float(mean.max())
+              f"{len(rec['repeats'])} repeats (mean, min to max)\n")
+        mean, best, top = _mean_grid(rec["repeats"], WIDE_RATES)
         grid = {repr(rate): value for rate, value in zip(WIDE_RATES, mean)}
         print(f"\nbest by mean: {best:.2g} ({top:.3f})\n")
         print("| repeat | rule | rate | ratio to best | points below the best mean (est.) |")
@@ -367,32 +360,40 @@ def analyse_phase2_repeats(path):
     records = json.loads(pathlib.Path(path).read_text())["records"]
     for rec in records:
         repeats = rec["phase2_repeats"]
-        keys = list(repeats[0]["grid"])
-        assert keys == [f"{rate:.0e}" for rate in PHASE2_RATES], keys
-        runs = np.array([[r["grid"][k] for k in keys] for r in repeats])
-        mean = runs.mean(0)
-        best = PHASE2_RATES[int(np.argmax(mean))]
-        top = float(mean.max())
         print(f"\n{rec['task']} {rec['seed']}: phase-2 validation accuracy over "
-              f"{len(runs)} repeats (phase 1 at {rec['phase1_rate']:.2g}); best by mean: "
-              f"{best:.2g} ({top:.3f})\n")
-        print("| rate | " + " | ".join(keys) + " |")
-        print("|---|" + "---|" * len(keys))
-        print("| mean | " + " | ".join(f"{m:.3f}" for m in mean) + " |")
-        print("| range | " + " | ".join(f"{lo:.2f}-{hi:.2f}" for lo, hi in
-                                       zip(runs.min(0), runs.max(0))) + " |")
-        print("\n| rule | rates | accuracy per repeat | mean | ratio to best | points below "
-              "the best mean |")
-        print("|---|---|---|---|---|---|")
+              f"{len(repeats)} repeats (phase 1 at {rec['phase1_rate']:.2g}; mean, min to "
+              f"max)\n")
+        _, best, top = _mean_grid(repeats, PHASE2_RATES)
+        print(f"\nbest by mean: {best:.2g} ({top:.3f})\n")
+        print("| rule | rates | accuracy per repeat | mean | ratio to best | points below "
+              "the best mean | points below each repeat's own best |")
+        print("|---|---|---|---|---|---|---|")
         for rule in repeats[0]["rules"]:
             rates = [r["rules"][rule] for r in repeats]
             values = [r["at_rule"][rule] for r in repeats]
             ratio = statistics.median(rates) / best
             below = 100 * (top - statistics.mean(values))
             flag = " **defect**" if is_defect(ratio, below) else ""
+            own = [100 * (max(r["grid"].values()) - r["at_rule"][rule]) for r in repeats]
             print(f"| {rule} | {', '.join(f'{x:.2g}' for x in rates)} | "
                   f"{', '.join(f'{v:.3f}' for v in values)} | {statistics.mean(values):.3f} | "
-                  f"{ratio:.2g} | {below:.1f}{flag} |")
+                  f"{ratio:.2g} | {below:.1f}{flag} | {', '.join(f'{b:.1f}' for b in own)} |")
+
+
+def _mean_grid(repeats, rates):
+    """Prints the grid's mean and range over `repeats` as a Markdown table;
+    returns the mean per rate, the best rate by mean (the rate run, not its
+    rounded label) and its mean."""
+    keys = list(repeats[0]["grid"])  # labels ("3e-02") of `rates`, in order
+    assert keys == [f"{rate:.0e}" for rate in rates], keys
+    runs = np.array([[r["grid"][k] for k in keys] for r in repeats])
+    mean = runs.mean(0)
+    print("| rate | " + " | ".join(keys) + " |")
+    print("|---|" + "---|" * len(keys))
+    print("| mean | " + " | ".join(f"{m:.3f}" for m in mean) + " |")
+    print("| range | " + " | ".join(f"{lo:.2f}-{hi:.2f}" for lo, hi in
+                                   zip(runs.min(0), runs.max(0))) + " |")
+    return mean, rates[int(np.argmax(mean))], float(mean.max())
 
 
 def verdicts(record):
@@ -454,13 +455,19 @@ def main():
     parser.add_argument("--seeds", nargs="+", type=int, default=[0])
     parser.add_argument("--num_steps", type=int, default=100)
     parser.add_argument("--out", default=None)
-    parser.add_argument("--phase1_repeats", type=int, default=0, help="measure phase 1 "
-                        "only, this many times per task and seed")
-    parser.add_argument("--phase2_repeats", type=int, default=0, help="measure phase 2 "
-                        "only (MobileNetV2), this many times per seed")
+    repeats = parser.add_mutually_exclusive_group()
+    repeats.add_argument("--phase1_repeats", type=int, default=0, help="measure phase 1 "
+                         "only, this many times per task and seed")
+    repeats.add_argument("--phase2_repeats", type=int, default=0, help="measure phase 2, "
+                         "this many times per seed (mobilenet, seeds 0 and 1)")
     parser.add_argument("--analyse", default=None, help="a results file: print every "
-                        "rule against its grids, from the stored curves")
+                        "rule against its grids")
     args = parser.parse_args()
+    unknown = [(name, seed) for name in args.tasks for seed in args.seeds
+               if (name, seed) not in PHASE1_START]
+    if args.phase2_repeats and unknown:
+        parser.error(f"--phase2_repeats has a phase-1 rate for {sorted(PHASE1_START)} only, "
+                     f"not for {unknown}: pass --tasks mobilenet --seeds 0 1")
     if args.analyse:
         records = json.loads(pathlib.Path(args.analyse).read_text())["records"]
         kind = ("phase2_repeats" if "phase2_repeats" in records[0] else
