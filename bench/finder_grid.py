@@ -297,10 +297,10 @@ PHASE2_RATES = RATES[4:]  # 1e-3 ... 1e-1, where each phase-2 best measured lies
 
 
 def phase2_repeats(name, seed, num_steps, repeats):
-    """Phase 2 only, `repeats` times: each repeat another head initialization
-    and data order, phase 1 trained at the seed's best phase-1 rate, then
-    phase 2 at each grid rate and at the rates of today's rule (phase 1's
-    suggestion) and of a sweep of what phase 2 trains, taken there."""
+    """Phase 2, `repeats` times: each repeat another head initialization and
+    data order, phase 1 trained at `PHASE1_START`'s fixed rate, then phase 2
+    at each grid rate and at the rates of today's rule (phase 1's suggestion)
+    and of a sweep of what phase 2 trains, taken there."""
     t0 = time.perf_counter()
     build, train, val = TASKS[name](seed)
     record = {"task": name, "seed": seed, "phase1_rate": PHASE1_START[name, seed],
