@@ -213,29 +213,30 @@ def _curve(curve):
             "valley": curve.valley, "steepest": curve.steepest}
 
 
-def grid(build, freeze_of, train, val, phase, epochs, start=None, rates=RATES):
+def grid(build, train, val, phase, epochs, start=None, rates=RATES):
+    """`phase` run at each of `rates`, the base frozen as `build` returns it;
+    validation accuracy by the rate's label ("3e-02")."""
     results = {}
     for rate in rates:
         model, base = build()
         if start is not None:
             model.set_weights(start)
-        results[rate] = run_phase(model, freeze_of(model, base), train, val, rate, phase, epochs)
-        print(f"  phase {phase} grid {rate:.0e}: {results[rate]:.4f}", flush=True)
+        label = f"{rate:.0e}"
+        results[label] = run_phase(model, base, train, val, rate, phase, epochs)
+        print(f"  phase {phase} grid {label}: {results[label]:.4f}", flush=True)
     return results
 
 
 def task_seed(name, seed, num_steps):
     t0 = time.perf_counter()
     build, train, val = TASKS[name](seed)
-    freeze_of = lambda model, base: base  # noqa: E731
     record = {"task": name, "seed": seed, "pretrain_seconds": time.perf_counter() - t0}
     # phase 1
     model, base = build()
     head_curve = sweep(model, base, train, 1, num_steps)
     record["phase1_suggestion"] = head_curve.suggestion
     record["curves"] = {"phase1": _curve(head_curve)}
-    record["phase1_grid"] = {f"{r:.0e}": a for r, a in
-                             grid(build, freeze_of, train, val, 1, 1).items()}
+    record["phase1_grid"] = grid(build, train, val, 1, 1)
     best1 = max(RATES, key=lambda r: record["phase1_grid"][f"{r:.0e}"])
     record["phase1_best_rate"] = best1
     model, base = build()
@@ -255,8 +256,7 @@ def task_seed(name, seed, num_steps):
              "before:minimum": before.minimum, "before:valley": before.valley,
              "after:minimum": after.minimum, "after:valley": after.valley}
     record["phase2_rules"] = rules
-    record["phase2_grid"] = {f"{r:.0e}": a for r, a in
-                             grid(build, freeze_of, train, val, 2, 3, start).items()}
+    record["phase2_grid"] = grid(build, train, val, 2, 3, start)
     record["phase2_best_rate"] = max(RATES, key=lambda r: record["phase2_grid"][f"{r:.0e}"])
     record["phase2_at_rule"] = {}
     for rule, rate in rules.items():
@@ -280,9 +280,7 @@ def phase1_repeats(name, seed, num_steps, repeats):
         model, base = build(variant)
         curve = sweep(model, base, train, 1, num_steps)
         rules = {m: getattr(curve, m) for m in ("minimum", "valley", "steepest")}
-        grid_ = {f"{rate:.0e}": value for rate, value in
-                 grid(lambda: build(variant), lambda model, base: base, train, val, 1, 1,
-                      rates=WIDE_RATES).items()}
+        grid_ = grid(lambda: build(variant), train, val, 1, 1, rates=WIDE_RATES)
         print(f"  repeat {variant}: rules {rules}", flush=True)
         record["repeats"].append({"rules": rules, "suggestion": curve.suggestion,
                                   "grid": grid_, "curve": _curve(curve)})
@@ -315,9 +313,7 @@ def phase2_repeats(name, seed, num_steps, repeats):
         model.set_weights(start)
         after = sweep(model, base, train, 2, num_steps)
         rules.update({"after:minimum": after.minimum, "after:valley": after.valley})
-        grid_ = {f"{rate:.0e}": value for rate, value in
-                 grid(lambda: build(variant), lambda model, base: base, train, val, 2, 3,
-                      start, rates=PHASE2_RATES).items()}
+        grid_ = grid(lambda: build(variant), train, val, 2, 3, start, rates=PHASE2_RATES)
         at_rule = {}
         for rule, rate in rules.items():
             model, base = build(variant)
@@ -331,10 +327,9 @@ def phase2_repeats(name, seed, num_steps, repeats):
     return record
 
 
-def analyse_repeats(path):
+def analyse_repeats(records):
     """The phase-1 repeats: per rate, the mean and spread of the grid; each
     repeat's rules against the mean grid. Prints Markdown."""
-    records = json.loads(pathlib.Path(path).read_text())["records"]
     for rec in records:
         print(f"\n{rec['task']} {rec['seed']}: phase-1 validation accuracy over "
               f"{len(rec['repeats'])} repeats (mean, min to max)\n")
@@ -353,11 +348,10 @@ def analyse_repeats(path):
                 print(f"| {i} | {rule} | {rate:.2g} | {ratio:.2g} | {below:.1f}{flag} |")
 
 
-def analyse_phase2_repeats(path):
+def analyse_phase2_repeats(records):
     """The phase-2 repeats: the grid's mean and spread per rate; each rule's
     measured accuracy, per repeat and on average, against the best of the
     mean grid. Prints Markdown."""
-    records = json.loads(pathlib.Path(path).read_text())["records"]
     for rec in records:
         repeats = rec["phase2_repeats"]
         print(f"\n{rec['task']} {rec['seed']}: phase-2 validation accuracy over "
@@ -427,10 +421,9 @@ def interpolated(grid, rate):
     return float(np.interp(math.log(rate), rates[order], values[order]))
 
 
-def analyse(path):
+def analyse(records):
     """Every rule (minimum, valley, steepest, of each sweep) against the grids,
     from the stored curves; accuracies interpolated. Prints a Markdown table."""
-    records = json.loads(pathlib.Path(path).read_text())["records"]
     print("| task, seed | phase | rule | rate | grid best | ratio | points below (est.) |")
     print("|---|---|---|---|---|---|---|")
     for rec in records:
@@ -470,10 +463,9 @@ def main():
                      f"not for {unknown}: pass --tasks mobilenet --seeds 0 1")
     if args.analyse:
         records = json.loads(pathlib.Path(args.analyse).read_text())["records"]
-        kind = ("phase2_repeats" if "phase2_repeats" in records[0] else
-                "repeats" if "repeats" in records[0] else "grid")
-        return {"phase2_repeats": analyse_phase2_repeats, "repeats": analyse_repeats,
-                "grid": analyse}[kind](args.analyse)
+        of = (analyse_phase2_repeats if "phase2_repeats" in records[0] else
+              analyse_repeats if "repeats" in records[0] else analyse)
+        return of(records)
     records = []
     for name in args.tasks:
         for seed in args.seeds:
