@@ -10,12 +10,15 @@ the base's layer groups, all inside one `fit`.
 """
 
 import inspect
+import json
 import math
+import os
 
 import keras
 
 from keras_transfer import _checks
 from keras_transfer import _data
+from keras_transfer import _files
 from keras_transfer import _layers
 from keras_transfer import caching
 from keras_transfer import errors
@@ -204,7 +207,8 @@ def fine_tune(model, train, *, validation=None, freeze, epochs, freeze_epochs=1,
               final_div=1e5, head_lr_mult=1.0, head_pct_start=0.99, head_div=25.0,
               optimizer="adam",
               loss="sparse_categorical_crossentropy", metrics=("accuracy",), batch_size=None,
-              steps_per_epoch=None, finder=None, callbacks=None, verbose=1, **fit_kwargs):
+              steps_per_epoch=None, finder=None, sweep_phase2=False, callbacks=None, verbose=1,
+              **fit_kwargs):
     """The recommended recipe in one call: finder, frozen one-cycle, unfrozen one-cycle.
 
     fastai's `Learner.fine_tune` in Keras 3, inside one `model.fit`:
@@ -274,7 +278,17 @@ def fine_tune(model, train, *, validation=None, freeze, epochs, freeze_epochs=1,
         batch_size: for array data (default 32, as `fit`).
         steps_per_epoch: for data whose length Keras cannot tell.
         finder: keyword arguments for `find_learning_rate` (e.g.
-            `{"num_steps": 50}`).
+            `{"num_steps": 50}`), for each sweep.
+        sweep_phase2: False (default): phase 2 peaks at `base_lr`. True:
+            phase 2's peak is the suggestion of a second sweep, of what
+            phase 2 trains (everything, the groups in their ratios), run
+            inside `fit` when phase 2 begins, on the model as phase 1 left
+            it (then restored, as every sweep). A run that `BackupAndRestore`
+            resumes inside phase 2 reads that rate back from a file the
+            sweep writes in the callback's `backup_dir`
+            (`keras_transfer_phase2_sweep.json`); a `fit` that begins inside
+            phase 2 otherwise raises. With `freeze_epochs=0` the first sweep
+            already sweeps phase 2, and no second one runs.
         callbacks: more callbacks, run after the schedule.
         verbose: passed to `fit`; 1 also prints the finder's suggestion.
         **fit_kwargs: other `fit` arguments (`shuffle`, ...).
@@ -283,11 +297,16 @@ def fine_tune(model, train, *, validation=None, freeze, epochs, freeze_epochs=1,
         Keras' `History`, its `history` with `phase` (1 or 2) and `lr` (the
         head's rate at each epoch's end) columns beside the metrics. It also
         has `base_lr` (the rate used) and `learning_rate_curve` (the
-        finder's `LearningRateCurve`, or None when `base_lr` was given).
+        finder's `LearningRateCurve`, or None when `base_lr` was given);
+        `finetune_lr`, phase 2's peak (`base_lr`, or the second sweep's
+        suggestion), and `phase2_learning_rate_curve` (that sweep's curve,
+        or None when it did not run in this `fit`).
 
     Raises:
         ArgumentError: epochs, phase lengths, rates or multipliers out of
-            range, or data whose steps per epoch are unknown.
+            range, or data whose steps per epoch are unknown; with
+            `sweep_phase2`, a `fit` that begins inside phase 2 with no record
+            of its sweep.
         LayerSelectionError: `freeze` or `groups` do not fit the model.
 
     Example:
@@ -344,8 +363,12 @@ def fine_tune(model, train, *, validation=None, freeze, epochs, freeze_epochs=1,
     # The selection itself is frozen (a nested model's own weights with it);
     # BatchNormalization trains in both phases at any depth of it if asked,
     # also where it came frozen (`kt.freeze(...)` or `base.trainable = False`)
-    policy = schedules.TwoPhaseSchedule(selected, freeze_epochs, train_batchnorm=train_batchnorm,
-                                        head_train_batchnorm=train_batchnorm, verbose=verbose)
+    policy_kwargs = dict(train_batchnorm=train_batchnorm, head_train_batchnorm=train_batchnorm,
+                         verbose=verbose)
+    if sweep_phase2 and 0 < freeze_epochs < epochs:
+        policy = _SweptTwoPhase(selected, freeze_epochs, **policy_kwargs)
+    else:
+        policy = schedules.TwoPhaseSchedule(selected, freeze_epochs, **policy_kwargs)
     # The finder trains what the first epoch will train.
     policy.apply(model, policy.phase_of(0))
     model.compile(optimizer=opt, loss=loss, metrics=list(metrics) if metrics else None)
@@ -357,15 +380,91 @@ def fine_tune(model, train, *, validation=None, freeze, epochs, freeze_epochs=1,
     policy.head_lr = OneCycle(head_lr_mult * base_lr, max(freeze_epochs * steps, 1),
                               pct_start=head_pct_start,
                               div=head_div, final_div=final_div)
-    policy.finetune_lr = OneCycle(base_lr, max((epochs - freeze_epochs) * steps, 1),
-                                  pct_start=pct_start, div=div, final_div=final_div)
+    def finetune_cycle(peak):
+        return OneCycle(peak, max((epochs - freeze_epochs) * steps, 1),
+                        pct_start=pct_start, div=div, final_div=final_div)
+
+    policy.finetune_lr = finetune_cycle(base_lr)
+    if isinstance(policy, _SweptTwoPhase):
+        policy.sweep_with(train, cycle=finetune_cycle, record=_sweep_record(callbacks),
+                          batch_size=batch_size or 32, verbose=verbose, **(finder or {}))
     x, y, sample_weight = _data.fit_arguments(train, owner)
     history = model.fit(x, y, sample_weight=sample_weight, validation_data=validation,
                         epochs=epochs, callbacks=[policy, *(callbacks or [])],
                         verbose=verbose, **fit_kwargs)
     history.base_lr = float(base_lr)
     history.learning_rate_curve = curve
+    history.finetune_lr = float(getattr(policy, "peak", None) or base_lr)
+    history.phase2_learning_rate_curve = getattr(policy, "curve", None)
     return history
+
+
+class _SweptTwoPhase(schedules.TwoPhaseSchedule):
+    """`TwoPhaseSchedule` whose phase-2 one-cycle peaks where a sweep says.
+
+    When phase 2 begins (its trainable flags set, before its rate is), the
+    finder sweeps what phase 2 trains, on the model as phase 1 left it, and
+    phase 2's one-cycle is built on its suggestion. The rate is written to
+    `record` (if any) at once, so that a run resumed inside phase 2 uses it
+    again: the state the sweep saw is gone by then.
+
+    Attributes:
+        curve: the sweep's `LearningRateCurve` (None until it runs, and in a
+            run that began inside phase 2).
+        peak: phase 2's peak rate (None before phase 2).
+    """
+
+    RECORD = "keras_transfer_phase2_sweep.json"
+
+    def sweep_with(self, train, *, cycle, record, **finder):
+        self._train, self._cycle, self._record, self._finder = train, cycle, record, finder
+        self.curve = self.peak = None
+        self._epoch = None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch = epoch  # for `entered`'s error message
+        super().on_epoch_begin(epoch, logs)
+
+    def entered(self, model, phase, resumed):
+        super().entered(model, phase, resumed)
+        if phase != 2:
+            return
+        if resumed:
+            self.peak = self._read()
+        else:
+            self.curve = lr_finder.find_learning_rate(model, self._train, **self._finder)
+            self.peak = float(self.curve.suggestion)
+            if self._record is not None:
+                _files.write_json({"phase2_peak": self.peak, "switch_epoch": self.switch_epoch},
+                                  self._record)
+        self.finetune_lr = self._cycle(self.peak)
+
+    def _read(self):
+        what_to_do = ("Resume with the BackupAndRestore of the interrupted run, or pass "
+                      "sweep_phase2=False and the rate as base_lr.")
+        if self._record is None or not os.path.exists(self._record):
+            where = ("no BackupAndRestore among the callbacks" if self._record is None
+                     else f"no record at {self._record}")
+            raise errors.ArgumentError(
+                f"fine_tune(sweep_phase2=True): this fit begins inside phase 2 (epoch "
+                f"{self._epoch + 1}), whose peak rate came from a sweep run when phase 2 began, in "
+                f"an earlier fit; {where}. {what_to_do}")
+        with open(self._record) as f:
+            saved = json.load(f)
+        if saved.get("switch_epoch") != self.switch_epoch:
+            raise errors.ArgumentError(
+                f"fine_tune(sweep_phase2=True): {self._record} records a phase 2 that "
+                f"began at epoch {saved.get('switch_epoch')!r}, expected "
+                f"{self.switch_epoch} (freeze_epochs). {what_to_do}")
+        return float(saved["phase2_peak"])
+
+
+def _sweep_record(callbacks):
+    """Where `_SweptTwoPhase` keeps its rate: the first BackupAndRestore's folder."""
+    for callback in callbacks or []:
+        if isinstance(callback, keras.callbacks.BackupAndRestore):
+            return os.path.join(callback.backup_dir, _SweptTwoPhase.RECORD)
+    return None
 
 
 def default_options():

@@ -337,8 +337,17 @@ def test_recipes_page(tmp_path, monkeypatch):
         assert not model.get_layer("Bn1").trainable
         assert_batchnorm_untouched(model.get_layer("Bn1"))
 
+    def sweep_phase2(namespace, printed):
+        # phase 2 peaks at its own sweep's suggestion, which is what is printed
+        history = namespace["history"]
+        curve = history.phase2_learning_rate_curve
+        assert history.history["phase"] == [1, 2, 2, 2]
+        assert history.finetune_lr == curve.suggestion != history.base_lr
+        assert printed.strip() == (f"phase 1 peaked at {history.base_lr:.2g}, "
+                                   f"phase 2 at {curve.suggestion:.2g}")
+
     run_page("recipes.md", {0: quickstart_setup, 1: finder_and_fine_tune, 2: by_hand,
-                            3: check_shrink_perturb})
+                            3: sweep_phase2, 4: check_shrink_perturb})
 
 
 @pytest.mark.tensorflow_only  # HubLayer and export_hub_module need TensorFlow

@@ -1,6 +1,7 @@
 """fine_tune: its phases (a bit-identical base, then per-group one-cycles in
 fixed ratios), the finder in front, resuming, and bad input."""
 
+import json
 import math
 
 import keras
@@ -8,7 +9,7 @@ import numpy as np
 import pytest
 
 import keras_transfer as kt
-from helpers import DenseBnBlock, randomize, tiny_model
+from helpers import DenseBnBlock, Interrupt, randomize, tiny_model
 from keras_transfer import recipes
 from keras_transfer.pipeline import reference
 from test_learning_rates import BatchRates, by_hand
@@ -222,24 +223,20 @@ def test_from_scratch_is_one_cycle_without_freezing(data):
         assert max(rates) == pytest.approx(found.learning_rate_curve.suggestion, rel=0.02)
 
 
+def model_and_args(callbacks, **kwargs):
+    """A seeded model and `fine_tune`'s arguments for the resume tests: 4 epochs, 1 frozen."""
+    keras.utils.set_random_seed(5)
+    return randomize(tiny_model()), dict(
+        freeze=3, epochs=4, freeze_epochs=1, base_lr=1e-2, batch_size=16, loss=LOSS,
+        metrics=(), verbose=0, shuffle=False, callbacks=callbacks, **kwargs)
+
+
 def test_backup_and_restore_resumes_in_the_right_phase(data, tmp_path):
     x, y = data
-
-    class Interrupt(keras.callbacks.Callback):
-        def on_epoch_begin(self, epoch, logs=None):
-            if epoch == 2:
-                raise KeyboardInterrupt
-
-    def model_and_args(callbacks):
-        keras.utils.set_random_seed(5)
-        return randomize(tiny_model()), dict(
-            freeze=3, epochs=4, freeze_epochs=1, base_lr=1e-2, batch_size=16, loss=LOSS,
-            metrics=(), verbose=0, shuffle=False, callbacks=callbacks)
-
     whole, args = model_and_args([])
     kt.fine_tune(whole, (x, y), **args)
     backup = keras.callbacks.BackupAndRestore(str(tmp_path / "backup"))
-    broken, args = model_and_args([backup, Interrupt()])
+    broken, args = model_and_args([backup, Interrupt(1)])  # stopped once epoch 2 is backed up
     with pytest.raises(KeyboardInterrupt):
         kt.fine_tune(broken, (x, y), **args)
     resumed, args = model_and_args([keras.callbacks.BackupAndRestore(str(tmp_path / "backup"))])
@@ -247,6 +244,85 @@ def test_backup_and_restore_resumes_in_the_right_phase(data, tmp_path):
     assert history.epoch == [2, 3] and history.history["phase"] == [2, 2]
     for a, b in zip(whole.weights, resumed.weights):
         np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-6, atol=1e-7, err_msg=a.path)
+
+
+def test_sweep_phase2_peaks_phase_two_where_a_sweep_of_what_it_trains_says(data):
+    # The second sweep is the finder run by hand, where phase 1 ended, on what
+    # phase 2 trains (every layer but BatchNormalization, the default groups in
+    # their ratios).
+    keras.utils.set_random_seed(3)
+    swept, _, history, rates, _ = run(data, sweep_phase2=True, finder={"num_steps": 20},
+                                      train_batchnorm=False)
+    curve = history.phase2_learning_rate_curve
+    assert isinstance(curve, kt.LearningRateCurve) and len(curve.learning_rates) == 20
+    assert history.base_lr == 1e-2 and history.finetune_lr == curve.suggestion
+    for step in range(8):  # phase 2's one-cycle (fine_tune's defaults) peaks at the suggestion
+        assert rates[4 + step]["head"] == pytest.approx(
+            by_hand(step, curve.suggestion, 8, 0.3, 5.0, 1e5), rel=1e-5), step
+
+    keras.utils.set_random_seed(3)
+    by_hand_model, _, phase_one, _, _ = run(data, epochs=1, train_batchnorm=False)
+    assert phase_one.history["phase"] == [1]
+    for layer in by_hand_model.layers:  # BatchNormalization stays frozen (train_batchnorm=False)
+        layer.trainable = layer.name != "Bn"
+    by_hand_model.compile(loss=LOSS, optimizer=kt.discriminative_optimizer(
+        by_hand_model, [["Dense_a", "Bn"], ["Dense_b"]], 1e-3, multipliers=[1e-2, 1e-1]))
+    expected = kt.find_learning_rate(by_hand_model, data, num_steps=20, batch_size=16)
+    np.testing.assert_allclose(curve.losses, expected.losses, rtol=1e-5)
+    assert curve.suggestion == pytest.approx(expected.suggestion, rel=1e-6)
+
+    # The sweep leaves no trace: the same run with phase 2's peak given (base_lr
+    # is phase 2's peak, head_lr_mult sets phase 1's) ends on the same weights.
+    keras.utils.set_random_seed(3)
+    given, _, again, _, _ = run(data, base_lr=curve.suggestion,
+                                head_lr_mult=1e-2 / curve.suggestion, train_batchnorm=False)
+    assert again.phase2_learning_rate_curve is None and again.finetune_lr == curve.suggestion
+    for a, b in zip(swept.weights, given.weights):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-6, atol=1e-7, err_msg=a.path)
+
+
+def test_sweep_phase2_runs_no_second_sweep_without_a_phase_one(data):
+    _, _, history, rates, _ = run(data, freeze_epochs=0, sweep_phase2=True)
+    assert history.phase2_learning_rate_curve is None and history.finetune_lr == 1e-2
+    for step in range(12):  # one one-cycle over every epoch, at base_lr
+        assert rates[step]["head"] == pytest.approx(
+            by_hand(step, 1e-2, 12, 0.3, 5.0, 1e5), rel=1e-5), step
+
+
+def test_sweep_phase2_resumes_with_the_rate_its_sweep_recorded(data, tmp_path):
+    x, y = data
+    swept = dict(sweep_phase2=True, finder={"num_steps": 20})
+    whole, args = model_and_args([], **swept)
+    straight = kt.fine_tune(whole, (x, y), **args)
+    backup = tmp_path / "backup"
+    broken, args = model_and_args([keras.callbacks.BackupAndRestore(str(backup)), Interrupt(1)],
+                                  **swept)
+    with pytest.raises(KeyboardInterrupt):
+        kt.fine_tune(broken, (x, y), **args)
+    record = json.loads((backup / "keras_transfer_phase2_sweep.json").read_text())
+    assert record == {"phase2_peak": straight.finetune_lr, "switch_epoch": 1}
+
+    # Resumed at epoch 3, inside phase 2: the state the sweep saw is gone; the
+    # record gives its rate, and the run ends as the uninterrupted one did.
+    resumed, args = model_and_args([keras.callbacks.BackupAndRestore(str(backup))], **swept)
+    history = kt.fine_tune(resumed, (x, y), **args)
+    assert history.epoch == [2, 3] and history.history["phase"] == [2, 2]
+    assert history.phase2_learning_rate_curve is None
+    assert history.finetune_lr == straight.finetune_lr
+    np.testing.assert_allclose(history.history["lr"], straight.history["lr"][2:], rtol=1e-6)
+    for a, b in zip(whole.weights, resumed.weights):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-6, atol=1e-7, err_msg=a.path)
+    assert not backup.exists()  # BackupAndRestore removes its folder, the record with it
+
+    # A fit that begins inside phase 2 with no record is refused before it trains.
+    fresh, args = model_and_args([], **swept)
+    before = [v.numpy().copy() for v in fresh.weights]
+    with pytest.raises(kt.errors.ArgumentError,
+                       match=r"sweep_phase2=True\): this fit begins inside phase 2 \(epoch 3\)"
+                             r".*no BackupAndRestore among the callbacks"):
+        kt.fine_tune(fresh, (x, y), initial_epoch=2, **args)
+    for value, variable in zip(before, fresh.weights):
+        np.testing.assert_array_equal(value, variable.numpy(), err_msg=variable.path)
 
 
 @pytest.mark.parametrize("kwargs, message", [
