@@ -110,7 +110,7 @@ def reusable(out, args):
 
         flags = results["flags"]
         expected = {**recipes.default_options(), **{
-            name: flags[name] for name in ("base_lr", "lr_mult", "train_batchnorm")
+            name: flags[name] for name in ("base_lr", "lr_mult", "train_batchnorm", "sweep_phase2")
             if flags.get(name) is not None}}
         if flags.get("head_epochs") is not None:
             expected["freeze_epochs"] = flags["head_epochs"]

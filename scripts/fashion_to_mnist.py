@@ -88,6 +88,8 @@ flags.DEFINE_float("lr_mult", None, "fine_tune: head rate over the lowest layer 
                    "group's in phase 2; default fine_tune's.", lower_bound=1)
 flags.DEFINE_boolean("train_batchnorm", None, "fine_tune: train BatchNormalization in "
                      "both phases; default fine_tune's.")
+flags.DEFINE_boolean("sweep_phase2", None, "fine_tune: phase 2's peak from a second sweep, "
+                     "of what phase 2 trains, when phase 2 begins; default fine_tune's.")
 flags.DEFINE_float("head_lr", 1e-3, "seed: phase-1 learning rate (Adam).", lower_bound=0)
 flags.DEFINE_float("finetune_lr", 1e-4, "seed: phase-2 learning rate (Adam).", lower_bound=0)
 flags.DEFINE_integer("seed", 0, "Seed for weights, sampling and shuffling.")
@@ -98,6 +100,8 @@ flags.DEFINE_string("backup_dir", None, "If set, training state is backed up her
                     "every epoch (keras.callbacks.BackupAndRestore) and finished arms "
                     "are kept: rerunning the same command resumes where it stopped.")
 
+# the flags that pass their value to fine_tune, when given
+FINE_TUNE_FLAGS = ("base_lr", "lr_mult", "train_batchnorm", "sweep_phase2")
 RECIPE_DEFAULTS = {"fine_tune": {"head_epochs": 1, "epochs": 10},
                    "seed": {"head_epochs": 5, "epochs": 10, "batch_size": 256}}
 
@@ -196,7 +200,7 @@ def run():
     test = datasets.as_dataset(mx_test, my_test, 1000)
     values = FLAGS.flag_values_dict()
     head_epochs, epochs = resolved(values, "head_epochs"), resolved(values, "epochs")
-    options = {name: FLAGS[name].value for name in ("base_lr", "lr_mult", "train_batchnorm")
+    options = {name: FLAGS[name].value for name in FINE_TUNE_FLAGS
                if FLAGS[name].value is not None}  # else fine_tune's defaults
     low_data = FLAGS.low_data_examples
     if low_data is None:  # 1000 and 100, when all images are more than that

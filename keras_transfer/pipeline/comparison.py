@@ -240,9 +240,11 @@ def run_fine_tune_arm(model, train, *, validation, test, train_eval, scratch, ep
         **options: more `fine_tune` arguments (`base_lr`, `lr_mult`, ...).
 
     Returns:
-        `run_arm`'s dict, plus `base_lr` (the rate used) and, when the
-        finder ran, `learning_rate_curve` (rates, smoothed losses,
-        suggestion).
+        `run_arm`'s dict, plus `base_lr` (the rate used), `finetune_lr`
+        (phase 2's peak) and, when the finder ran, `learning_rate_curve`
+        (rates, smoothed losses, suggestion), and
+        `phase2_learning_rate_curve` when the second sweep ran
+        (`sweep_phase2`).
     """
     backup, probe = _backup(backup_dir, [] if scratch else freeze, freeze_epochs, test)
     if scratch:
@@ -254,11 +256,13 @@ def run_fine_tune_arm(model, train, *, validation, test, train_eval, scratch, ep
                                 **options)
     arm = _measured(model, probe, test, train_eval)
     arm["base_lr"] = history.base_lr
-    curve = history.learning_rate_curve
-    if curve is not None:
-        arm["learning_rate_curve"] = {"learning_rates": list(curve.learning_rates),
-                                      "losses": list(curve.losses),
-                                      "suggestion": curve.suggestion, "method": curve.method}
+    arm["finetune_lr"] = history.finetune_lr
+    for key, curve in (("learning_rate_curve", history.learning_rate_curve),
+                       ("phase2_learning_rate_curve", history.phase2_learning_rate_curve)):
+        if curve is not None:
+            arm[key] = {"learning_rates": list(curve.learning_rates),
+                        "losses": list(curve.losses),
+                        "suggestion": curve.suggestion, "method": curve.method}
     return arm
 
 

@@ -86,3 +86,25 @@ def test_the_probe_watches_the_layers_of_a_nested_base_that_phase_1_froze():
     kernel.assign(kernel.numpy() + 0.25)
     probe.on_epoch_end(0)
     assert probe.frozen_max_change == pytest.approx(0.25)
+
+
+@pytest.mark.parametrize("sweep_phase2", [False, True])
+def test_a_fine_tune_arm_records_each_phases_peak_and_sweep(tmp_path, sweep_phase2):
+    import tensorflow as tf
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(64, 4)).astype("float32")
+    y = ((x[:, 0] > 0).astype("int32") + (x[:, 1] > 0)).astype("int32")
+    data = tf.data.Dataset.from_tensor_slices((x, y)).batch(16)
+    arm = comparison.run_fine_tune_arm(
+        dropout_model(), data, validation=data, test=data, train_eval=data, scratch=False,
+        epochs=3, freeze_epochs=1, freeze=["Base"], verbose=0, base_lr=1e-2,
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        finder={"num_steps": 12}, sweep_phase2=sweep_phase2, backup_dir=tmp_path / "backup")
+    assert arm["base_lr"] == 1e-2 and "learning_rate_curve" not in arm  # base_lr given
+    if sweep_phase2:
+        curve = arm["phase2_learning_rate_curve"]
+        assert len(curve["learning_rates"]) == 12 and curve["method"] == "minimum"
+        assert arm["finetune_lr"] == curve["suggestion"] != 1e-2
+    else:
+        assert arm["finetune_lr"] == 1e-2 and "phase2_learning_rate_curve" not in arm
