@@ -14,7 +14,9 @@ their second sweep's curve) and prints a Markdown table: per size, each arm's
 mean [min, max], the mean paired difference with its standard error, and
 each arm's phase-2 peak (median over the seeds); `--analyse` prints it again
 from the file, with each second sweep's smoothed loss: how much it moves
-below 1e-3, and where it is lowest.
+below 1e-3, and where it is lowest; and, for every stored sweep taken when
+phase 1 ended (this file's, finder_grid.json's and finder_phase2_repeats.json's),
+where its loss passes 1.5 times its lowest, against a good phase-2 peak.
 
 usage: python bench/phase2_sweep.py [--sizes 100 300 1000 10000] [--seeds 0 1 2]
                                     [--out bench/results/phase2_sweep.json]
@@ -77,9 +79,9 @@ def descents(runs):
     """Per sweep-arm run: the second sweep's smoothed loss over the rates the
     `minimum` rule reads (the finder leaves out the first tenth of the steps
     and the last 5), its spread below 1e-3, and where it was lowest."""
-    lines = ["| training images, seed | steps | smoothed loss at rates <= 1e-3: lowest, "
-             "highest | lowest of all, at rate | suggestion (a tenth) | test accuracy, "
-             "today / sweep |", "|---|---|---|---|---|---|"]
+    lines = ["| training images, seed | test accuracy after phase 1 | steps | smoothed loss "
+             "at rates <= 1e-3: lowest, highest | lowest of all, at rate | suggestion (a "
+             "tenth) | test accuracy, today / sweep |", "|---|---|---|---|---|---|---|"]
     today = {(r["size"], r["seed"]): r for r in runs if r["arm"] == "phase1"}
     for r in runs:
         curve = r.get("phase2_curve")
@@ -90,9 +92,50 @@ def descents(runs):
         low = [loss for loss, rate in read if rate <= 1e-3]
         best = min(read)
         other = today.get((r["size"], r["seed"]), {}).get("test_accuracy", float("nan"))
-        lines.append(f"| {r['size']:,}, {r['seed']} | {n} | {min(low):.3f}, {max(low):.3f} | "
+        lines.append(f"| {r['size']:,}, {r['seed']} | {r['test_accuracy_phase1']:.4f} | {n} | "
+                     f"{min(low):.3f}, {max(low):.3f} | "
                      f"{best[0]:.3f} at {best[1]:.2g} | {curve['suggestion']:.2g} | "
                      f"{other:.4f} / {r['test_accuracy']:.4f} |")
+    return "\n".join(lines)
+
+
+def rise(curve, factor=1.5):
+    """The first rate past the rule's lowest point at which the smoothed loss
+    exceeds `factor` times that lowest value (the sweep's last rate if never)."""
+    losses, rates = curve["losses"], curve["learning_rates"]
+    first = len(losses) // 10
+    read = losses[first:len(losses) - 5]
+    lowest = first + min(range(len(read)), key=read.__getitem__)
+    return next((rate for loss, rate in zip(losses[lowest:], rates[lowest:])
+                 if loss > factor * losses[lowest]), rates[-1])
+
+
+def rises(runs):
+    """`rise` of every stored sweep taken when phase 1 ended, by task, beside the
+    best phase-2 rate its task's grid found (the reference CNN has no grid:
+    today's rule's peak, which does better than the sweep's, stands in)."""
+    lines = ["| task | run | the loss passes 1.5x its lowest at | a good phase-2 peak | "
+             "ratio |", "|---|---|---|---|---|"]
+    results = REPO / "bench" / "results"
+    repeats = results / "finder_phase2_repeats.json"
+    for record in json.loads(repeats.read_text())["records"] if repeats.is_file() else []:
+        for i, rep in enumerate(record["phase2_repeats"]):
+            best = max(rep["grid"], key=rep["grid"].get)
+            at = rise(rep["curve_after"])
+            lines.append(f"| {record['task']} | seed {record['seed']}, repeat {i} | {at:.2g} | "
+                         f"{best} (grid best) | {at / float(best):.0f} |")
+    grid = results / "finder_grid.json"
+    for record in json.loads(grid.read_text())["records"] if grid.is_file() else []:
+        at = rise(record["curves"]["after"])
+        best = record["phase2_best_rate"]
+        lines.append(f"| {record['task']} | seed {record['seed']} (finder_grid.json) | "
+                     f"{at:.2g} | {best:.0e} (grid best) | {at / best:.0f} |")
+    today = {(r["size"], r["seed"]): r["finetune_lr"] for r in runs if r["arm"] == "phase1"}
+    for r in runs:
+        if r["arm"] == "sweep" and r.get("phase2_curve") and (r["size"], r["seed"]) in today:
+            at, good = rise(r["phase2_curve"]), today[r["size"], r["seed"]]
+            lines.append(f"| reference CNN | {r['size']:,} images, seed {r['seed']} | {at:.2g} "
+                         f"| {good:.2g} (today's rule) | {at / good:.0f} |")
     return "\n".join(lines)
 
 
@@ -109,6 +152,8 @@ def main():
         print(table(runs))
         print()
         print(descents(runs))
+        print()
+        print(rises(runs))
         return
     runs, turn = [], 0
     command = " ".join(["python", "bench/phase2_sweep.py", *sys.argv[1:]])

@@ -220,7 +220,9 @@ def fine_tune(model, train, *, validation=None, freeze, epochs, freeze_epochs=1,
        trains with one-cycle up to `head_lr_mult * base_lr`.
     3. Phase 2, epochs `[freeze_epochs, epochs)`: everything trains with
        one-cycle, at discriminative rates from `base_lr / lr_mult` (the
-       lowest layer group) to `base_lr` (the head), spaced geometrically.
+       lowest layer group) to `base_lr` (the head), spaced geometrically;
+       with `sweep_phase2`, the head's peak is a second sweep's suggestion
+       instead, and `base_lr` sets phase 1 only.
 
     One `fit` with `TwoPhaseSchedule` and a `DiscriminativeOptimizer`, not
     two compiles as `fit_two_phase`: the recipe then works with any Keras
@@ -248,7 +250,9 @@ def fine_tune(model, train, *, validation=None, freeze, epochs, freeze_epochs=1,
             the base.
         epochs: the total number of epochs.
         freeze_epochs: phase-1 epochs.
-        base_lr: the head's peak rate; None runs the finder.
+        base_lr: the head's peak rate in phase 2 (and phase 1's over
+            `head_lr_mult`; with `sweep_phase2`, phase 1's only); None runs
+            the finder.
         lr_mult: the head's rate over the lowest group's in phase 2 (>= 1).
         groups: the base's layer groups, bottom to top (what
             `discriminative_optimizer` takes). Default:
@@ -283,12 +287,20 @@ def fine_tune(model, train, *, validation=None, freeze, epochs, freeze_epochs=1,
             phase 2's peak is the suggestion of a second sweep, of what
             phase 2 trains (everything, the groups in their ratios), run
             inside `fit` when phase 2 begins, on the model as phase 1 left
-            it (then restored, as every sweep). A run that `BackupAndRestore`
-            resumes inside phase 2 reads that rate back from a file the
-            sweep writes in the callback's `backup_dir`
-            (`keras_transfer_phase2_sweep.json`); a `fit` that begins inside
-            phase 2 otherwise raises. With `freeze_epochs=0` the first sweep
-            already sweeps phase 2, and no second one runs.
+            it (then restored, as every sweep). Its steps are not training
+            steps: callbacks do not see them, and they count in the first
+            phase-2 epoch's time; `finder`'s `plot_to` plots the first sweep
+            only. A run that `BackupAndRestore` resumes inside phase 2
+            reads the rate back from a file the sweep writes in each such
+            callback's `backup_dir` (`keras_transfer_phase2_sweep.json`);
+            a `fit` that begins inside phase 2 without it raises. (Backups
+            taken inside an epoch, `save_freq=<int>`, are not enough: a run
+            resumed inside the first phase-2 epoch sweeps again, from a
+            partly trained phase 2.) Without a phase 1 (`freeze_epochs=0`)
+            or a phase 2 (`freeze_epochs=epochs`) no second sweep runs.
+            Off by default: on the reference pipeline it ended 0.7 to 5.5
+            points below on average (BENCHMARKS.md, "Phase 2's own sweep
+            inside `fine_tune`").
         callbacks: more callbacks, run after the schedule.
         verbose: passed to `fit`; 1 also prints the finder's suggestion.
         **fit_kwargs: other `fit` arguments (`shuffle`, ...).
@@ -296,11 +308,12 @@ def fine_tune(model, train, *, validation=None, freeze, epochs, freeze_epochs=1,
     Returns:
         Keras' `History`, its `history` with `phase` (1 or 2) and `lr` (the
         head's rate at each epoch's end) columns beside the metrics. It also
-        has `base_lr` (the rate used) and `learning_rate_curve` (the
+        has `base_lr` (given or found) and `learning_rate_curve` (the
         finder's `LearningRateCurve`, or None when `base_lr` was given);
         `finetune_lr`, phase 2's peak (`base_lr`, or the second sweep's
-        suggestion), and `phase2_learning_rate_curve` (that sweep's curve,
-        or None when it did not run in this `fit`).
+        suggestion, read back from its record in a resumed run; None when
+        this `fit` did not reach phase 2), and `phase2_learning_rate_curve`
+        (that sweep's curve, or None when it did not run in this `fit`).
 
     Raises:
         ArgumentError: epochs, phase lengths, rates or multipliers out of
@@ -341,6 +354,12 @@ def fine_tune(model, train, *, validation=None, freeze, epochs, freeze_epochs=1,
             f"{sorted({'batch_size', 'verbose'} & set(finder))}.")
     if batch_size is not None:
         batch_size = _checks.whole_number(batch_size, "batch_size", owner=owner, minimum=1)
+    if sweep_phase2 and not _data.is_arrays(train) and iter(train) is train:
+        raise errors.ArgumentError(
+            "fine_tune(sweep_phase2=True) needs data it can read again: the second sweep "
+            "runs inside fit, whose own pass over a one-shot iterator it would take batches "
+            f"from; received {type(train).__name__}. Pass a tf.data.Dataset, a "
+            "keras.utils.PyDataset, a list of batches or arrays.")
     if "validation_split" in fit_kwargs:
         raise errors.ArgumentError(
             "fine_tune does not take validation_split: the one-cycles are sized on the "
@@ -386,15 +405,18 @@ def fine_tune(model, train, *, validation=None, freeze, epochs, freeze_epochs=1,
 
     policy.finetune_lr = finetune_cycle(base_lr)
     if isinstance(policy, _SweptTwoPhase):
-        policy.sweep_with(train, cycle=finetune_cycle, record=_sweep_record(callbacks),
-                          batch_size=batch_size or 32, verbose=verbose, **(finder or {}))
+        second = {k: v for k, v in (finder or {}).items() if k != "plot_to"}
+        policy.sweep_with(train, cycle=finetune_cycle, records=_sweep_records(callbacks),
+                          batch_size=batch_size or 32, verbose=verbose, **second)
     x, y, sample_weight = _data.fit_arguments(train, owner)
     history = model.fit(x, y, sample_weight=sample_weight, validation_data=validation,
                         epochs=epochs, callbacks=[policy, *(callbacks or [])],
                         verbose=verbose, **fit_kwargs)
     history.base_lr = float(base_lr)
     history.learning_rate_curve = curve
-    history.finetune_lr = float(getattr(policy, "peak", None) or base_lr)
+    reached = any(phase == 2 for _, phase in policy.history)
+    peak = policy.peak if isinstance(policy, _SweptTwoPhase) else base_lr
+    history.finetune_lr = float(peak) if reached else None
     history.phase2_learning_rate_curve = getattr(policy, "curve", None)
     return history
 
@@ -405,8 +427,10 @@ class _SweptTwoPhase(schedules.TwoPhaseSchedule):
     When phase 2 begins (its trainable flags set, before its rate is), the
     finder sweeps what phase 2 trains, on the model as phase 1 left it, and
     phase 2's one-cycle is built on its suggestion. The rate is written to
-    `record` (if any) at once, so that a run resumed inside phase 2 uses it
-    again: the state the sweep saw is gone by then.
+    `records` (one per BackupAndRestore) at once, so that a run resumed inside
+    phase 2 uses it again: the state the sweep saw is gone by then. It reads
+    the last one: Keras restores every BackupAndRestore in turn, and the last
+    sets the epoch the run resumes at.
 
     Attributes:
         curve: the sweep's `LearningRateCurve` (None until it runs, and in a
@@ -416,8 +440,8 @@ class _SweptTwoPhase(schedules.TwoPhaseSchedule):
 
     RECORD = "keras_transfer_phase2_sweep.json"
 
-    def sweep_with(self, train, *, cycle, record, **finder):
-        self._train, self._cycle, self._record, self._finder = train, cycle, record, finder
+    def sweep_with(self, train, *, cycle, records, **finder):
+        self._train, self._cycle, self._records, self._finder = train, cycle, records, finder
         self.curve = self.peak = None
         self._epoch = None
 
@@ -429,42 +453,44 @@ class _SweptTwoPhase(schedules.TwoPhaseSchedule):
         super().entered(model, phase, resumed)
         if phase != 2:
             return
-        if resumed:
+        # Not `resumed`: that counts steps into the phase, 0 when they are unknown.
+        if self._epoch > self.switch_epoch:
             self.peak = self._read()
         else:
             self.curve = lr_finder.find_learning_rate(model, self._train, **self._finder)
             self.peak = float(self.curve.suggestion)
-            if self._record is not None:
+            for record in self._records:
                 _files.write_json({"phase2_peak": self.peak, "switch_epoch": self.switch_epoch},
-                                  self._record)
+                                  record)
         self.finetune_lr = self._cycle(self.peak)
 
     def _read(self):
         what_to_do = ("Resume with the BackupAndRestore of the interrupted run, or pass "
-                      "sweep_phase2=False and the rate as base_lr.")
-        if self._record is None or not os.path.exists(self._record):
-            where = ("no BackupAndRestore among the callbacks" if self._record is None
-                     else f"no record at {self._record}")
+                      "sweep_phase2=False and, as base_lr, the rate its sweep suggested "
+                      "(printed with verbose=1).")
+        record = self._records[-1] if self._records else None
+        if record is None or not os.path.exists(record):
+            where = ("no BackupAndRestore among the callbacks" if record is None
+                     else f"no record at {record}")
             raise errors.ArgumentError(
                 f"fine_tune(sweep_phase2=True): this fit begins inside phase 2 (epoch "
-                f"{self._epoch + 1}), whose peak rate came from a sweep run when phase 2 began, in "
-                f"an earlier fit; {where}. {what_to_do}")
-        with open(self._record) as f:
+                f"{self._epoch + 1}), whose peak rate came from a sweep run when phase 2 "
+                f"began, in an earlier fit; {where}. {what_to_do}")
+        with open(record) as f:
             saved = json.load(f)
         if saved.get("switch_epoch") != self.switch_epoch:
             raise errors.ArgumentError(
-                f"fine_tune(sweep_phase2=True): {self._record} records a phase 2 that "
-                f"began at epoch {saved.get('switch_epoch')!r}, expected "
-                f"{self.switch_epoch} (freeze_epochs). {what_to_do}")
+                f"fine_tune(sweep_phase2=True): {record} records a phase 2 that began at "
+                f"epoch index {saved.get('switch_epoch')!r}, expected {self.switch_epoch} "
+                f"(freeze_epochs). {what_to_do}")
         return float(saved["phase2_peak"])
 
 
-def _sweep_record(callbacks):
-    """Where `_SweptTwoPhase` keeps its rate: the first BackupAndRestore's folder."""
-    for callback in callbacks or []:
-        if isinstance(callback, keras.callbacks.BackupAndRestore):
-            return os.path.join(callback.backup_dir, _SweptTwoPhase.RECORD)
-    return None
+def _sweep_records(callbacks):
+    """Where `_SweptTwoPhase` keeps its rate: a file in each BackupAndRestore's folder."""
+    return [os.path.join(callback.backup_dir, _SweptTwoPhase.RECORD)
+            for callback in callbacks or []
+            if isinstance(callback, keras.callbacks.BackupAndRestore)]
 
 
 def default_options():

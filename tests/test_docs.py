@@ -338,11 +338,15 @@ def test_recipes_page(tmp_path, monkeypatch):
         assert_batchnorm_untouched(model.get_layer("Bn1"))
 
     def sweep_phase2(namespace, printed):
-        # phase 2 peaks at its own sweep's suggestion, which is what is printed
+        # phase 2 peaks at its own sweep's suggestion, which is what is printed:
+        # its one-cycle (3 epochs of 16 steps) read after each phase-2 epoch
         history = namespace["history"]
         curve = history.phase2_learning_rate_curve
         assert history.history["phase"] == [1, 2, 2, 2]
-        assert history.finetune_lr == curve.suggestion != history.base_lr
+        cycle = namespace["kt"].OneCycle(curve.suggestion, total_steps=48, pct_start=0.3, div=5.0,
+                            final_div=1e5)
+        np.testing.assert_allclose(history.history["lr"][1:],
+                                   [float(cycle(s)) for s in (16, 32, 48)], rtol=1e-5)
         assert printed.strip() == (f"phase 1 peaked at {history.base_lr:.2g}, "
                                    f"phase 2 at {curve.suggestion:.2g}")
 

@@ -3,6 +3,7 @@ fixed ratios), the finder in front, resuming, and bad input."""
 
 import json
 import math
+import re
 
 import keras
 import numpy as np
@@ -323,6 +324,75 @@ def test_sweep_phase2_resumes_with_the_rate_its_sweep_recorded(data, tmp_path):
         kt.fine_tune(fresh, (x, y), initial_epoch=2, **args)
     for value, variable in zip(before, fresh.weights):
         np.testing.assert_array_equal(value, variable.numpy(), err_msg=variable.path)
+
+
+def test_sweep_phase2_resumed_at_the_switch_sweeps_again_and_ends_as_one_run(data, tmp_path):
+    # Backed up at the end of phase 1 and stopped: the resumed fit begins phase
+    # 2 itself, from the same weights, so its sweep finds the same rate.
+    x, y = data
+    swept = dict(sweep_phase2=True, finder={"num_steps": 20})
+    whole, args = model_and_args([], **swept)
+    straight = kt.fine_tune(whole, (x, y), **args)
+    backup = str(tmp_path / "backup")
+    broken, args = model_and_args([keras.callbacks.BackupAndRestore(backup), Interrupt(0)],
+                                  **swept)
+    with pytest.raises(KeyboardInterrupt):
+        kt.fine_tune(broken, (x, y), **args)
+    resumed, args = model_and_args([keras.callbacks.BackupAndRestore(backup)], **swept)
+    history = kt.fine_tune(resumed, (x, y), **args)
+    assert history.epoch == [1, 2, 3]
+    assert history.phase2_learning_rate_curve.losses == straight.phase2_learning_rate_curve.losses
+    assert history.finetune_lr == straight.finetune_lr
+    for a, b in zip(whole.weights, resumed.weights):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-6, atol=1e-7, err_msg=a.path)
+
+
+def test_sweep_phase2_refuses_a_missing_or_foreign_record(data, tmp_path):
+    x, y = data
+    swept = dict(sweep_phase2=True, finder={"num_steps": 20})
+    backup = tmp_path / "backup"
+    broken, args = model_and_args([keras.callbacks.BackupAndRestore(str(backup)), Interrupt(1)],
+                                  **swept)
+    with pytest.raises(KeyboardInterrupt):
+        kt.fine_tune(broken, (x, y), **args)
+    record = backup / "keras_transfer_phase2_sweep.json"
+    saved = record.read_text()
+    # another run's record: its phase 2 began at another epoch
+    record.write_text(json.dumps({"phase2_peak": 1e-3, "switch_epoch": 2}))
+    model, args = model_and_args([keras.callbacks.BackupAndRestore(str(backup))], **swept)
+    with pytest.raises(kt.errors.ArgumentError,
+                       match=r"records a phase 2 that began at epoch index 2, expected 1 "
+                             r"\(freeze_epochs\)"):
+        kt.fine_tune(model, (x, y), **args)
+    # no record beside the backup
+    record.unlink()
+    model, args = model_and_args([keras.callbacks.BackupAndRestore(str(backup))], **swept)
+    with pytest.raises(kt.errors.ArgumentError, match=f"no record at {re.escape(str(record))}"):
+        kt.fine_tune(model, (x, y), **args)
+    record.write_text(saved)  # the right one: the run goes on
+    model, args = model_and_args([keras.callbacks.BackupAndRestore(str(backup))], **swept)
+    assert kt.fine_tune(model, (x, y), **args).history["phase"] == [2, 2]
+
+
+def test_sweep_phase2_reports_no_phase_two_peak_when_phase_two_never_ran(data):
+    class StopAfterPhaseOne(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            self.model.stop_training = True
+
+    for callbacks, epochs in (([StopAfterPhaseOne()], 4), ([], 1)):
+        model, args = model_and_args(callbacks, sweep_phase2=True)
+        history = kt.fine_tune(model, data, **{**args, "epochs": epochs})
+        assert history.history["phase"] == [1]
+        assert history.finetune_lr is None and history.phase2_learning_rate_curve is None
+
+
+def test_sweep_phase2_refuses_a_one_shot_iterator(data):
+    x, y = data
+    batches = iter([(x[i:i + 16], y[i:i + 16]) for i in range(0, 64, 16)])
+    model = tiny_model()
+    with pytest.raises(kt.errors.ArgumentError, match="needs data it can read again.*list_iterator"):
+        kt.fine_tune(model, batches, freeze=3, epochs=2, base_lr=1e-2, steps_per_epoch=4,
+                     loss=LOSS, metrics=(), verbose=0, sweep_phase2=True)
 
 
 @pytest.mark.parametrize("kwargs, message", [

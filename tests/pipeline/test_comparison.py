@@ -105,6 +105,11 @@ def test_a_fine_tune_arm_records_each_phases_peak_and_sweep(tmp_path, sweep_phas
     if sweep_phase2:
         curve = arm["phase2_learning_rate_curve"]
         assert len(curve["learning_rates"]) == 12 and curve["method"] == "minimum"
-        assert arm["finetune_lr"] == curve["suggestion"] != 1e-2
+        assert arm["finetune_lr"] == curve["suggestion"]
     else:
         assert arm["finetune_lr"] == 1e-2 and "phase2_learning_rate_curve" not in arm
+    # the recorded peak is the one phase 2 ran: its one-cycle over 8 steps (4 an
+    # epoch), read after each phase-2 epoch
+    cycle = kt.OneCycle(arm["finetune_lr"], total_steps=8, pct_start=0.3, div=5.0, final_div=1e5)
+    np.testing.assert_allclose(arm["history"]["lr"][1:],
+                               [float(cycle(4)), float(cycle(8))], rtol=1e-5)
