@@ -354,18 +354,18 @@ def fine_tune(model, train, *, validation=None, freeze, epochs, freeze_epochs=1,
             f"{sorted({'batch_size', 'verbose'} & set(finder))}.")
     if batch_size is not None:
         batch_size = _checks.whole_number(batch_size, "batch_size", owner=owner, minimum=1)
-    if sweep_phase2 and not _data.is_arrays(train) and iter(train) is train:
-        raise errors.ArgumentError(
-            "fine_tune(sweep_phase2=True) needs data it can read again: the second sweep "
-            "runs inside fit, whose own pass over a one-shot iterator it would take batches "
-            f"from; received {type(train).__name__}. Pass a tf.data.Dataset, a "
-            "keras.utils.PyDataset, a list of batches or arrays.")
     if "validation_split" in fit_kwargs:
         raise errors.ArgumentError(
             "fine_tune does not take validation_split: the one-cycles are sized on the "
             "training data's steps per epoch. Split the data yourself and pass "
             "validation=.")
     _data.check(train, owner)
+    if sweep_phase2 and not _data.is_arrays(train) and iter(train) is train:
+        raise errors.ArgumentError(
+            "fine_tune(sweep_phase2=True) needs data it can read again: the second sweep "
+            "runs inside fit, whose own pass over a one-shot iterator it would take batches "
+            f"from; received {type(train).__name__}. Pass a tf.data.Dataset, a "
+            "keras.utils.PyDataset, a list of batches or arrays.")
     if _data.is_arrays(train):
         batch_size = batch_size or 32
         fit_kwargs["batch_size"] = batch_size

@@ -393,6 +393,9 @@ def test_sweep_phase2_refuses_a_one_shot_iterator(data):
     with pytest.raises(kt.errors.ArgumentError, match="needs data it can read again.*list_iterator"):
         kt.fine_tune(model, batches, freeze=3, epochs=2, base_lr=1e-2, steps_per_epoch=4,
                      loss=LOSS, metrics=(), verbose=0, sweep_phase2=True)
+    with pytest.raises(kt.errors.ArgumentTypeError, match="train must be"):  # checked first
+        kt.fine_tune(model, 5, freeze=3, epochs=2, base_lr=1e-2, loss=LOSS, verbose=0,
+                     sweep_phase2=True)
 
 
 @pytest.mark.parametrize("kwargs, message", [
