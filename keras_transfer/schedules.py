@@ -93,6 +93,11 @@ class FinetuningSchedule(keras.callbacks.Callback):
         """Called after `apply` when `state` begins (`resumed`: mid-state)."""
 
     # -- mechanism ----------------------------------------------------------
+    @property
+    def _who(self):
+        """The name messages give: a private subclass speaks as its public class."""
+        return next(c.__name__ for c in type(self).__mro__ if not c.__name__.startswith("_"))
+
     def set_model(self, model):
         super().set_model(model)
         # `fit` gives every callback the model before any `on_train_begin`:
@@ -105,7 +110,7 @@ class FinetuningSchedule(keras.callbacks.Callback):
         self.state = None
         if getattr(self.model, "optimizer", None) is None:
             raise errors.ArgumentError(
-                f"{type(self).__name__} needs a compiled model: call "
+                f"{self._who} needs a compiled model: call "
                 "model.compile(optimizer=...) before fit.")
         self._prepare_optimizer()  # done already when `fit` set the model
 
@@ -150,7 +155,7 @@ class FinetuningSchedule(keras.callbacks.Callback):
         self.history.append((epoch, state))
         if self.verbose:
             count = sum(math.prod(v.shape) for v in model.trainable_weights)
-            print(f"{type(self).__name__}: epoch {epoch + 1} begins {self.log_name} "
+            print(f"{self._who}: epoch {epoch + 1} begins {self.log_name} "
                   f"{state}: {count:,} trainable parameters, lr "
                   f"{optimizers.current_learning_rate(model.optimizer):.3g}")
 
@@ -168,7 +173,7 @@ class FinetuningSchedule(keras.callbacks.Callback):
         steps = (self.params or {}).get("steps")
         if not steps:
             warnings.warn(
-                f"{type(self).__name__}: epoch {epoch + 1} is inside {self.log_name} "
+                f"{self._who}: epoch {epoch + 1} is inside {self.log_name} "
                 f"{state}, which began at epoch {first + 1}, but the number of "
                 "steps per epoch is unknown: its learning-rate schedule restarts "
                 "here. Give the data a known length (or steps_per_epoch).", stacklevel=2)

@@ -282,6 +282,16 @@ def test_sweep_phase2_peaks_phase_two_where_a_sweep_of_what_it_trains_says(data)
         np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-6, atol=1e-7, err_msg=a.path)
 
 
+def test_sweep_phase2_says_what_it_found_before_phase_two_begins(data, capsys):
+    _, _, history, _, _ = run(data, sweep_phase2=True, finder={"num_steps": 20}, verbose=1)
+    out = capsys.readouterr().out
+    found = out.index(f"find_learning_rate: 20 steps, suggestion "
+                      f"{history.finetune_lr:.3g} (minimum)")
+    begins = out.index("TwoPhaseSchedule: epoch 2 begins phase 2")  # the public class's name
+    assert out.index("TwoPhaseSchedule: epoch 1 begins phase 1") < found < begins
+    assert "_Swept" not in out
+
+
 def test_sweep_phase2_runs_no_second_sweep_without_a_phase_one(data):
     _, _, history, rates, _ = run(data, freeze_epochs=0, sweep_phase2=True)
     assert history.phase2_learning_rate_curve is None and history.finetune_lr == 1e-2
