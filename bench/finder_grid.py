@@ -48,10 +48,16 @@ and at the rates of today's rule and of the sweep taken once phase 1 has
 trained the head (`after:`), so that a rule's distance from the best can be
 told from the spread between repeats.
 
+With `--sweep_noise K` (mobilenet, seeds 0 and 1), one state where phase 1
+ended (repeat 0's) is swept K times over what phase 2 trains, each sweep over
+another order of the same training set: how far the sweep's reading moves when
+only its batches change, and what the mean of the K curves reads.
+
 Usage:
   python bench/finder_grid.py --tasks bert mobilenet --seeds 0 1 --out bench/results/finder_grid.json
   python bench/finder_grid.py --tasks mobilenet --seeds 0 1 --phase1_repeats 3 --out bench/results/finder_phase1_repeats.json
   python bench/finder_grid.py --tasks mobilenet --seeds 0 1 --phase2_repeats 3 --out bench/results/finder_phase2_repeats.json
+  python bench/finder_grid.py --tasks mobilenet --seeds 0 1 --sweep_noise 5 --out bench/results/finder_sweep_noise.json
 """
 
 import argparse
@@ -327,6 +333,48 @@ def phase2_repeats(name, seed, num_steps, repeats):
     return record
 
 
+def sweep_noise(name, seed, num_steps, sweeps):
+    """One state where phase 1 ended (repeat 0's, phase 1 at `PHASE1_START`'s
+    rate), swept `sweeps` times over what phase 2 trains: the first in the data's
+    order, the others each over another permutation of the same training set.
+    Only the batches differ, so the spread of the readings is the sweep's own."""
+    t0 = time.perf_counter()
+    build, (x, y), val = TASKS[name](seed)
+    model, base = build(0)
+    phase1_accuracy = run_phase(model, base, (x, y), val, PHASE1_START[name, seed], 1, 1)
+    start = model.get_weights()
+    record = {"task": name, "seed": seed, "phase1_rate": PHASE1_START[name, seed],
+              "phase1_accuracy": phase1_accuracy, "sweeps": []}
+    for k in range(sweeps):
+        order = np.arange(len(y)) if k == 0 else np.random.default_rng(k).permutation(len(y))
+        model, base = build(0)
+        model.set_weights(start)
+        curve = sweep(model, base, (x[order], y[order]), 2, num_steps)
+        print(f"  sweep {k}: minimum {curve.minimum:.2g}, valley {curve.valley:.2g}", flush=True)
+        record["sweeps"].append({"order": k, "curve": _curve(curve)})
+    record["seconds"] = time.perf_counter() - t0
+    return record
+
+
+def analyse_sweep_noise(records):
+    for record in records:
+        curves = [s["curve"] for s in record["sweeps"]]
+        minima = [c["minimum"] for c in curves]
+        lowest = [10 * m for m in minima]
+        print(f"{record['task']} seed {record['seed']} (phase 1 at {record['phase1_rate']:.0e}, "
+              f"validation {record['phase1_accuracy']:.3f}): {len(curves)} sweeps")
+        print("  minimum rule per sweep: " + ", ".join(f"{m:.2g}" for m in minima)
+              + f"; max / min {max(minima) / min(minima):.1f}, median {statistics.median(minima):.2g}")
+        print("  lowest point per sweep: " + ", ".join(f"{r:.2g}" for r in lowest))
+        # The mean of the smoothed curves over the steps every sweep ran (their
+        # rates are the same step for step), read with the finder's own rule.
+        n = min(len(c["losses"]) for c in curves)
+        mean = np.mean([c["losses"][:n] for c in curves], axis=0)
+        rates = curves[0]["learning_rates"][:n]
+        pooled = kt.lr_finder._curve(rates, list(mean), list(mean), "minimum", False)  # noqa: SLF001
+        print(f"  mean curve of all {len(curves)}: minimum rule {pooled.minimum:.2g}")
+
+
 def analyse_repeats(records):
     """The phase-1 repeats: per rate, the mean and spread of the grid; each
     repeat's rules against the mean grid. Prints Markdown."""
@@ -453,17 +501,21 @@ def main():
                          "only, this many times per task and seed")
     repeats.add_argument("--phase2_repeats", type=int, default=0, help="measure phase 2, "
                          "this many times per seed (mobilenet, seeds 0 and 1)")
+    repeats.add_argument("--sweep_noise", type=int, default=0, help="sweep phase 2 this "
+                         "many times from one state, over other orders of the same data")
     parser.add_argument("--analyse", default=None, help="a results file: print every "
                         "rule against its grids")
     args = parser.parse_args()
     unknown = [(name, seed) for name in args.tasks for seed in args.seeds
                if (name, seed) not in PHASE1_START]
-    if args.phase2_repeats and unknown:
-        parser.error(f"--phase2_repeats has a phase-1 rate for {sorted(PHASE1_START)} only, "
-                     f"not for {unknown}: pass --tasks mobilenet --seeds 0 1")
+    if (args.phase2_repeats or args.sweep_noise) and unknown:
+        parser.error(f"--phase2_repeats and --sweep_noise have a phase-1 rate for "
+                     f"{sorted(PHASE1_START)} only, not for {unknown}: pass --tasks mobilenet "
+                     "--seeds 0 1")
     if args.analyse:
         records = json.loads(pathlib.Path(args.analyse).read_text())["records"]
         of = (analyse_phase2_repeats if "phase2_repeats" in records[0] else
+              analyse_sweep_noise if "sweeps" in records[0] else
               analyse_repeats if "repeats" in records[0] else analyse)
         return of(records)
     records = []
@@ -472,6 +524,10 @@ def main():
             print(f"{name}, seed {seed}", flush=True)
             if args.phase2_repeats:
                 records.append(phase2_repeats(name, seed, args.num_steps, args.phase2_repeats))
+                _write(args.out, records)
+                continue
+            if args.sweep_noise:
+                records.append(sweep_noise(name, seed, args.num_steps, args.sweep_noise))
                 _write(args.out, records)
                 continue
             if args.phase1_repeats:
