@@ -364,7 +364,8 @@ def analyse_sweep_noise(records):
         print(f"{record['task']} seed {record['seed']} (phase 1 at {record['phase1_rate']:.0e}, "
               f"validation {record['phase1_accuracy']:.3f}): {len(curves)} sweeps")
         print("  minimum rule per sweep: " + ", ".join(f"{m:.2g}" for m in minima)
-              + f"; max / min {max(minima) / min(minima):.1f}, median {statistics.median(minima):.2g}")
+              + f"; max / min {max(minima) / min(minima):.1f}, "
+              f"median {statistics.median(minima):.2g}")
         print("  lowest point per sweep: " + ", ".join(f"{r:.2g}" for r in lowest))
         # The mean of the smoothed curves over the steps every sweep ran (their
         # rates are the same step for step), read with the finder's own rule.

@@ -75,6 +75,14 @@ def table(runs):
     return "\n".join(lines)
 
 
+def rule_window(curve):
+    """The `(loss, rate, step)` points the finder's rules read: it leaves out
+    the first tenth of the steps and the last 5 (keras_transfer.lr_finder)."""
+    n = len(curve["losses"])
+    points = zip(curve["losses"], curve["learning_rates"], range(n))
+    return list(points)[n // 10:n - 5]
+
+
 def descents(runs):
     """Per sweep-arm run: the second sweep's smoothed loss over the rates the
     `minimum` rule reads (the finder leaves out the first tenth of the steps
@@ -87,12 +95,12 @@ def descents(runs):
         curve = r.get("phase2_curve")
         if r["arm"] != "sweep" or not curve:
             continue
-        n = len(curve["losses"])
-        read = list(zip(curve["losses"], curve["learning_rates"]))[n // 10:n - 5]
-        low = [loss for loss, rate in read if rate <= 1e-3]
+        read = rule_window(curve)
+        low = [loss for loss, rate, _ in read if rate <= 1e-3]
         best = min(read)
         other = today.get((r["size"], r["seed"]), {}).get("test_accuracy", float("nan"))
-        lines.append(f"| {r['size']:,}, {r['seed']} | {r['test_accuracy_phase1']:.4f} | {n} | "
+        lines.append(f"| {r['size']:,}, {r['seed']} | {r['test_accuracy_phase1']:.4f} | "
+                     f"{len(curve['losses'])} | "
                      f"{min(low):.3f}, {max(low):.3f} | "
                      f"{best[0]:.3f} at {best[1]:.2g} | {curve['suggestion']:.2g} | "
                      f"{other:.4f} / {r['test_accuracy']:.4f} |")
@@ -103,11 +111,9 @@ def rise(curve, factor=1.5):
     """The first rate past the rule's lowest point at which the smoothed loss
     exceeds `factor` times that lowest value (the sweep's last rate if never)."""
     losses, rates = curve["losses"], curve["learning_rates"]
-    first = len(losses) // 10
-    read = losses[first:len(losses) - 5]
-    lowest = first + min(range(len(read)), key=read.__getitem__)
-    return next((rate for loss, rate in zip(losses[lowest:], rates[lowest:])
-                 if loss > factor * losses[lowest]), rates[-1])
+    lowest, _, step = min(rule_window(curve))
+    return next((rate for loss, rate in zip(losses[step:], rates[step:])
+                 if loss > factor * lowest), rates[-1])
 
 
 def rises(runs):

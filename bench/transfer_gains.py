@@ -107,10 +107,11 @@ def reusable(out, args):
                   "--rerun to run it again", file=sys.stderr)
             return True
         from keras_transfer import recipes  # imports Keras: only when needed
+        from keras_transfer.pipeline import comparison
 
         flags = results["flags"]
         expected = {**recipes.default_options(), **{
-            name: flags[name] for name in ("base_lr", "lr_mult", "train_batchnorm", "sweep_phase2")
+            name: flags[name] for name in comparison.FINE_TUNE_FLAGS
             if flags.get(name) is not None}}
         if flags.get("head_epochs") is not None:
             expected["freeze_epochs"] = flags["head_epochs"]

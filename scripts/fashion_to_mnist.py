@@ -100,8 +100,6 @@ flags.DEFINE_string("backup_dir", None, "If set, training state is backed up her
                     "every epoch (keras.callbacks.BackupAndRestore) and finished arms "
                     "are kept: rerunning the same command resumes where it stopped.")
 
-# the flags that pass their value to fine_tune, when given
-FINE_TUNE_FLAGS = ("base_lr", "lr_mult", "train_batchnorm", "sweep_phase2")
 RECIPE_DEFAULTS = {"fine_tune": {"head_epochs": 1, "epochs": 10},
                    "seed": {"head_epochs": 5, "epochs": 10, "batch_size": 256}}
 
@@ -200,7 +198,7 @@ def run():
     test = datasets.as_dataset(mx_test, my_test, 1000)
     values = FLAGS.flag_values_dict()
     head_epochs, epochs = resolved(values, "head_epochs"), resolved(values, "epochs")
-    options = {name: FLAGS[name].value for name in FINE_TUNE_FLAGS
+    options = {name: FLAGS[name].value for name in comparison.FINE_TUNE_FLAGS
                if FLAGS[name].value is not None}  # else fine_tune's defaults
     low_data = FLAGS.low_data_examples
     if low_data is None:  # 1000 and 100, when all images are more than that

@@ -31,6 +31,10 @@ from keras_transfer import schedules
 
 write_json = _files.write_json  # results files are written atomically
 
+# the `fine_tune` arguments the pipeline script takes as flags (each passed on
+# only when given); bench/transfer_gains.py reads them back from a run's flags
+FINE_TUNE_FLAGS = ("base_lr", "lr_mult", "train_batchnorm", "sweep_phase2")
+
 
 class PhaseProbe(keras.callbacks.Callback):
     """Measures a two-phase run, epoch by epoch, across a resume too.
