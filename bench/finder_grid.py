@@ -53,11 +53,21 @@ ended (repeat 0's) is swept K times over what phase 2 trains, each sweep over
 another order of the same training set: how far the sweep's reading moves when
 only its batches change, and what the mean of the K curves reads.
 
+With `--probe K` (mobilenet, seeds 0 and 1), K repeats as `--phase2_repeats`
+makes them, each reading phase 2's peak from short trial runs instead of a
+sweep: from where phase 1 ended, `fine_tune` runs phase 2 for `--probe_epochs`
+epochs at each grid rate from 1e-3 to 1e-1, and the probe reads each trial by
+its accuracy and loss on a probe set (the first half of the validation set)
+and by its loss on the training set. The full phase 2 (3 epochs) at each grid
+rate is graded on the other half, so a probe's choice is graded on data it did
+not see.
+
 Usage:
   python bench/finder_grid.py --tasks bert mobilenet --seeds 0 1 --out bench/results/finder_grid.json
   python bench/finder_grid.py --tasks mobilenet --seeds 0 1 --phase1_repeats 3 --out bench/results/finder_phase1_repeats.json
   python bench/finder_grid.py --tasks mobilenet --seeds 0 1 --phase2_repeats 3 --out bench/results/finder_phase2_repeats.json
   python bench/finder_grid.py --tasks mobilenet --seeds 0 1 --sweep_noise 5 --out bench/results/finder_sweep_noise.json
+  python bench/finder_grid.py --tasks mobilenet --seeds 0 1 --probe 3 --out bench/results/finder_probe.json
 """
 
 import argparse
@@ -356,6 +366,70 @@ def sweep_noise(name, seed, num_steps, sweeps):
     return record
 
 
+def probe(name, seed, repeats, probe_epochs):
+    """Phase 2's peak read from short trial runs (see the module docstring)."""
+    t0 = time.perf_counter()
+    build, train, (vx, vy) = TASKS[name](seed)
+    half = len(vy) // 2
+    probe_set, graded = (vx[:half], vy[:half]), (vx[half:], vy[half:])
+    record = {"task": name, "seed": seed, "phase1_rate": PHASE1_START[name, seed],
+              "probe_epochs": probe_epochs, "repeats": []}
+    for variant in range(repeats):
+        model, base = build(variant)
+        phase1_accuracy = run_phase(model, base, train, graded, record["phase1_rate"], 1, 1)
+        start = model.get_weights()
+        trials = {}
+        for rate in PHASE2_RATES:
+            model, base = build(variant)
+            model.set_weights(start)
+            accuracy_ = run_phase(model, base, train, probe_set, rate, 2, probe_epochs)
+            trials[f"{rate:.0e}"] = {"probe_accuracy": accuracy_,
+                                     "probe_loss": _loss(model, probe_set),
+                                     "train_loss": _loss(model, train)}
+        grid_ = grid(lambda: build(variant), train, graded, 2, 3, start, rates=PHASE2_RATES)
+        print(f"  repeat {variant}: trials {trials}", flush=True)
+        record["repeats"].append({"phase1_accuracy": phase1_accuracy, "trials": trials,
+                                  "grid": grid_})
+    record["seconds"] = time.perf_counter() - t0
+    return record
+
+
+def _loss(model, data):
+    """Mean cross-entropy of `model` on `data` (inf when it diverged)."""
+    x, y = data
+    value = float(keras.ops.convert_to_numpy(keras.ops.mean(
+        LOSS(y, model.predict(x, batch_size=256, verbose=0)))))
+    return value if math.isfinite(value) else float("inf")
+
+
+PROBE_READINGS = {"probe accuracy": ("probe_accuracy", max),
+                  "probe loss": ("probe_loss", min), "training loss": ("train_loss", min)}
+
+
+def analyse_probe(records):
+    """Each probe reading's choice against the full phase 2's grid, per repeat
+    and on average. Prints Markdown."""
+    for rec in records:
+        repeats = rec["repeats"]
+        print(f"\n{rec['task']} {rec['seed']}: phase-2 accuracy on the graded half over "
+              f"{len(repeats)} repeats (phase 1 at {rec['phase1_rate']:.2g}; trials of "
+              f"{rec['probe_epochs']} epoch(s))\n")
+        _, best, top = _mean_grid(repeats, PHASE2_RATES)
+        print(f"\nbest by mean: {best:.2g} ({top:.3f})\n")
+        print("| reading | choice per repeat | accuracy there | mean | points below the "
+              "best mean | points below each repeat's own best |")
+        print("|---|---|---|---|---|---|")
+        for reading, (key, pick) in PROBE_READINGS.items():
+            choices = [pick(r["trials"], key=lambda k, r=r: r["trials"][k][key])
+                       for r in repeats]
+            values = [r["grid"][c] for r, c in zip(repeats, choices)]
+            own = [100 * (max(r["grid"].values()) - v) for r, v in zip(repeats, values)]
+            below = 100 * (top - statistics.mean(values))
+            print(f"| {reading} | {', '.join(choices)} | "
+                  f"{', '.join(f'{v:.3f}' for v in values)} | {statistics.mean(values):.3f} | "
+                  f"{below:.1f} | {', '.join(f'{b:.1f}' for b in own)} |")
+
+
 def analyse_sweep_noise(records):
     for record in records:
         curves = [s["curve"] for s in record["sweeps"]]
@@ -504,18 +578,22 @@ def main():
                          "this many times per seed (mobilenet, seeds 0 and 1)")
     repeats.add_argument("--sweep_noise", type=int, default=0, help="sweep phase 2 this "
                          "many times from one state, over other orders of the same data")
+    repeats.add_argument("--probe", type=int, default=0, help="read phase 2's peak from "
+                         "short trial runs, this many repeats per seed")
+    parser.add_argument("--probe_epochs", type=int, default=1)
     parser.add_argument("--analyse", default=None, help="a results file: print every "
                         "rule against its grids")
     args = parser.parse_args()
     unknown = [(name, seed) for name in args.tasks for seed in args.seeds
                if (name, seed) not in PHASE1_START]
-    if (args.phase2_repeats or args.sweep_noise) and unknown:
-        parser.error(f"--phase2_repeats and --sweep_noise have a phase-1 rate for "
+    if (args.phase2_repeats or args.sweep_noise or args.probe) and unknown:
+        parser.error(f"--phase2_repeats, --sweep_noise and --probe have a phase-1 rate for "
                      f"{sorted(PHASE1_START)} only, not for {unknown}: pass --tasks mobilenet "
                      "--seeds 0 1")
     if args.analyse:
         records = json.loads(pathlib.Path(args.analyse).read_text())["records"]
         of = (analyse_phase2_repeats if "phase2_repeats" in records[0] else
+              analyse_probe if "probe_epochs" in records[0] else
               analyse_sweep_noise if "sweeps" in records[0] else
               analyse_repeats if "repeats" in records[0] else analyse)
         return of(records)
@@ -525,6 +603,10 @@ def main():
             print(f"{name}, seed {seed}", flush=True)
             if args.phase2_repeats:
                 records.append(phase2_repeats(name, seed, args.num_steps, args.phase2_repeats))
+                _write(args.out, records)
+                continue
+            if args.probe:
+                records.append(probe(name, seed, args.probe, args.probe_epochs))
                 _write(args.out, records)
                 continue
             if args.sweep_noise:
