@@ -60,7 +60,8 @@ epochs at each grid rate from 1e-3 to 1e-1, and the probe reads each trial by
 its accuracy and loss on a probe set (the first half of the validation set)
 and by its loss on the training set. The full phase 2 (3 epochs) at each grid
 rate is graded on the other half, so a probe's choice is graded on data it did
-not see.
+not see. `--probe_pct_start 0.9` gives a one-epoch trial the warm-up of a
+three-epoch phase 2 (0.3 of 3 epochs), then a short anneal.
 
 Usage:
   python bench/finder_grid.py --tasks bert mobilenet --seeds 0 1 --out bench/results/finder_grid.json
@@ -68,6 +69,7 @@ Usage:
   python bench/finder_grid.py --tasks mobilenet --seeds 0 1 --phase2_repeats 3 --out bench/results/finder_phase2_repeats.json
   python bench/finder_grid.py --tasks mobilenet --seeds 0 1 --sweep_noise 5 --out bench/results/finder_sweep_noise.json
   python bench/finder_grid.py --tasks mobilenet --seeds 0 1 --probe 3 --out bench/results/finder_probe.json
+  python bench/finder_grid.py --tasks mobilenet --seeds 0 1 --probe 3 --probe_pct_start 0.9 --out bench/results/finder_probe_warmup.json
 """
 
 import argparse
@@ -191,8 +193,9 @@ def accuracy(model, data):
     return float((np.argmax(logits, -1) == y).mean())
 
 
-def run_phase(model, freeze, train, val, rate, phase, epochs):
-    """`fine_tune` for one phase at a fixed peak rate; validation accuracy."""
+def run_phase(model, freeze, train, val, rate, phase, epochs, **options):
+    """`fine_tune` for one phase at a fixed peak rate (`options` go to it);
+    validation accuracy."""
     if phase == 1:
         kt.fine_tune(model, train, freeze=freeze, epochs=epochs, freeze_epochs=epochs,
                      base_lr=rate, loss=LOSS, metrics=(), verbose=0,
@@ -200,7 +203,7 @@ def run_phase(model, freeze, train, val, rate, phase, epochs):
     else:
         kt.fine_tune(model, train, freeze=freeze, epochs=epochs, freeze_epochs=0, base_lr=rate,
                      loss=LOSS, metrics=(), verbose=0,
-                     batch_size=recipes.batch_size_for(len(train[1])))
+                     batch_size=recipes.batch_size_for(len(train[1])), **options)
     value = accuracy(model, val)
     return value if math.isfinite(value) else 0.0
 
@@ -366,14 +369,15 @@ def sweep_noise(name, seed, num_steps, sweeps):
     return record
 
 
-def probe(name, seed, repeats, probe_epochs):
+def probe(name, seed, repeats, probe_epochs, pct_start=None):
     """Phase 2's peak read from short trial runs (see the module docstring)."""
     t0 = time.perf_counter()
     build, train, (vx, vy) = TASKS[name](seed)
     half = len(vy) // 2
     probe_set, graded = (vx[:half], vy[:half]), (vx[half:], vy[half:])
     record = {"task": name, "seed": seed, "phase1_rate": PHASE1_START[name, seed],
-              "probe_epochs": probe_epochs, "repeats": []}
+              "probe_epochs": probe_epochs, "probe_pct_start": pct_start, "repeats": []}
+    options = {} if pct_start is None else {"pct_start": pct_start}
     for variant in range(repeats):
         model, base = build(variant)
         phase1_accuracy = run_phase(model, base, train, graded, record["phase1_rate"], 1, 1)
@@ -382,7 +386,8 @@ def probe(name, seed, repeats, probe_epochs):
         for rate in PHASE2_RATES:
             model, base = build(variant)
             model.set_weights(start)
-            accuracy_ = run_phase(model, base, train, probe_set, rate, 2, probe_epochs)
+            accuracy_ = run_phase(model, base, train, probe_set, rate, 2, probe_epochs,
+                                  **options)
             trials[f"{rate:.0e}"] = {"probe_accuracy": accuracy_,
                                      "probe_loss": _loss(model, probe_set),
                                      "train_loss": _loss(model, train)}
@@ -413,7 +418,8 @@ def analyse_probe(records):
         repeats = rec["repeats"]
         print(f"\n{rec['task']} {rec['seed']}: phase-2 accuracy on the graded half over "
               f"{len(repeats)} repeats (phase 1 at {rec['phase1_rate']:.2g}; trials of "
-              f"{rec['probe_epochs']} epoch(s))\n")
+              f"{rec['probe_epochs']} epoch(s), pct_start "
+              f"{rec.get('probe_pct_start') or 'as fine_tune'})\n")
         _, best, top = _mean_grid(repeats, PHASE2_RATES)
         print(f"\nbest by mean: {best:.2g} ({top:.3f})\n")
         print("| reading | choice per repeat | accuracy there | mean | points below the "
@@ -581,6 +587,9 @@ def main():
     repeats.add_argument("--probe", type=int, default=0, help="read phase 2's peak from "
                          "short trial runs, this many repeats per seed")
     parser.add_argument("--probe_epochs", type=int, default=1)
+    parser.add_argument("--probe_pct_start", type=float, default=None, help="the trials' "
+                        "one-cycle warm-up fraction (fine_tune's own by default); 0.9 of one "
+                        "epoch warms up over as many steps as a 3-epoch phase 2 does")
     parser.add_argument("--analyse", default=None, help="a results file: print every "
                         "rule against its grids")
     args = parser.parse_args()
@@ -606,7 +615,8 @@ def main():
                 _write(args.out, records)
                 continue
             if args.probe:
-                records.append(probe(name, seed, args.probe, args.probe_epochs))
+                records.append(probe(name, seed, args.probe, args.probe_epochs,
+                                     args.probe_pct_start))
                 _write(args.out, records)
                 continue
             if args.sweep_noise:
