@@ -293,11 +293,12 @@ def fine_tune(model, train, *, validation=None, freeze, epochs, freeze_epochs=1,
             only. A run that `BackupAndRestore` resumes inside phase 2
             reads the rate back from a file the sweep writes in each such
             callback's `backup_dir` (`keras_transfer_phase2_sweep.json`);
-            a `fit` that begins inside phase 2 without it raises. (Backups
-            taken inside an epoch, `save_freq=<int>`, are not enough: a run
-            resumed inside the first phase-2 epoch sweeps again, from a
-            partly trained phase 2.) Without a phase 1 (`freeze_epochs=0`)
-            or a phase 2 (`freeze_epochs=epochs`) no second sweep runs.
+            a `fit` that begins inside phase 2 without it raises. A run
+            stopped inside the first phase-2 epoch, after the sweep, reads
+            it back too (with `save_freq=<int>` Keras restores that epoch
+            from its first batch, on the weights of its last backup).
+            Without a phase 1 (`freeze_epochs=0`) or a phase 2
+            (`freeze_epochs=epochs`) no second sweep runs.
             Off by default: on the reference pipeline it ended 0.7 to 5.5
             points below on average (BENCHMARKS.md, "Phase 2's own sweep
             inside `fine_tune`").
@@ -454,7 +455,11 @@ class _SweptTwoPhase(schedules.TwoPhaseSchedule):
         if phase != 2:
             return
         # Not `resumed`: that counts steps into the phase, 0 when they are unknown.
-        if self._epoch > self.switch_epoch:
+        # At the switch epoch a record means the sweep ran in a fit that was then
+        # stopped inside this epoch (a `save_freq=<int>` backup restores its
+        # epoch from batch 0 on partly trained weights): its rate is the run's.
+        # BackupAndRestore removes its folder, the record with it, once a run ends.
+        if self._epoch > self.switch_epoch or self._recorded():
             self.peak = self._read()
         else:
             self.curve = lr_finder.find_learning_rate(model, self._train, **self._finder)
@@ -463,6 +468,9 @@ class _SweptTwoPhase(schedules.TwoPhaseSchedule):
                 _files.write_json({"phase2_peak": self.peak, "switch_epoch": self.switch_epoch},
                                   record)
         self.finetune_lr = self._cycle(self.peak)
+
+    def _recorded(self):
+        return bool(self._records) and os.path.exists(self._records[-1])
 
     def _read(self):
         what_to_do = ("Resume with the BackupAndRestore of the interrupted run, or pass "

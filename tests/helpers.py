@@ -45,6 +45,23 @@ class Interrupt(keras.callbacks.Callback):
             raise KeyboardInterrupt
 
 
+class InterruptAtBatch(keras.callbacks.Callback):
+    """Stops `fit` with KeyboardInterrupt right after batch `batch` of epoch
+    `epoch` (a `BackupAndRestore(save_freq=<int>)` listed before it may have
+    backed up a batch of that epoch)."""
+
+    def __init__(self, epoch, batch):
+        super().__init__()
+        self.epoch, self.batch, self._current = epoch, batch, None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._current = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        if (self._current, batch) == (self.epoch, self.batch):
+            raise KeyboardInterrupt
+
+
 class DenseBnBlock(keras.layers.Layer):
     """A plain layer (not a model) holding a Dense and a BatchNormalization, as
     a ResNet-style block written as a layer does."""

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import keras_transfer as kt
-from helpers import DenseBnBlock, Interrupt, randomize, tiny_model
+from helpers import DenseBnBlock, Interrupt, InterruptAtBatch, randomize, tiny_model
 from keras_transfer import recipes
 from keras_transfer.pipeline import reference
 from test_learning_rates import BatchRates, by_hand
@@ -355,6 +355,29 @@ def test_sweep_phase2_resumed_at_the_switch_sweeps_again_and_ends_as_one_run(dat
     assert history.finetune_lr == straight.finetune_lr
     for a, b in zip(whole.weights, resumed.weights):
         np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-6, atol=1e-7, err_msg=a.path)
+
+
+def test_sweep_phase2_stopped_inside_its_first_epoch_keeps_its_sweeps_rate(data, tmp_path):
+    # Backed up every 2 batches and stopped after batch 3 of epoch 2, the first
+    # of phase 2: Keras restores epoch 2 from its first batch on the weights of
+    # batch 2, which are no longer where phase 1 ended. The resumed fit must not
+    # sweep those; the rate is the one the stopped fit's sweep recorded.
+    x, y = data
+    swept = dict(sweep_phase2=True, finder={"num_steps": 20})
+    whole, args = model_and_args([], **swept)
+    straight = kt.fine_tune(whole, (x, y), **args)
+    backup = str(tmp_path / "backup")
+    broken, args = model_and_args([keras.callbacks.BackupAndRestore(backup, save_freq=2),
+                                   InterruptAtBatch(1, 2)], **swept)
+    with pytest.raises(KeyboardInterrupt):
+        kt.fine_tune(broken, (x, y), **args)
+    resumed, args = model_and_args([keras.callbacks.BackupAndRestore(backup, save_freq=2)],
+                                   **swept)
+    history = kt.fine_tune(resumed, (x, y), **args)
+    assert history.epoch == [1, 2, 3] and history.history["phase"] == [2, 2, 2]
+    assert history.phase2_learning_rate_curve is None  # no second sweep
+    assert history.finetune_lr == straight.finetune_lr
+    np.testing.assert_allclose(history.history["lr"], straight.history["lr"][1:], rtol=1e-6)
 
 
 def test_sweep_phase2_refuses_a_missing_or_foreign_record(data, tmp_path):
