@@ -386,15 +386,16 @@ def probe(name, seed, repeats, probe_epochs, pct_start=None):
         for rate in PHASE2_RATES:
             model, base = build(variant)
             model.set_weights(start)
-            accuracy_ = run_phase(model, base, train, probe_set, rate, 2, probe_epochs,
-                                  **options)
-            trials[f"{rate:.0e}"] = {"probe_accuracy": accuracy_,
+            trial_accuracy = run_phase(model, base, train, probe_set, rate, 2, probe_epochs,
+                                       **options)
+            trials[f"{rate:.0e}"] = {"probe_accuracy": trial_accuracy,
                                      "probe_loss": _loss(model, probe_set),
                                      "train_loss": _loss(model, train)}
-        grid_ = grid(lambda: build(variant), train, graded, 2, 3, start, rates=PHASE2_RATES)
+        graded_grid = grid(lambda: build(variant), train, graded, 2, 3, start,
+                           rates=PHASE2_RATES)
         print(f"  repeat {variant}: trials {trials}", flush=True)
         record["repeats"].append({"phase1_accuracy": phase1_accuracy, "trials": trials,
-                                  "grid": grid_})
+                                  "grid": graded_grid})
     record["seconds"] = time.perf_counter() - t0
     return record
 
@@ -402,8 +403,8 @@ def probe(name, seed, repeats, probe_epochs, pct_start=None):
 def _loss(model, data):
     """Mean cross-entropy of `model` on `data` (inf when it diverged)."""
     x, y = data
-    value = float(keras.ops.convert_to_numpy(keras.ops.mean(
-        LOSS(y, model.predict(x, batch_size=256, verbose=0)))))
+    value = float(keras.ops.convert_to_numpy(
+        LOSS(y, model.predict(x, batch_size=256, verbose=0))))
     return value if math.isfinite(value) else float("inf")
 
 
@@ -416,17 +417,18 @@ def analyse_probe(records):
     and on average. Prints Markdown."""
     for rec in records:
         repeats = rec["repeats"]
+        pct_start = rec.get("probe_pct_start")  # absent in files made before the flag
         print(f"\n{rec['task']} {rec['seed']}: phase-2 accuracy on the graded half over "
               f"{len(repeats)} repeats (phase 1 at {rec['phase1_rate']:.2g}; trials of "
               f"{rec['probe_epochs']} epoch(s), pct_start "
-              f"{rec.get('probe_pct_start') or 'as fine_tune'})\n")
+              f"{'as fine_tune' if pct_start is None else pct_start})\n")
         _, best, top = _mean_grid(repeats, PHASE2_RATES)
         print(f"\nbest by mean: {best:.2g} ({top:.3f})\n")
         print("| reading | choice per repeat | accuracy there | mean | points below the "
               "best mean | points below each repeat's own best |")
         print("|---|---|---|---|---|---|")
         for reading, (key, pick) in PROBE_READINGS.items():
-            choices = [pick(r["trials"], key=lambda k, r=r: r["trials"][k][key])
+            choices = [pick(r["trials"], key=lambda k: r["trials"][k][key])
                        for r in repeats]
             values = [r["grid"][c] for r, c in zip(repeats, choices)]
             own = [100 * (max(r["grid"].values()) - v) for r, v in zip(repeats, values)]
@@ -586,9 +588,10 @@ def main():
                          "many times from one state, over other orders of the same data")
     repeats.add_argument("--probe", type=int, default=0, help="read phase 2's peak from "
                          "short trial runs, this many repeats per seed")
-    parser.add_argument("--probe_epochs", type=int, default=1)
-    parser.add_argument("--probe_pct_start", type=float, default=None, help="the trials' "
-                        "one-cycle warm-up fraction (fine_tune's own by default); 0.9 of one "
+    parser.add_argument("--probe_epochs", type=int, default=1, help="with --probe: "
+                        "each trial's length in epochs")
+    parser.add_argument("--probe_pct_start", type=float, default=None, help="with --probe: "
+                        "the trials' one-cycle warm-up fraction (fine_tune's own by default); 0.9 of one "
                         "epoch warms up over as many steps as a 3-epoch phase 2 does")
     parser.add_argument("--analyse", default=None, help="a results file: print every "
                         "rule against its grids")

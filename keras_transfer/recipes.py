@@ -293,10 +293,11 @@ def fine_tune(model, train, *, validation=None, freeze, epochs, freeze_epochs=1,
             only. A run that `BackupAndRestore` resumes inside phase 2
             reads the rate back from a file the sweep writes in each such
             callback's `backup_dir` (`keras_transfer_phase2_sweep.json`);
-            a `fit` that begins inside phase 2 without it raises. A run
-            stopped inside the first phase-2 epoch, after the sweep, reads
-            it back too (with `save_freq=<int>` Keras restores that epoch
-            from its first batch, on the weights of its last backup).
+            a `fit` that begins inside phase 2 without it raises. A `fit`
+            that begins at phase 2's first epoch reads it too when it is
+            there: the run was stopped inside that epoch after the sweep
+            (with `save_freq=<int>`, a backup taken inside an epoch restores
+            that epoch from its first batch).
             Without a phase 1 (`freeze_epochs=0`) or a phase 2
             (`freeze_epochs=epochs`) no second sweep runs.
             Off by default: on the reference pipeline it ended 0.7 to 5.5
@@ -446,8 +447,14 @@ class _SweptTwoPhase(schedules.TwoPhaseSchedule):
         self.curve = self.peak = None
         self._epoch = None
 
+    def on_train_begin(self, logs=None):
+        self._first_epoch = None
+        super().on_train_begin(logs)
+
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch = epoch  # for `entered`'s error message
+        if self._first_epoch is None:
+            self._first_epoch = epoch
         super().on_epoch_begin(epoch, logs)
 
     def entered(self, model, phase, resumed):
@@ -455,11 +462,12 @@ class _SweptTwoPhase(schedules.TwoPhaseSchedule):
         if phase != 2:
             return
         # Not `resumed`: that counts steps into the phase, 0 when they are unknown.
-        # At the switch epoch a record means the sweep ran in a fit that was then
-        # stopped inside this epoch (a `save_freq=<int>` backup restores its
-        # epoch from batch 0 on partly trained weights): its rate is the run's.
-        # BackupAndRestore removes its folder, the record with it, once a run ends.
-        if self._epoch > self.switch_epoch or self._recorded():
+        # A fit that begins at the switch epoch with a record resumes a fit stopped
+        # inside it, after the sweep (a `save_freq=<int>` backup restores the epoch
+        # it was taken in, from its first batch): its rate is the run's. A fit that
+        # trained phase 1 itself sweeps what it trained, whatever a folder holds.
+        if self._epoch > self.switch_epoch or (self._first_epoch == self.switch_epoch
+                                               and self._recorded()):
             self.peak = self._read()
         else:
             self.curve = lr_finder.find_learning_rate(model, self._train, **self._finder)

@@ -371,6 +371,8 @@ def test_sweep_phase2_stopped_inside_its_first_epoch_keeps_its_sweeps_rate(data,
                                    InterruptAtBatch(1, 2)], **swept)
     with pytest.raises(KeyboardInterrupt):
         kt.fine_tune(broken, (x, y), **args)
+    metadata = json.loads((tmp_path / "backup" / "training_metadata.json").read_text())
+    assert metadata == {"epoch": 1, "batch": 1}  # a backup inside phase 2's first epoch
     resumed, args = model_and_args([keras.callbacks.BackupAndRestore(backup, save_freq=2)],
                                    **swept)
     history = kt.fine_tune(resumed, (x, y), **args)
@@ -378,6 +380,29 @@ def test_sweep_phase2_stopped_inside_its_first_epoch_keeps_its_sweeps_rate(data,
     assert history.phase2_learning_rate_curve is None  # no second sweep
     assert history.finetune_lr == straight.finetune_lr
     np.testing.assert_allclose(history.history["lr"], straight.history["lr"][1:], rtol=1e-6)
+
+
+def test_sweep_phase2_resumed_inside_phase_one_sweeps_what_it_trained(data, tmp_path):
+    # Stopped at batch 1 of epoch 2, after the sweep and before any backup of
+    # that epoch: Keras resumes epoch 1 (its last backup was inside it), so the
+    # resumed fit trains phase 1 again, and sweeps what it trained; the stopped
+    # fit's record, in the same folder, is another state's.
+    x, y = data
+    swept = dict(sweep_phase2=True, finder={"num_steps": 20})
+    backup = str(tmp_path / "backup")
+    broken, args = model_and_args([keras.callbacks.BackupAndRestore(backup, save_freq=2),
+                                   InterruptAtBatch(1, 0)], **swept)
+    with pytest.raises(KeyboardInterrupt):
+        kt.fine_tune(broken, (x, y), **args)
+    metadata = json.loads((tmp_path / "backup" / "training_metadata.json").read_text())
+    assert metadata["epoch"] == 0
+    assert (tmp_path / "backup" / "keras_transfer_phase2_sweep.json").exists()
+    resumed, args = model_and_args([keras.callbacks.BackupAndRestore(backup, save_freq=2)],
+                                   **swept)
+    history = kt.fine_tune(resumed, (x, y), **args)
+    assert history.epoch == [0, 1, 2, 3] and history.history["phase"] == [1, 2, 2, 2]
+    assert history.phase2_learning_rate_curve is not None  # its own sweep
+    assert history.finetune_lr == history.phase2_learning_rate_curve.suggestion
 
 
 def test_sweep_phase2_refuses_a_missing_or_foreign_record(data, tmp_path):
