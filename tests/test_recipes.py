@@ -300,23 +300,36 @@ def test_sweep_phase2_runs_no_second_sweep_without_a_phase_one(data):
             by_hand(step, 1e-2, 12, 0.3, 5.0, 1e5), rel=1e-5), step
 
 
+SWEPT = dict(sweep_phase2=True, finder={"num_steps": 20})
+
+
+def stopped_swept_fit(data, backup, stop, save_freq="epoch"):
+    """A `fine_tune(sweep_phase2=True)` backed up to `backup` and stopped by `stop`."""
+    model, args = model_and_args(
+        [keras.callbacks.BackupAndRestore(str(backup), save_freq=save_freq), stop], **SWEPT)
+    with pytest.raises(KeyboardInterrupt):
+        kt.fine_tune(model, data, **args)
+
+
+def resumed_swept_fit(data, backup, save_freq="epoch"):
+    """The same `fine_tune` again, resumed from `backup`: (model, History)."""
+    model, args = model_and_args(
+        [keras.callbacks.BackupAndRestore(str(backup), save_freq=save_freq)], **SWEPT)
+    return model, kt.fine_tune(model, data, **args)
+
+
 def test_sweep_phase2_resumes_with_the_rate_its_sweep_recorded(data, tmp_path):
     x, y = data
-    swept = dict(sweep_phase2=True, finder={"num_steps": 20})
-    whole, args = model_and_args([], **swept)
+    whole, args = model_and_args([], **SWEPT)
     straight = kt.fine_tune(whole, (x, y), **args)
     backup = tmp_path / "backup"
-    broken, args = model_and_args([keras.callbacks.BackupAndRestore(str(backup)), Interrupt(1)],
-                                  **swept)
-    with pytest.raises(KeyboardInterrupt):
-        kt.fine_tune(broken, (x, y), **args)
+    stopped_swept_fit((x, y), backup, Interrupt(1))
     record = json.loads((backup / "keras_transfer_phase2_sweep.json").read_text())
     assert record == {"phase2_peak": straight.finetune_lr, "switch_epoch": 1}
 
     # Resumed at epoch 3, inside phase 2: the state the sweep saw is gone; the
     # record gives its rate, and the run ends as the uninterrupted one did.
-    resumed, args = model_and_args([keras.callbacks.BackupAndRestore(str(backup))], **swept)
-    history = kt.fine_tune(resumed, (x, y), **args)
+    resumed, history = resumed_swept_fit((x, y), backup)
     assert history.epoch == [2, 3] and history.history["phase"] == [2, 2]
     assert history.phase2_learning_rate_curve is None
     assert history.finetune_lr == straight.finetune_lr
@@ -326,7 +339,7 @@ def test_sweep_phase2_resumes_with_the_rate_its_sweep_recorded(data, tmp_path):
     assert not backup.exists()  # BackupAndRestore removes its folder, the record with it
 
     # A fit that begins inside phase 2 with no record is refused before it trains.
-    fresh, args = model_and_args([], **swept)
+    fresh, args = model_and_args([], **SWEPT)
     before = [v.numpy().copy() for v in fresh.weights]
     with pytest.raises(kt.errors.ArgumentError,
                        match=r"sweep_phase2=True\): this fit begins inside phase 2 \(epoch 3\)"
@@ -340,16 +353,10 @@ def test_sweep_phase2_resumed_at_the_switch_sweeps_again_and_ends_as_one_run(dat
     # Backed up at the end of phase 1 and stopped: the resumed fit begins phase
     # 2 itself, from the same weights, so its sweep finds the same rate.
     x, y = data
-    swept = dict(sweep_phase2=True, finder={"num_steps": 20})
-    whole, args = model_and_args([], **swept)
+    whole, args = model_and_args([], **SWEPT)
     straight = kt.fine_tune(whole, (x, y), **args)
-    backup = str(tmp_path / "backup")
-    broken, args = model_and_args([keras.callbacks.BackupAndRestore(backup), Interrupt(0)],
-                                  **swept)
-    with pytest.raises(KeyboardInterrupt):
-        kt.fine_tune(broken, (x, y), **args)
-    resumed, args = model_and_args([keras.callbacks.BackupAndRestore(backup)], **swept)
-    history = kt.fine_tune(resumed, (x, y), **args)
+    stopped_swept_fit((x, y), tmp_path / "backup", Interrupt(0))
+    resumed, history = resumed_swept_fit((x, y), tmp_path / "backup")
     assert history.epoch == [1, 2, 3]
     assert history.phase2_learning_rate_curve.losses == straight.phase2_learning_rate_curve.losses
     assert history.finetune_lr == straight.finetune_lr
@@ -363,19 +370,13 @@ def test_sweep_phase2_stopped_inside_its_first_epoch_keeps_its_sweeps_rate(data,
     # batch 2, which are no longer where phase 1 ended. The resumed fit must not
     # sweep those; the rate is the one the stopped fit's sweep recorded.
     x, y = data
-    swept = dict(sweep_phase2=True, finder={"num_steps": 20})
-    whole, args = model_and_args([], **swept)
+    whole, args = model_and_args([], **SWEPT)
     straight = kt.fine_tune(whole, (x, y), **args)
-    backup = str(tmp_path / "backup")
-    broken, args = model_and_args([keras.callbacks.BackupAndRestore(backup, save_freq=2),
-                                   InterruptAtBatch(1, 2)], **swept)
-    with pytest.raises(KeyboardInterrupt):
-        kt.fine_tune(broken, (x, y), **args)
-    metadata = json.loads((tmp_path / "backup" / "training_metadata.json").read_text())
+    backup = tmp_path / "backup"
+    stopped_swept_fit((x, y), backup, InterruptAtBatch(1, 2), save_freq=2)
+    metadata = json.loads((backup / "training_metadata.json").read_text())
     assert metadata == {"epoch": 1, "batch": 1}  # a backup inside phase 2's first epoch
-    resumed, args = model_and_args([keras.callbacks.BackupAndRestore(backup, save_freq=2)],
-                                   **swept)
-    history = kt.fine_tune(resumed, (x, y), **args)
+    _, history = resumed_swept_fit((x, y), backup, save_freq=2)
     assert history.epoch == [1, 2, 3] and history.history["phase"] == [2, 2, 2]
     assert history.phase2_learning_rate_curve is None  # no second sweep
     assert history.finetune_lr == straight.finetune_lr
@@ -387,19 +388,11 @@ def test_sweep_phase2_resumed_inside_phase_one_sweeps_what_it_trained(data, tmp_
     # that epoch: Keras resumes epoch 1 (its last backup was inside it), so the
     # resumed fit trains phase 1 again, and sweeps what it trained; the stopped
     # fit's record, in the same folder, is another state's.
-    x, y = data
-    swept = dict(sweep_phase2=True, finder={"num_steps": 20})
-    backup = str(tmp_path / "backup")
-    broken, args = model_and_args([keras.callbacks.BackupAndRestore(backup, save_freq=2),
-                                   InterruptAtBatch(1, 0)], **swept)
-    with pytest.raises(KeyboardInterrupt):
-        kt.fine_tune(broken, (x, y), **args)
-    metadata = json.loads((tmp_path / "backup" / "training_metadata.json").read_text())
-    assert metadata["epoch"] == 0
-    assert (tmp_path / "backup" / "keras_transfer_phase2_sweep.json").exists()
-    resumed, args = model_and_args([keras.callbacks.BackupAndRestore(backup, save_freq=2)],
-                                   **swept)
-    history = kt.fine_tune(resumed, (x, y), **args)
+    backup = tmp_path / "backup"
+    stopped_swept_fit(data, backup, InterruptAtBatch(1, 0), save_freq=2)
+    assert json.loads((backup / "training_metadata.json").read_text())["epoch"] == 0
+    assert (backup / "keras_transfer_phase2_sweep.json").exists()
+    _, history = resumed_swept_fit(data, backup, save_freq=2)
     assert history.epoch == [0, 1, 2, 3] and history.history["phase"] == [1, 2, 2, 2]
     assert history.phase2_learning_rate_curve is not None  # its own sweep
     assert history.finetune_lr == history.phase2_learning_rate_curve.suggestion
@@ -407,29 +400,22 @@ def test_sweep_phase2_resumed_inside_phase_one_sweeps_what_it_trained(data, tmp_
 
 def test_sweep_phase2_refuses_a_missing_or_foreign_record(data, tmp_path):
     x, y = data
-    swept = dict(sweep_phase2=True, finder={"num_steps": 20})
     backup = tmp_path / "backup"
-    broken, args = model_and_args([keras.callbacks.BackupAndRestore(str(backup)), Interrupt(1)],
-                                  **swept)
-    with pytest.raises(KeyboardInterrupt):
-        kt.fine_tune(broken, (x, y), **args)
+    stopped_swept_fit((x, y), backup, Interrupt(1))
     record = backup / "keras_transfer_phase2_sweep.json"
     saved = record.read_text()
     # another run's record: its phase 2 began at another epoch
     record.write_text(json.dumps({"phase2_peak": 1e-3, "switch_epoch": 2}))
-    model, args = model_and_args([keras.callbacks.BackupAndRestore(str(backup))], **swept)
     with pytest.raises(kt.errors.ArgumentError,
                        match=r"records a phase 2 that began at epoch index 2, expected 1 "
                              r"\(freeze_epochs\)"):
-        kt.fine_tune(model, (x, y), **args)
+        resumed_swept_fit((x, y), backup)
     # no record beside the backup
     record.unlink()
-    model, args = model_and_args([keras.callbacks.BackupAndRestore(str(backup))], **swept)
     with pytest.raises(kt.errors.ArgumentError, match=f"no record at {re.escape(str(record))}"):
-        kt.fine_tune(model, (x, y), **args)
+        resumed_swept_fit((x, y), backup)
     record.write_text(saved)  # the right one: the run goes on
-    model, args = model_and_args([keras.callbacks.BackupAndRestore(str(backup))], **swept)
-    assert kt.fine_tune(model, (x, y), **args).history["phase"] == [2, 2]
+    assert resumed_swept_fit((x, y), backup)[1].history["phase"] == [2, 2]
 
 
 def test_sweep_phase2_reports_no_phase_two_peak_when_phase_two_never_ran(data):
