@@ -196,14 +196,10 @@ def accuracy(model, data):
 def run_phase(model, freeze, train, val, rate, phase, epochs, **options):
     """`fine_tune` for one phase at a fixed peak rate (`options` go to it);
     validation accuracy."""
-    if phase == 1:
-        kt.fine_tune(model, train, freeze=freeze, epochs=epochs, freeze_epochs=epochs,
-                     base_lr=rate, loss=LOSS, metrics=(), verbose=0,
-                     batch_size=recipes.batch_size_for(len(train[1])))
-    else:
-        kt.fine_tune(model, train, freeze=freeze, epochs=epochs, freeze_epochs=0, base_lr=rate,
-                     loss=LOSS, metrics=(), verbose=0,
-                     batch_size=recipes.batch_size_for(len(train[1])), **options)
+    kt.fine_tune(model, train, freeze=freeze, epochs=epochs,
+                 freeze_epochs=epochs if phase == 1 else 0, base_lr=rate, loss=LOSS,
+                 metrics=(), verbose=0, batch_size=recipes.batch_size_for(len(train[1])),
+                 **options)
     value = accuracy(model, val)
     return value if math.isfinite(value) else 0.0
 
@@ -591,8 +587,9 @@ def main():
     parser.add_argument("--probe_epochs", type=int, default=1, help="with --probe: "
                         "each trial's length in epochs")
     parser.add_argument("--probe_pct_start", type=float, default=None, help="with --probe: "
-                        "the trials' one-cycle warm-up fraction (fine_tune's own by default); 0.9 of one "
-                        "epoch warms up over as many steps as a 3-epoch phase 2 does")
+                        "the trials' one-cycle warm-up fraction (fine_tune's own by "
+                        "default); 0.9 of one epoch warms up over as many steps as a "
+                        "3-epoch phase 2 does")
     parser.add_argument("--analyse", default=None, help="a results file: print every "
                         "rule against its grids")
     args = parser.parse_args()
