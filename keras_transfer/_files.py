@@ -1,4 +1,5 @@
-"""Private file helpers: atomic writes and sha256 digests, computed and checked."""
+"""Private file helpers: atomic writes and sha256 digests, computed and checked;
+JSON records beside a `BackupAndRestore` backup, wherever Keras keeps it."""
 
 import contextlib
 import hashlib
@@ -6,6 +7,13 @@ import json
 import os
 import re
 import tempfile
+
+# Keras' own file functions: os for a local path, tf.io.gfile for a remote one
+# (gs://, any scheme Keras' `is_remote_path` names). `BackupAndRestore` writes
+# through them, and a record kept beside its backup must reach the same folder;
+# Keras exports no public form of them. tests/test_recipes.py's remote-folder
+# test fails if they move.
+from keras.src.utils import file_utils
 
 from keras_transfer import errors
 
@@ -81,9 +89,33 @@ def check_digest(where, actual, expected, what_to_do):
 
 
 def write_json(data, path):
-    """Writes `data` as indented JSON to `path`, atomically."""
+    """Writes `data` as indented JSON to `path`, atomically.
+
+    A remote `path` (gs://, and any scheme Keras' file functions send to
+    tf.io.gfile) is written in one gfile write: an object store publishes an
+    object whole when it is closed, and has no atomic rename to do better.
+    """
+    text = json.dumps(data, indent=2, sort_keys=True) + "\n"
+    path_str = os.fspath(path)
+    if file_utils.is_remote_path(path_str):
+        folder = os.path.dirname(path_str)
+        if not file_utils.exists(folder):
+            file_utils.makedirs(folder)
+        with file_utils.File(path_str, "w") as f:
+            f.write(text)
+        return path
     with atomic_write(path) as tmp:
         with open(tmp, "w") as f:
-            json.dump(data, f, indent=2, sort_keys=True)
-            f.write("\n")
+            f.write(text)
     return path
+
+
+def read_json(path):
+    """Reads the JSON at `path`, local or remote as for `write_json`."""
+    with file_utils.File(os.fspath(path)) as f:
+        return json.loads(f.read())
+
+
+def exists(path):
+    """Whether `path` exists, local or remote as for `write_json`."""
+    return file_utils.exists(os.fspath(path))

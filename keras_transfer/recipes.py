@@ -10,7 +10,6 @@ the base's layer groups, all inside one `fit`.
 """
 
 import inspect
-import json
 import math
 import os
 
@@ -292,7 +291,8 @@ def fine_tune(model, train, *, validation=None, freeze, epochs, freeze_epochs=1,
             phase-2 epoch's time; `finder`'s `plot_to` plots the first sweep
             only. A run that `BackupAndRestore` resumes inside phase 2
             reads the rate back from a file the sweep writes in each such
-            callback's `backup_dir` (`keras_transfer_phase2_sweep.json`);
+            callback's `backup_dir` (`keras_transfer_phase2_sweep.json`,
+            local or remote, wherever `BackupAndRestore` writes its backup);
             a `fit` that begins inside phase 2 without it raises. A `fit`
             that begins at phase 2's first epoch reads it too when it is
             there: the run was stopped inside that epoch after the sweep
@@ -478,22 +478,21 @@ class _SweptTwoPhase(schedules.TwoPhaseSchedule):
         self.finetune_lr = self._cycle(self.peak)
 
     def _recorded(self):
-        return bool(self._records) and os.path.exists(self._records[-1])
+        return bool(self._records) and _files.exists(self._records[-1])
 
     def _read(self):
         what_to_do = ("Resume with the BackupAndRestore of the interrupted run, or pass "
                       "sweep_phase2=False and, as base_lr, the rate its sweep suggested "
                       "(printed with verbose=1).")
         record = self._records[-1] if self._records else None
-        if record is None or not os.path.exists(record):
+        if record is None or not _files.exists(record):
             where = ("no BackupAndRestore among the callbacks" if record is None
                      else f"no record at {record}")
             raise errors.ArgumentError(
                 f"fine_tune(sweep_phase2=True): this fit begins inside phase 2 (epoch "
                 f"{self._epoch + 1}), whose peak rate came from a sweep run when phase 2 "
                 f"began, in an earlier fit; {where}. {what_to_do}")
-        with open(record) as f:
-            saved = json.load(f)
+        saved = _files.read_json(record)
         if saved.get("switch_epoch") != self.switch_epoch:
             raise errors.ArgumentError(
                 f"fine_tune(sweep_phase2=True): {record} records a phase 2 that began at "

@@ -349,6 +349,35 @@ def test_sweep_phase2_resumes_with_the_rate_its_sweep_recorded(data, tmp_path):
         np.testing.assert_array_equal(value, variable.numpy(), err_msg=variable.path)
 
 
+def test_sweep_phase2_keeps_its_record_where_a_remote_backup_dir_is(data, tmp_path,
+                                                                     monkeypatch):
+    # Keras' BackupAndRestore takes any folder tf.io.gfile writes (gs://, ...).
+    # A file:// URL goes through gfile as gs:// does; TensorFlow's ram:// file
+    # system cannot stand in, as its rewrites append (Keras' own training
+    # metadata then fails to parse on resume). With os calls the record went
+    # to a folder named "file:" under the working directory instead, where a
+    # resume on another machine would not find it.
+    import tensorflow as tf
+
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    x, y = data
+    whole, args = model_and_args([], **SWEPT)
+    straight = kt.fine_tune(whole, (x, y), **args)
+    backup = f"file://{tmp_path}/backup"
+    stopped_swept_fit((x, y), backup, Interrupt(1))
+    with tf.io.gfile.GFile(f"{backup}/keras_transfer_phase2_sweep.json") as f:
+        assert json.loads(f.read()) == {"phase2_peak": straight.finetune_lr,
+                                        "switch_epoch": 1}
+    resumed, history = resumed_swept_fit((x, y), backup)
+    assert history.epoch == [2, 3]
+    assert history.phase2_learning_rate_curve is None  # read, not swept again
+    assert history.finetune_lr == straight.finetune_lr
+    assert not (tmp_path / "backup").exists()  # removed with the backup, as a local one is
+    assert list(work.iterdir()) == []  # nothing written under the working directory
+
+
 def test_sweep_phase2_resumed_at_the_switch_sweeps_again_and_ends_as_one_run(data, tmp_path):
     # Backed up at the end of phase 1 and stopped: the resumed fit begins phase
     # 2 itself, from the same weights, so its sweep finds the same rate.
