@@ -595,6 +595,11 @@ def main():
     args = parser.parse_args()
     unknown = [(name, seed) for name in args.tasks for seed in args.seeds
                if (name, seed) not in PHASE1_START]
+    given = [flag for flag, default in (("--probe_epochs", 1), ("--probe_pct_start", None))
+             if getattr(args, flag[2:]) != default]
+    if given and not args.probe:
+        parser.error(f"{' and '.join(given)} only appl{'y' if len(given) > 1 else 'ies'} "
+                     "with --probe K, which was not given")
     if (args.phase2_repeats or args.sweep_noise or args.probe) and unknown:
         parser.error(f"--phase2_repeats, --sweep_noise and --probe have a phase-1 rate for "
                      f"{sorted(PHASE1_START)} only, not for {unknown}: pass --tasks mobilenet "
