@@ -9,10 +9,11 @@ import re
 import tempfile
 
 # Keras' own file functions: os for a local path, tf.io.gfile for a remote one
-# (gs://, any scheme Keras' `is_remote_path` names). `BackupAndRestore` writes
+# (gs://, any path Keras' `is_remote_path` names). `BackupAndRestore` writes
 # through them, and a record kept beside its backup must reach the same folder;
-# Keras exports no public form of them. tests/test_recipes.py's remote-folder
-# test fails if they move.
+# Keras exports no public form of them. If they move, importing the package
+# fails; if they change what they do, tests/test_recipes.py's
+# test_sweep_phase2_keeps_its_record_where_a_remote_backup_dir_is fails.
 from keras.src.utils import file_utils
 
 from keras_transfer import errors
@@ -89,33 +90,43 @@ def check_digest(where, actual, expected, what_to_do):
 
 
 def write_json(data, path):
-    """Writes `data` as indented JSON to `path`, atomically.
-
-    A remote `path` (gs://, and any scheme Keras' file functions send to
-    tf.io.gfile) is written in one gfile write: an object store publishes an
-    object whole when it is closed, and has no atomic rename to do better.
-    """
-    text = json.dumps(data, indent=2, sort_keys=True) + "\n"
-    path_str = os.fspath(path)
-    if file_utils.is_remote_path(path_str):
-        folder = os.path.dirname(path_str)
-        if not file_utils.exists(folder):
-            file_utils.makedirs(folder)
-        with file_utils.File(path_str, "w") as f:
-            f.write(text)
-        return path
+    """Writes `data` as indented JSON to the local `path`, atomically."""
     with atomic_write(path) as tmp:
         with open(tmp, "w") as f:
-            f.write(text)
+            f.write(_json_text(data))
     return path
 
 
-def read_json(path):
-    """Reads the JSON at `path`, local or remote as for `write_json`."""
+def write_record(data, path):
+    """Writes `data` as JSON to `path` beside a `BackupAndRestore` backup.
+
+    `path` goes where Keras writes the backup: a local path atomically, as
+    `write_json`; a path Keras' `is_remote_path` names (gs://, any URL, a few
+    cluster prefixes such as /gcs) through tf.io.gfile, in one write. Not
+    atomic there: an object store (gs://) publishes an object whole on close,
+    but other gfile file systems may show a partial file to a reader.
+    """
+    path = os.fspath(path)
+    if not file_utils.is_remote_path(path):
+        return write_json(data, path)
+    folder = os.path.dirname(path)
+    if not file_utils.exists(folder):
+        file_utils.makedirs(folder)
+    with file_utils.File(path, "w") as f:
+        f.write(_json_text(data))
+    return path
+
+
+def read_record(path):
+    """Reads the JSON that `write_record` wrote to `path`."""
     with file_utils.File(os.fspath(path)) as f:
         return json.loads(f.read())
 
 
-def exists(path):
-    """Whether `path` exists, local or remote as for `write_json`."""
+def record_exists(path):
+    """Whether `path`, local or remote as for `write_record`, exists."""
     return file_utils.exists(os.fspath(path))
+
+
+def _json_text(data):
+    return json.dumps(data, indent=2, sort_keys=True) + "\n"

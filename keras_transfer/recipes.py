@@ -473,26 +473,26 @@ class _SweptTwoPhase(schedules.TwoPhaseSchedule):
             self.curve = lr_finder.find_learning_rate(model, self._train, **self._finder)
             self.peak = float(self.curve.suggestion)
             for record in self._records:
-                _files.write_json({"phase2_peak": self.peak, "switch_epoch": self.switch_epoch},
-                                  record)
+                _files.write_record({"phase2_peak": self.peak, "switch_epoch": self.switch_epoch},
+                                    record)
         self.finetune_lr = self._cycle(self.peak)
 
     def _recorded(self):
-        return bool(self._records) and _files.exists(self._records[-1])
+        return bool(self._records) and _files.record_exists(self._records[-1])
 
     def _read(self):
         what_to_do = ("Resume with the BackupAndRestore of the interrupted run, or pass "
                       "sweep_phase2=False and, as base_lr, the rate its sweep suggested "
                       "(printed with verbose=1).")
         record = self._records[-1] if self._records else None
-        if record is None or not _files.exists(record):
+        if record is None or not _files.record_exists(record):
             where = ("no BackupAndRestore among the callbacks" if record is None
                      else f"no record at {record}")
             raise errors.ArgumentError(
                 f"fine_tune(sweep_phase2=True): this fit begins inside phase 2 (epoch "
                 f"{self._epoch + 1}), whose peak rate came from a sweep run when phase 2 "
                 f"began, in an earlier fit; {where}. {what_to_do}")
-        saved = _files.read_json(record)
+        saved = _files.read_record(record)
         if saved.get("switch_epoch") != self.switch_epoch:
             raise errors.ArgumentError(
                 f"fine_tune(sweep_phase2=True): {record} records a phase 2 that began at "
