@@ -13,7 +13,8 @@ import tempfile
 # through them, and a record kept beside its backup must reach the same folder;
 # Keras exports no public form of them. If they move, importing the package
 # fails; if they change what they do, tests/test_recipes.py's
-# test_sweep_phase2_keeps_its_record_where_a_remote_backup_dir_is fails.
+# test_sweep_phase2_stopped_inside_its_first_epoch_keeps_its_sweeps_rate[remote]
+# fails.
 from keras.src.utils import file_utils
 
 from keras_transfer import errors
@@ -109,9 +110,7 @@ def write_record(data, path):
     path = os.fspath(path)
     if not file_utils.is_remote_path(path):
         return write_json(data, path)
-    folder = os.path.dirname(path)
-    if not file_utils.exists(folder):
-        file_utils.makedirs(folder)
+    file_utils.makedirs(os.path.dirname(path))  # gfile's: no error if it exists
     with file_utils.File(path, "w") as f:
         f.write(_json_text(data))
     return path

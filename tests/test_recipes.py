@@ -349,37 +349,6 @@ def test_sweep_phase2_resumes_with_the_rate_its_sweep_recorded(data, tmp_path):
         np.testing.assert_array_equal(value, variable.numpy(), err_msg=variable.path)
 
 
-def test_sweep_phase2_keeps_its_record_where_a_remote_backup_dir_is(data, tmp_path,
-                                                                     monkeypatch):
-    # Keras' BackupAndRestore takes any folder tf.io.gfile writes (gs://, ...).
-    # A file:// URL goes through gfile as gs:// does; TensorFlow's ram:// file
-    # system cannot stand in, as its rewrites append (Keras' own training
-    # metadata then fails to parse on resume). With os calls the record went
-    # to a folder named "file:" under the working directory instead, where a
-    # resume on another machine would not find it. Stopped inside phase 2's
-    # first epoch (as ..._stopped_inside_its_first_epoch_keeps_its_sweeps_rate),
-    # the resumed fit begins at the switch, so it asks whether there is a
-    # record, then reads it: both through gfile.
-    import tensorflow as tf
-
-    work = tmp_path / "work"
-    work.mkdir()
-    monkeypatch.chdir(work)
-    x, y = data
-    whole, args = model_and_args([], **SWEPT)
-    straight = kt.fine_tune(whole, (x, y), **args)
-    backup = f"file://{tmp_path}/backup"
-    stopped_swept_fit((x, y), backup, InterruptAtBatch(1, 2), save_freq=2)
-    with tf.io.gfile.GFile(f"{backup}/keras_transfer_phase2_sweep.json") as f:
-        assert json.loads(f.read()) == {"phase2_peak": straight.finetune_lr,
-                                        "switch_epoch": 1}
-    _, history = resumed_swept_fit((x, y), backup, save_freq=2)
-    assert history.epoch == [1, 2, 3]
-    assert history.phase2_learning_rate_curve is None  # read, not swept again
-    assert history.finetune_lr == straight.finetune_lr
-    assert list(work.iterdir()) == []  # nothing written under the working directory
-
-
 def test_sweep_phase2_resumed_at_the_switch_sweeps_again_and_ends_as_one_run(data, tmp_path):
     # Backed up at the end of phase 1 and stopped: the resumed fit begins phase
     # 2 itself, from the same weights, so its sweep finds the same rate.
@@ -395,23 +364,44 @@ def test_sweep_phase2_resumed_at_the_switch_sweeps_again_and_ends_as_one_run(dat
         np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-6, atol=1e-7, err_msg=a.path)
 
 
-def test_sweep_phase2_stopped_inside_its_first_epoch_keeps_its_sweeps_rate(data, tmp_path):
+@pytest.mark.parametrize("where", ["local", "remote"])
+def test_sweep_phase2_stopped_inside_its_first_epoch_keeps_its_sweeps_rate(
+        data, tmp_path, monkeypatch, where):
     # Backed up every 2 batches and stopped after batch 3 of epoch 2, the first
     # of phase 2: Keras restores epoch 2 from its first batch on the weights of
     # batch 2, which are no longer where phase 1 ended. The resumed fit must not
-    # sweep those; the rate is the one the stopped fit's sweep recorded.
+    # sweep those; the rate is the one the stopped fit's sweep recorded. It
+    # begins at the switch, so it asks whether there is a record, then reads it.
+    # "remote": Keras' BackupAndRestore takes any folder tf.io.gfile writes
+    # (gs://, ...). A file:// URL goes through gfile as gs:// does; TensorFlow's
+    # ram:// file system cannot stand in, as its rewrites append (Keras' own
+    # training metadata then fails to parse on resume). With os calls the
+    # record went to a folder named "file:" under the working directory
+    # instead, where a resume on another machine would not find it.
+    import tensorflow as tf
+
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
     x, y = data
     whole, args = model_and_args([], **SWEPT)
     straight = kt.fine_tune(whole, (x, y), **args)
-    backup = tmp_path / "backup"
+    backup = str(tmp_path / "backup") if where == "local" else f"file://{tmp_path}/backup"
     stopped_swept_fit((x, y), backup, InterruptAtBatch(1, 2), save_freq=2)
-    metadata = json.loads((backup / "training_metadata.json").read_text())
-    assert metadata == {"epoch": 1, "batch": 1}  # a backup inside phase 2's first epoch
+
+    def saved(name):  # gfile reads a local path as os does
+        with tf.io.gfile.GFile(f"{backup}/{name}") as f:
+            return json.loads(f.read())
+
+    assert saved("training_metadata.json") == {"epoch": 1, "batch": 1}  # inside phase 2's epoch 1
+    assert saved("keras_transfer_phase2_sweep.json") == {"phase2_peak": straight.finetune_lr,
+                                                         "switch_epoch": 1}
     _, history = resumed_swept_fit((x, y), backup, save_freq=2)
     assert history.epoch == [1, 2, 3] and history.history["phase"] == [2, 2, 2]
     assert history.phase2_learning_rate_curve is None  # no second sweep
     assert history.finetune_lr == straight.finetune_lr
     np.testing.assert_allclose(history.history["lr"], straight.history["lr"][1:], rtol=1e-6)
+    assert list(work.iterdir()) == []  # nothing written under the working directory
 
 
 def test_sweep_phase2_resumed_inside_phase_one_sweeps_what_it_trained(data, tmp_path):
